@@ -1,0 +1,65 @@
+"""The ``medsegfm`` command line.
+
+Each subcommand lives in its own module of this package and exposes
+``register(subparsers) -> None``, which adds an ``argparse`` parser whose
+``func`` default takes the parsed ``args`` and returns an exit code.
+Add a subcommand by adding its module name to ``_COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+
+_COMMANDS: list[str] = []
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line on stderr with a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsegfm",
+        description="Promptable medical image segmentation: predict, evaluate, batch, convert.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"medsegfm {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"medsegfm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medsegfm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Plain data shared by every layer: volumes, prompts, capabilities, objects, cases.
+
+Axis conventions (the classic bug of this field, fixed here once):
+
+* A 3D array is ``(Z, Y, X) = (D, H, W)``; a 2D grey image is ``(Y, X)``; a 2D RGB
+  image is ``(Y, X, 3)``.
+* ``Volume.spacing`` is in millimetres **in array axis order** (``(dz, dy, dx)`` for 3D,
+  ``(dy, dx)`` for 2D). File formats that store spacing in another order (CVPR npz
+  stores ``(x, y, z)``) are converted at the io boundary, never later.
+* Prompt coordinates are integer voxel indices in array axis order, inclusive.
+
+Nothing here imports Qt, napari or torch. Prompt constructors validate what they can
+know alone (ordering, non-negativity, kinds); :func:`validate_prompt` checks a prompt
+against a volume shape.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = [
+    "Volume",
+    "Box3D",
+    "Box2D",
+    "Point",
+    "Scribble",
+    "TextPrompt",
+    "Prompt",
+    "Capability",
+    "ObjectInfo",
+    "ObjectStatus",
+    "Case",
+    "CancelToken",
+    "Cancelled",
+    "validate_prompt",
+    "prompt_kind",
+    "prompt_to_dict",
+    "prompt_from_dict",
+    "required_capability",
+]
+
+
+# --------------------------------------------------------------------------- volume
+@dataclass
+class Volume:
+    """An image with its geometry.
+
+    Parameters
+    ----------
+    array : np.ndarray
+        ``(Z, Y, X)`` for 3D, ``(Y, X)`` for 2D grey, ``(Y, X, 3)`` for 2D RGB.
+    spacing : tuple of float
+        Voxel size in mm, one value per *spatial* axis, in array axis order.
+    affine : np.ndarray or None
+        4x4 matrix mapping homogeneous voxel indices **in array axis order** to world
+        coordinates (mm, RAS+), where the source has one.
+    meta : dict
+        Anything needed to write results back exactly: ``source`` (path), ``modality``,
+        ``format``, original orientation/affine/header, ...
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] = ()
+    affine: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.array)
+        if arr.ndim not in (2, 3):
+            raise ValueError(
+                f"Volume.array must be 2D (Y, X), 2D RGB (Y, X, 3) or 3D (Z, Y, X); got shape {arr.shape}"
+            )
+        self.array = arr
+        nsp = len(self.spatial_shape)
+        if not self.spacing:
+            self.spacing = (1.0,) * nsp
+        sp = tuple(float(s) for s in self.spacing)
+        if len(sp) != nsp:
+            raise ValueError(
+                f"Volume.spacing {sp} has {len(sp)} values; expected {nsp} for spatial shape {self.spatial_shape}"
+            )
+        if not all(np.isfinite(s) and s > 0 for s in sp):
+            raise ValueError(f"Volume.spacing {sp} must be finite and positive (mm)")
+        self.spacing = sp
+        if self.affine is not None:
+            aff = np.asarray(self.affine, dtype=float)
+            if aff.shape != (4, 4):
+                raise ValueError(f"Volume.affine must be 4x4; got shape {aff.shape}")
+            self.affine = aff
+
+    @property
+    def is_rgb(self) -> bool:
+        """True for a 2D colour image ``(Y, X, 3|4)``."""
+        return self.array.ndim == 3 and self.array.shape[-1] in (3, 4) and bool(self.meta.get("rgb", False))
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape without a trailing RGB channel: ``(Z, Y, X)`` or ``(Y, X)``."""
+        if self.is_rgb:
+            return tuple(self.array.shape[:2])
+        return tuple(self.array.shape)
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (2 or 3)."""
+        return len(self.spatial_shape)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (area in cm^2 x 1 for 2D images)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @classmethod
+    def rgb(cls, array: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0), **kw: Any) -> Volume:
+        """Build a 2D RGB volume ``(Y, X, 3)``."""
+        meta = dict(kw.pop("meta", {}) or {})
+        meta["rgb"] = True
+        return cls(array=array, spacing=spacing, meta=meta, **kw)
+
+
+# -------------------------------------------------------------------------- prompts
+def _as_int(name: str, value: Any) -> int:
+    try:
+        iv = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer voxel index; got {value!r}") from None
+    if iv != value and not (isinstance(value, (float, np.floating)) and float(value).is_integer()):
+        raise ValueError(f"{name} must be an integer voxel index; got {value!r}")
+    return iv
+
+
+def _check_object_id(object_id: Any) -> int:
+    oid = _as_int("object_id", object_id)
+    if oid < 1:
+        raise ValueError(f"object_id must be >= 1 (0 is background); got {object_id!r}")
+    return oid
+
+
+@dataclass(frozen=True)
+class Box3D:
+    """A 3D box, inclusive voxel indices, array axis order.
+
+    ``z_mid`` (optional) is the slice on which the xy rectangle was drawn (CVPR 2025
+    boxes give it); ``None`` means the middle of ``[z_min, z_max]``.
+    """
+
+    z_min: int
+    z_max: int
+    y_min: int
+    x_min: int
+    y_max: int
+    x_max: int
+    object_id: int = 1
+    z_mid: int | None = None
+
+    def __post_init__(self) -> None:
+        for n in ("z_min", "z_max", "y_min", "x_min", "y_max", "x_max"):
+            v = _as_int(f"Box3D.{n}", getattr(self, n))
+            if v < 0:
+                raise ValueError(f"Box3D.{n} must be >= 0; got {v}")
+            object.__setattr__(self, n, v)
+        for lo, hi in (("z_min", "z_max"), ("y_min", "y_max"), ("x_min", "x_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"Box3D: {lo}={getattr(self, lo)} > {hi}={getattr(self, hi)}")
+        object.__setattr__(self, "object_id", _check_object_id(self.object_id))
+        if self.z_mid is not None:
+            zm = _as_int("Box3D.z_mid", self.z_mid)
+            if not self.z_min <= zm <= self.z_max:
+                raise ValueError(f"Box3D.z_mid={zm} outside [z_min={self.z_min}, z_max={self.z_max}]")
+            object.__setattr__(self, "z_mid", zm)
+
+    @property
+    def mid_slice(self) -> int:
+        return self.z_mid if self.z_mid is not None else (self.z_min + self.z_max) // 2
+
+
+@dataclass(frozen=True)
+class Box2D:
+    """A 2D box, inclusive pixel indices. ``z`` is the slice of a 3D volume (None for 2D images)."""
+
+    y_min: int
+    x_min: int
+    y_max: int
+    x_max: int
+    z: int | None = None
+    object_id: int = 1
+
+    def __post_init__(self) -> None:
+        for n in ("y_min", "x_min", "y_max", "x_max"):
+            v = _as_int(f"Box2D.{n}", getattr(self, n))
+            if v < 0:
+                raise ValueError(f"Box2D.{n} must be >= 0; got {v}")
+            object.__setattr__(self, n, v)
+        for lo, hi in (("y_min", "y_max"), ("x_min", "x_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"Box2D: {lo}={getattr(self, lo)} > {hi}={getattr(self, hi)}")
+        if self.z is not None:
+            z = _as_int("Box2D.z", self.z)
+            if z < 0:
+                raise ValueError(f"Box2D.z must be >= 0; got {z}")
+            object.__setattr__(self, "z", z)
+        object.__setattr__(self, "object_id", _check_object_id(self.object_id))
+
+
+@dataclass(frozen=True)
+class Point:
+    """A click. ``zyx`` is ``(z, y, x)`` in a 3D volume or ``(y, x)`` in a 2D image."""
+
+    zyx: tuple[int, ...]
+    positive: bool = True
+    object_id: int = 1
+
+    def __post_init__(self) -> None:
+        coords = tuple(_as_int("Point.zyx", c) for c in np.asarray(self.zyx).ravel().tolist())
+        if len(coords) not in (2, 3):
+            raise ValueError(f"Point.zyx must have 2 (y, x) or 3 (z, y, x) coordinates; got {self.zyx!r}")
+        if min(coords) < 0:
+            raise ValueError(f"Point.zyx must be >= 0; got {coords}")
+        object.__setattr__(self, "zyx", coords)
+        object.__setattr__(self, "positive", bool(self.positive))
+        object.__setattr__(self, "object_id", _check_object_id(self.object_id))
+
+
+@dataclass(frozen=True, eq=False)
+class Scribble:
+    """A painted stroke: ``voxels`` is an ``(N, ndim)`` int array of voxel indices."""
+
+    voxels: np.ndarray
+    positive: bool = True
+    object_id: int = 1
+
+    def __post_init__(self) -> None:
+        v = np.asarray(self.voxels)
+        if v.ndim != 2 or v.shape[1] not in (2, 3) or v.shape[0] == 0:
+            raise ValueError(f"Scribble.voxels must be a non-empty (N, 2|3) index array; got shape {v.shape}")
+        if not np.issubdtype(v.dtype, np.integer):
+            if not np.all(np.equal(np.mod(v, 1), 0)):
+                raise ValueError("Scribble.voxels must hold integer voxel indices")
+        v = v.astype(np.int64)
+        if v.min() < 0:
+            raise ValueError(f"Scribble.voxels must be >= 0; got min {int(v.min())}")
+        v.setflags(write=False)
+        object.__setattr__(self, "voxels", v)
+        object.__setattr__(self, "positive", bool(self.positive))
+        object.__setattr__(self, "object_id", _check_object_id(self.object_id))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Scribble)
+            and self.positive == other.positive
+            and self.object_id == other.object_id
+            and np.array_equal(self.voxels, other.voxels)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.positive, self.object_id, self.voxels.shape, self.voxels[:8].tobytes()))
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """A free-text prompt (``"left kidney"``). ``instance`` asks for one label per component."""
+
+    text: str
+    instance: bool = False
+    object_id: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"TextPrompt.text must be a non-empty string; got {self.text!r}")
+        object.__setattr__(self, "text", self.text.strip())
+        object.__setattr__(self, "instance", bool(self.instance))
+        object.__setattr__(self, "object_id", _check_object_id(self.object_id))
+
+
+Prompt = Union[Box3D, Box2D, Point, Scribble, TextPrompt]
+
+
+class Capability(enum.Flag):
+    """What a backend can serve."""
+
+    NONE = 0
+    BOX3D = enum.auto()
+    BOX2D = enum.auto()
+    POINTS = enum.auto()
+    SCRIBBLE = enum.auto()
+    TEXT = enum.auto()
+    MULTI_OBJECT = enum.auto()
+    LASSO = enum.auto()
+
+
+def prompt_kind(prompt: Prompt) -> str:
+    """Short kind name: ``box3d``, ``box2d``, ``point``, ``scribble``, ``text``."""
+    kinds = {Box3D: "box3d", Box2D: "box2d", Point: "point", Scribble: "scribble", TextPrompt: "text"}
+    try:
+        return kinds[type(prompt)]
+    except KeyError:
+        raise ValueError(f"not a prompt: {prompt!r}") from None
+
+
+def required_capability(prompt: Prompt) -> Capability:
+    """The capability flag a backend needs to serve ``prompt``."""
+    return {
+        "box3d": Capability.BOX3D,
+        "box2d": Capability.BOX2D,
+        "point": Capability.POINTS,
+        "scribble": Capability.SCRIBBLE,
+        "text": Capability.TEXT,
+    }[prompt_kind(prompt)]
+
+
+def validate_prompt(prompt: Prompt, shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` naming the bad value if ``prompt`` does not fit a spatial ``shape``.
+
+    ``shape`` is the spatial shape ``(Z, Y, X)`` or ``(Y, X)`` (no RGB channel).
+    """
+    shape = tuple(int(s) for s in shape)
+    nd = len(shape)
+
+    def check(name: str, value: int, axis: int) -> None:
+        if not 0 <= value < shape[axis]:
+            raise ValueError(
+                f"{type(prompt).__name__}.{name}={value} is outside the volume: axis {axis} has size {shape[axis]} "
+                f"(valid 0..{shape[axis] - 1}, volume shape {shape})"
+            )
+
+    if isinstance(prompt, Box3D):
+        if nd != 3:
+            raise ValueError(f"Box3D needs a 3D volume; this one has shape {shape}")
+        for n, ax in (("z_min", 0), ("z_max", 0), ("y_min", 1), ("y_max", 1), ("x_min", 2), ("x_max", 2)):
+            check(n, getattr(prompt, n), ax)
+    elif isinstance(prompt, Box2D):
+        off = 1 if nd == 3 else 0
+        if nd == 3:
+            if prompt.z is None:
+                raise ValueError(f"Box2D on a 3D volume {shape} needs its slice index z")
+            check("z", prompt.z, 0)
+        elif prompt.z not in (None, 0):
+            raise ValueError(f"Box2D.z={prompt.z} given for a 2D image of shape {shape}")
+        for n, ax in (("y_min", 0), ("y_max", 0), ("x_min", 1), ("x_max", 1)):
+            check(n, getattr(prompt, n), ax + off)
+    elif isinstance(prompt, Point):
+        if len(prompt.zyx) != nd:
+            raise ValueError(f"Point.zyx={prompt.zyx} has {len(prompt.zyx)} coordinates; volume shape {shape} needs {nd}")
+        for ax, c in enumerate(prompt.zyx):
+            check(f"zyx[{ax}]", c, ax)
+    elif isinstance(prompt, Scribble):
+        if prompt.voxels.shape[1] != nd:
+            raise ValueError(
+                f"Scribble.voxels has {prompt.voxels.shape[1]} columns; volume shape {shape} needs {nd}"
+            )
+        hi = prompt.voxels.max(axis=0)
+        for ax in range(nd):
+            if hi[ax] >= shape[ax]:
+                raise ValueError(
+                    f"Scribble.voxels reach index {int(hi[ax])} on axis {ax}, outside the volume (size {shape[ax]})"
+                )
+    elif isinstance(prompt, TextPrompt):
+        return
+    else:
+        raise ValueError(f"not a prompt: {prompt!r}")
+
+
+def prompt_to_dict(prompt: Prompt) -> dict[str, Any]:
+    """JSON-ready dict of a prompt (inverse: :func:`prompt_from_dict`)."""
+    kind = prompt_kind(prompt)
+    if isinstance(prompt, Scribble):
+        return {"kind": kind, "voxels": prompt.voxels.tolist(), "positive": prompt.positive,
+                "object_id": prompt.object_id}
+    d = {"kind": kind}
+    for k, v in prompt.__dict__.items():
+        d[k] = list(v) if isinstance(v, tuple) else v
+    return d
+
+
+def prompt_from_dict(d: dict[str, Any]) -> Prompt:
+    """Rebuild a prompt from :func:`prompt_to_dict` output; ``ValueError`` on an unknown kind."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    cls = {"box3d": Box3D, "box2d": Box2D, "point": Point, "scribble": Scribble, "text": TextPrompt}.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown prompt kind {kind!r}; expected one of box3d, box2d, point, scribble, text")
+    if cls is Scribble:
+        d["voxels"] = np.asarray(d["voxels"], dtype=np.int64).reshape(-1, len(d["voxels"][0]) if d["voxels"] else 3)
+    if cls is Point:
+        d["zyx"] = tuple(d["zyx"])
+    return cls(**d)
+
+
+# -------------------------------------------------------------------------- objects
+class ObjectStatus(str, enum.Enum):
+    EMPTY = "empty"
+    PROMPTED = "prompted"
+    EDITED = "edited"
+    ACCEPTED = "accepted"
+
+
+@dataclass
+class ObjectInfo:
+    """One object of a session: one label id, a name, an RGBA colour in 0..1."""
+
+    label_id: int
+    name: str = ""
+    color: tuple[float, float, float, float] | None = None
+    status: ObjectStatus = ObjectStatus.EMPTY
+    overwrite: bool = False
+    instance: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    """Everything a reader found in one case (one file or one case folder).
+
+    ``labels`` maps a role to a label image in the image's spatial shape: ``"gts"``
+    (ground truth), ``"segs"`` (a saved prediction/correction), ``"prev_pred"``.
+    ``images`` holds extra co-registered images (e.g. the four Dixon sequences of an
+    IVDM3Seg case, keyed by sequence name); ``image`` is the primary one.
+    ``label_names`` maps label id to a class name (from ``text_prompts``, metadata,
+    mask file names). ``boxes`` are prompts in array coordinates, ``boxes[i]`` for
+    label ``boxes[i].object_id``.
+    """
+
+    image: Volume
+    source: Path | None = None
+    format: str = ""
+    name: str = ""
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, Volume] = field(default_factory=dict)
+    label_names: dict[int, str] = field(default_factory=dict)
+    boxes: list[Box3D | Box2D] = field(default_factory=list)
+    text_prompts: dict[int, str] = field(default_factory=dict)
+    instance_label: int | None = None
+    clicks: list[dict[str, list[list[int]]]] | None = None
+    clicks_order: list[Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- cancellation
+class Cancelled(Exception):
+    """Raised inside a backend when its :class:`CancelToken` was set."""
+
+
+class CancelToken:
+    """A thread-safe cancellation flag; backends call :meth:`check` between slices/iterations."""
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if cancellation was requested."""
+        if self._event.is_set():
+            raise Cancelled(self.reason or "cancelled")
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s, waking early on cancel; returns True when cancelled."""
+        return self._event.wait(timeout)
