@@ -1,0 +1,655 @@
+"""Per-dataset status database: case status, comments, edit history, metrics and edit locks.
+
+One SQLite file lives in the dataset's sidecar folder (``<dataset>/.medsegfm/status.sqlite``
+by default). Several viewers (processes, users) may open the same dataset at once:
+
+* The database runs in WAL mode with a busy timeout, and every write is one short
+  ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of corrupting
+  the file or failing with "database is locked".
+* Editing a case takes a **lease**: a row in ``locks`` naming the holder (user, host,
+  pid, a per-store token) that expires ``lease_s`` seconds after its last heartbeat.
+  A background thread renews the leases this store holds. A second viewer asking for
+  the case gets a :class:`CaseLockedError` whose message says who edits it, where and
+  since when. A lease whose holder is a dead process on this host, or whose
+  heartbeat stopped longer than ``lease_s`` ago, is stale and taken over silently
+  (that is how reopening after a crash works).
+
+SQLite relies on working file locks: on a network share without them (some NFS/SMB
+set-ups) WAL cannot be enabled; the store then logs a warning and falls back to the
+rollback journal, which is still safe where locks work.
+
+Times are UNIX epoch seconds (float). Case ids are the catalog's ids (strings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._util import json_default
+
+__all__ = [
+    "STATUSES",
+    "TODO",
+    "IN_PROGRESS",
+    "DONE",
+    "FLAGGED",
+    "StatusStore",
+    "CaseRecord",
+    "HistoryEvent",
+    "LockInfo",
+    "CaseLockedError",
+    "LockLostError",
+    "current_user",
+    "format_time",
+]
+
+logger = logging.getLogger(__name__)
+
+TODO = "todo"
+IN_PROGRESS = "in progress"
+DONE = "done"
+FLAGGED = "flagged"
+STATUSES: tuple[str, ...] = (TODO, IN_PROGRESS, DONE, FLAGGED)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'todo',
+    comment TEXT NOT NULL DEFAULT '',
+    status_at REAL,
+    status_by TEXT,
+    edited_at REAL,
+    edited_by TEXT,
+    info TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL DEFAULT 1,
+    owner TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS history_case ON history (case_id, id);
+CREATE TABLE IF NOT EXISTS metrics (
+    case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    source TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (case_id, name)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    case_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+def current_user() -> str:
+    """Who is editing: ``$MEDSEGFM_USER`` if set, else the login name."""
+    env = os.environ.get("MEDSEGFM_USER", "").strip()
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def format_time(t: float | None) -> str:
+    """Local ``YYYY-MM-DD HH:MM:SS`` of an epoch time ('' for None)."""
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass
+class CaseRecord:
+    """Status of one case as stored."""
+
+    case_id: str
+    status: str = TODO
+    comment: str = ""
+    status_at: float | None = None
+    status_by: str | None = None
+    edited_at: float | None = None
+    edited_by: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_edited(self) -> float | None:
+        """Most recent of the label edit and the status change."""
+        times = [t for t in (self.edited_at, self.status_at) if t is not None]
+        return max(times) if times else None
+
+    @property
+    def last_by(self) -> str | None:
+        if self.edited_at is not None and (self.status_at is None or self.edited_at >= self.status_at):
+            return self.edited_by
+        return self.status_by
+
+
+@dataclass
+class HistoryEvent:
+    """One row of the edit history (``count`` > 1 when repeated autosaves were coalesced)."""
+
+    id: int
+    case_id: str
+    at: float
+    who: str
+    action: str
+    detail: str = ""
+    count: int = 1
+
+
+@dataclass
+class LockInfo:
+    """Who holds a case's edit lease."""
+
+    case_id: str
+    owner: str
+    user: str
+    host: str
+    pid: int
+    acquired_at: float
+    heartbeat_at: float
+    expires_at: float
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        return (
+            f"{self.user} on {self.host} (pid {self.pid}) since {format_time(self.acquired_at)}, "
+            f"last heartbeat {max(0.0, now - self.heartbeat_at):.0f} s ago"
+        )
+
+
+class CaseLockedError(RuntimeError):
+    """The case is being edited elsewhere (another viewer holds a live lease)."""
+
+    def __init__(self, case_id: str, holder: LockInfo) -> None:
+        self.case_id = case_id
+        self.holder = holder
+        super().__init__(
+            f"case {case_id!r} is being edited elsewhere by {holder.describe()}; "
+            "open it read-only, or wait until that viewer moves on (its lock expires "
+            f"{max(0.0, holder.expires_at - time.time()):.0f} s after its last heartbeat)"
+        )
+
+
+class LockLostError(RuntimeError):
+    """This store no longer holds the lease it needs (it expired and another viewer took it)."""
+
+
+# ------------------------------------------------------------------------------- store
+class StatusStore:
+    """SQLite status database of one dataset.
+
+    Parameters
+    ----------
+    path : path-like
+        The database file (created with its folder if missing).
+    user : str, optional
+        Name recorded in history and locks (default :func:`current_user`).
+    lease_s : float
+        Seconds a lock stays valid after its last heartbeat.
+    heartbeat_s : float, optional
+        Heartbeat period (default ``lease_s / 4``).
+    busy_timeout_s : float
+        How long a write waits for another writer before failing.
+
+    Notes
+    -----
+    One connection per store, guarded by a re-entrant lock, so a store may be shared by
+    the GUI thread, the autosave writer and the heartbeat thread. Use one store per
+    viewer; two stores (even in one process) are two independent lock owners.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        user: str | None = None,
+        lease_s: float = 60.0,
+        heartbeat_s: float | None = None,
+        busy_timeout_s: float = 15.0,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.user = user or current_user()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.user}@{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be > 0 seconds; got {lease_s}")
+        self.lease_s = float(lease_s)
+        self.heartbeat_s = float(heartbeat_s) if heartbeat_s else self.lease_s / 4.0
+        self._mutex = threading.RLock()
+        self._held: set[str] = set()
+        self._closed = False
+        self._con = sqlite3.connect(
+            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        self.wal = str(mode).lower() == "wal"
+        if not self.wal:
+            logger.warning(
+                "status database %s: WAL journal unavailable (journal_mode=%s); the file system may not "
+                "support the shared memory SQLite needs. Falling back to the rollback journal.",
+                self.path, mode,
+            )
+        self._con.execute("PRAGMA synchronous = NORMAL")
+        self._con.execute("PRAGMA foreign_keys = ON")
+        self._init_schema()
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self._finalizer = weakref.finalize(self, _close_connection, self._con)
+
+    # ------------------------------------------------------------------ plumbing
+    def _init_schema(self) -> None:
+        with self._mutex:
+            for stmt in [s.strip() for s in _SCHEMA.split(";") if s.strip()]:
+                self._retry(lambda s=stmt: self._con.execute(s))
+            with self._write() as con:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise ValueError(
+                        f"status database {self.path} has schema version {row[0]}; this version of "
+                        f"napari-medsegfm understands up to {SCHEMA_VERSION}"
+                    )
+
+    def _retry(self, fn: Any, attempts: int = 5) -> Any:
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
+                    raise
+                time.sleep(0.05 * (i + 1))
+        return None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks)."""
+        self._check_open()
+        with self._mutex:
+            self._retry(lambda: self._con.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            else:
+                self._con.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        self._check_open()
+        with self._mutex:
+            return self._retry(lambda: self._con.execute(sql, args).fetchall())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"status store {self.path} is closed")
+
+    def close(self) -> None:
+        """Release every lock this store holds, stop the heartbeat and close the database."""
+        if self._closed:
+            return
+        for cid in list(self._held):
+            try:
+                self.release(cid)
+            except sqlite3.Error as exc:
+                logger.warning("could not release lock on %s: %s", cid, exc)
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=5)
+        with self._mutex:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> StatusStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def integrity_check(self) -> str:
+        """``'ok'`` when SQLite finds the file consistent."""
+        return str(self._read("PRAGMA integrity_check")[0][0])
+
+    # ------------------------------------------------------------------ cases
+    def ensure_cases(self, case_ids: Iterable[str]) -> None:
+        """Insert a ``todo`` row for every id not yet known (existing rows untouched)."""
+        ids = [(str(c),) for c in case_ids]
+        if not ids:
+            return
+        with self._write() as con:
+            con.executemany("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", ids)
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> CaseRecord:
+        try:
+            info = json.loads(row[7] or "{}")
+        except json.JSONDecodeError:
+            info = {}
+        return CaseRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], info)
+
+    _COLS = "case_id, status, comment, status_at, status_by, edited_at, edited_by, info"
+
+    def get(self, case_id: str) -> CaseRecord:
+        """The case's record (a fresh ``todo`` record if it was never stored)."""
+        rows = self._read(f"SELECT {self._COLS} FROM cases WHERE case_id = ?", (str(case_id),))
+        return self._record(rows[0]) if rows else CaseRecord(str(case_id))
+
+    def records(self) -> dict[str, CaseRecord]:
+        """All stored records by case id."""
+        return {r[0]: self._record(r) for r in self._read(f"SELECT {self._COLS} FROM cases")}
+
+    def set_status(self, case_id: str, status: str, comment: str | None = None, *, who: str | None = None) -> CaseRecord:
+        """Set a case's status (one of :data:`STATUSES`) and optionally its comment."""
+        status = str(status).strip().lower().replace("_", " ")
+        if status == "inprogress":
+            status = IN_PROGRESS
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        who = who or self.user
+        now = time.time()
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
+            old = con.execute("SELECT status, comment FROM cases WHERE case_id=?", (case_id,)).fetchone()
+            con.execute("UPDATE cases SET status=?, status_at=?, status_by=? WHERE case_id=?", (status, now, who, case_id))
+            if old[0] != status:
+                self._add_history(con, case_id, "status", f"{old[0]} -> {status}", who, now)
+            if comment is not None and comment != old[1]:
+                con.execute("UPDATE cases SET comment=? WHERE case_id=?", (comment, case_id))
+                self._add_history(con, case_id, "comment", comment, who, now)
+        return self.get(case_id)
+
+    def set_comment(self, case_id: str, comment: str, *, who: str | None = None) -> CaseRecord:
+        """Set the free-text comment of a case."""
+        who = who or self.user
+        now = time.time()
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
+            old = con.execute("SELECT comment FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
+            if old != comment:
+                con.execute("UPDATE cases SET comment=?, status_at=?, status_by=? WHERE case_id=?", (comment, now, who, case_id))
+                self._add_history(con, case_id, "comment", comment, who, now)
+        return self.get(case_id)
+
+    def record_edit(self, case_id: str, detail: str = "", *, action: str = "autosave", who: str | None = None,
+                    coalesce_s: float = 300.0) -> None:
+        """Note that the case's labels were edited/saved now (sets *last edited*, adds history).
+
+        Repeated events of the same ``action`` by this store within ``coalesce_s`` seconds
+        update one history row (its time, detail and count) instead of adding rows.
+        A ``todo`` case becomes ``in progress``.
+        """
+        who = who or self.user
+        now = time.time()
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
+            con.execute("UPDATE cases SET edited_at=?, edited_by=? WHERE case_id=?", (now, who, case_id))
+            st = con.execute("SELECT status FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
+            if st == TODO and action in ("autosave", "edit", "save"):
+                con.execute("UPDATE cases SET status=?, status_at=?, status_by=? WHERE case_id=?",
+                            (IN_PROGRESS, now, who, case_id))
+                self._add_history(con, case_id, "status", f"{TODO} -> {IN_PROGRESS}", who, now)
+            last = con.execute(
+                "SELECT id, action, owner, at FROM history WHERE case_id=? ORDER BY id DESC LIMIT 1", (case_id,)
+            ).fetchone()
+            if last is not None and last[1] == action and last[2] == self.owner and now - last[3] <= coalesce_s:
+                con.execute("UPDATE history SET at=?, detail=?, count=count+1 WHERE id=?", (now, detail, last[0]))
+            else:
+                self._add_history(con, case_id, action, detail, who, now)
+
+    def add_history(self, case_id: str, action: str, detail: str = "", *, who: str | None = None) -> None:
+        """Append one history event (open, restore, export, batch, ...)."""
+        with self._write() as con:
+            self._add_history(con, case_id, action, detail, who or self.user, time.time())
+
+    def _add_history(self, con: sqlite3.Connection, case_id: str, action: str, detail: str, who: str, at: float) -> None:
+        con.execute(
+            "INSERT INTO history (case_id, at, who, action, detail, owner) VALUES (?, ?, ?, ?, ?, ?)",
+            (case_id, at, who, action, detail, self.owner),
+        )
+
+    def history(self, case_id: str | None = None, limit: int = 1000) -> list[HistoryEvent]:
+        """History events, newest first (of one case, or of the whole dataset)."""
+        if case_id is None:
+            rows = self._read("SELECT id, case_id, at, who, action, detail, count FROM history ORDER BY id DESC LIMIT ?",
+                              (int(limit),))
+        else:
+            rows = self._read(
+                "SELECT id, case_id, at, who, action, detail, count FROM history WHERE case_id=? ORDER BY id DESC LIMIT ?",
+                (case_id, int(limit)),
+            )
+        return [HistoryEvent(*r) for r in rows]
+
+    def update_info(self, case_id: str, **info: Any) -> None:
+        """Merge JSON-able values (cached modality, shape, number of labels, ...) into the case's info."""
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
+            old = con.execute("SELECT info FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
+            try:
+                d = json.loads(old or "{}")
+            except json.JSONDecodeError:
+                d = {}
+            d.update(info)
+            con.execute("UPDATE cases SET info=? WHERE case_id=?", (json.dumps(d, default=json_default), case_id))
+
+    # ------------------------------------------------------------------ metrics
+    def set_metric(self, case_id: str, name: str, value: float | None, *, source: str = "",
+                   detail: dict[str, Any] | None = None) -> None:
+        """Store a per-case number (e.g. ``dice_pred_vs_labels``), replacing the previous one."""
+        with self._write() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (case_id, name, None if value is None else float(value), source, time.time(),
+                 json.dumps(detail or {}, default=json_default)),
+            )
+
+    def metric(self, case_id: str, name: str) -> float | None:
+        rows = self._read("SELECT value FROM metrics WHERE case_id=? AND name=?", (case_id, name))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    def metrics(self, name: str) -> dict[str, float | None]:
+        """``{case_id: value}`` of one metric over the dataset."""
+        return {r[0]: r[1] for r in self._read("SELECT case_id, value FROM metrics WHERE name=?", (name,))}
+
+    def metric_details(self, name: str) -> dict[str, dict[str, Any]]:
+        """``{case_id: {"value", "source", "at", **detail}}`` of one metric."""
+        out = {}
+        for cid, val, src, at, det in self._read("SELECT case_id, value, source, at, detail FROM metrics WHERE name=?", (name,)):
+            try:
+                d = json.loads(det or "{}")
+            except json.JSONDecodeError:
+                d = {}
+            d.update(value=val, source=src, at=at)
+            out[cid] = d
+        return out
+
+    # ------------------------------------------------------------------ locks
+    def _lock_row(self, con: sqlite3.Connection, case_id: str) -> LockInfo | None:
+        row = con.execute(
+            "SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks WHERE case_id=?",
+            (case_id,),
+        ).fetchone()
+        return LockInfo(*row) if row else None
+
+    def _is_stale(self, info: LockInfo, now: float) -> bool:
+        if info.expires_at < now:
+            return True
+        if info.host == self.host and info.pid != self.pid and not _pid_alive(info.pid):
+            return True
+        return False
+
+    def lock_holder(self, case_id: str) -> LockInfo | None:
+        """The live lease on ``case_id`` (``None`` if free or stale)."""
+        with self._mutex:
+            info = self._lock_row(self._con, case_id)
+        if info is None or self._is_stale(info, time.time()):
+            return None
+        return info
+
+    def locks(self) -> dict[str, LockInfo]:
+        """Every live lease in the dataset."""
+        now = time.time()
+        rows = self._read("SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks")
+        return {r[0]: LockInfo(*r) for r in rows if not self._is_stale(LockInfo(*r), now)}
+
+    def holds(self, case_id: str) -> bool:
+        """True while this store holds a live lease on ``case_id``."""
+        with self._mutex:
+            info = self._lock_row(self._con, case_id)
+        return info is not None and info.owner == self.owner and info.expires_at >= time.time()
+
+    def acquire(self, case_id: str, *, steal: bool = False) -> LockInfo:
+        """Take (or renew) the edit lease of ``case_id``.
+
+        Raises
+        ------
+        CaseLockedError
+            Another live viewer holds it (unless ``steal``).
+        """
+        now = time.time()
+        with self._write() as con:
+            info = self._lock_row(con, case_id)
+            if info is not None and info.owner != self.owner and not steal and not self._is_stale(info, now):
+                raise CaseLockedError(case_id, info)
+            if info is not None and info.owner != self.owner:
+                why = "stolen" if not self._is_stale(info, now) else "stale"
+                logger.info("taking over %s lock on %s held by %s", why, case_id, info.owner)
+                self._add_history(con, case_id, "lock", f"took over {why} lock of {info.user}@{info.host} pid {info.pid}",
+                                  self.user, now)
+            acquired = info.acquired_at if info is not None and info.owner == self.owner else now
+            con.execute(
+                "INSERT OR REPLACE INTO locks (case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (case_id, self.owner, self.user, self.host, self.pid, acquired, now, now + self.lease_s),
+            )
+        self._held.add(case_id)
+        self._start_heartbeat()
+        return LockInfo(case_id, self.owner, self.user, self.host, self.pid, acquired, now, now + self.lease_s)
+
+    def release(self, case_id: str) -> None:
+        """Give up this store's lease on ``case_id`` (no-op if not held)."""
+        self._held.discard(case_id)
+        with self._write() as con:
+            con.execute("DELETE FROM locks WHERE case_id=? AND owner=?", (case_id, self.owner))
+
+    def force_unlock(self, case_id: str) -> LockInfo | None:
+        """Remove whatever lease is on ``case_id`` (admin action; returns what was removed)."""
+        with self._write() as con:
+            info = self._lock_row(con, case_id)
+            con.execute("DELETE FROM locks WHERE case_id=?", (case_id,))
+            if info is not None:
+                self._add_history(con, case_id, "unlock", f"removed lock of {info.user}@{info.host} pid {info.pid}",
+                                  self.user, time.time())
+        return info
+
+    def heartbeat(self) -> list[str]:
+        """Renew every lease this store holds; returns the case ids whose lease was lost."""
+        if not self._held or self._closed:
+            return []
+        now = time.time()
+        lost = []
+        with self._write() as con:
+            for cid in list(self._held):
+                cur = con.execute(
+                    "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",
+                    (now, now + self.lease_s, cid, self.owner),
+                )
+                if cur.rowcount == 0:
+                    lost.append(cid)
+        for cid in lost:
+            self._held.discard(cid)
+            logger.warning("lost the edit lock on case %s (another viewer took it over)", cid)
+        return lost
+
+    def check_lock(self, case_id: str) -> None:
+        """Raise :class:`LockLostError` unless this store holds ``case_id`` (renewing it)."""
+        now = time.time()
+        with self._write() as con:
+            cur = con.execute(
+                "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",
+                (now, now + self.lease_s, case_id, self.owner),
+            )
+            ok = cur.rowcount > 0
+        if not ok:
+            self._held.discard(case_id)
+            raise LockLostError(
+                f"this viewer no longer holds the edit lock on case {case_id!r}: it expired and another viewer "
+                "may have taken it over; reopen the case to continue"
+            )
+
+    def _start_heartbeat(self) -> None:
+        if self._hb_thread is not None and self._hb_thread.is_alive():
+            return
+        self._hb_stop.clear()
+        ref = weakref.ref(self)
+        stop = self._hb_stop
+        period = self.heartbeat_s
+
+        def run() -> None:
+            while not stop.wait(period):
+                store = ref()
+                if store is None or store._closed:
+                    return
+                try:
+                    store.heartbeat()
+                except (sqlite3.Error, ValueError) as exc:
+                    logger.warning("lock heartbeat failed: %s", exc)
+                del store
+
+        self._hb_thread = threading.Thread(target=run, name="medsegfm-lock-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+
+def _close_connection(con: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        con.close()
