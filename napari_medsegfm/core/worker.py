@@ -1,0 +1,344 @@
+"""One persistent worker thread with generations, latest-wins per key and cancel tokens.
+
+:class:`InferenceWorker` runs jobs ``fn(cancel_token) -> value`` on **one** thread
+that lives as long as the worker (started on the first submit; GPU/cuDNN and
+allocator caches are per-thread warm). Semantics:
+
+* Every submit gets a new, globally increasing **generation** and becomes the
+  current generation of its **key** (the session uses the object's label id).
+* **Latest wins per key**: a new job for a key drops the queued job of that key
+  (it never runs) and sets the :class:`~napari_medsegfm.types.CancelToken` of the
+  running one. Jobs of different keys run first-in first-out.
+* **Exactly one callback per submit**, always called on the worker thread, with a
+  :class:`JobOutcome`: the value, or the exception, or ``cancelled=True`` (dropped
+  from the queue, cancelled while running, or raised
+  :class:`~napari_medsegfm.types.Cancelled`). ``stale`` is True when the job's
+  generation is no longer the key's current one at callback time. A GUI marshals
+  the outcome to its own thread (a Qt signal) and re-checks :meth:`is_current` there.
+* A callback that raises is logged; the thread keeps serving.
+* ``debounce_s`` (default 0): a job that supersedes a queued or running job of the
+  same key waits that long before starting, so a burst of prompts (a drag, rapid
+  clicks) starts only the last one instead of starting and cancelling each. An
+  isolated job (nothing to supersede) starts at once: no added latency.
+
+Nothing here imports Qt or torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Cancelled, CancelToken
+
+__all__ = ["InferenceWorker", "JobOutcome", "Job"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobOutcome:
+    """What a job's callback receives.
+
+    Attributes
+    ----------
+    key : hashable
+        The job's key (label id for the session).
+    generation : int
+        The job's generation (unique per worker, increasing).
+    value : Any
+        ``fn``'s return value (``None`` when it raised or was cancelled).
+    error : BaseException or None
+        The exception ``fn`` raised (not set for :class:`Cancelled`).
+    cancelled : bool
+        Dropped before running, or cancelled while running.
+    stale : bool
+        A newer job was submitted for the same key (or the key was cancelled).
+    elapsed_s : float
+        Time spent in ``fn`` (0 when it never ran).
+    queued_s : float
+        Time from submit to start (or to drop).
+    """
+
+    key: Hashable
+    generation: int
+    value: Any = None
+    error: BaseException | None = None
+    cancelled: bool = False
+    stale: bool = False
+    elapsed_s: float = 0.0
+    queued_s: float = 0.0
+
+
+@dataclass
+class Job:
+    """A submitted job (internal bookkeeping, exposed for introspection)."""
+
+    key: Hashable
+    generation: int
+    fn: Callable[[CancelToken], Any]
+    callback: Callable[[JobOutcome], None] | None
+    token: CancelToken = field(default_factory=CancelToken)
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    not_before: float = 0.0
+
+
+class InferenceWorker:
+    """One persistent thread serving latest-wins jobs (see module docstring).
+
+    Parameters
+    ----------
+    name : str
+        Thread name (shows in debuggers and logs).
+    debounce_s : float
+        Hold-off for a job that supersedes another of its key (see module docstring).
+    """
+
+    def __init__(self, name: str = "medsegfm-worker", debounce_s: float = 0.0) -> None:
+        if not debounce_s >= 0:
+            raise ValueError(f"debounce_s must be >= 0 seconds; got {debounce_s!r}")
+        self.name = name
+        self.debounce_s = float(debounce_s)
+        self._cond = threading.Condition()
+        self._queue: OrderedDict[Hashable, Job] = OrderedDict()
+        self._dropped: deque[tuple[Job, str]] = deque()
+        self._running: Job | None = None
+        self._current: dict[Hashable, int] = {}
+        self._next_gen = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.jobs_started = 0
+        self.jobs_finished = 0  # ran to completion (value or error, not cancelled)
+
+    # ------------------------------------------------------------------ public
+    def next_generation(self) -> int:
+        """Reserve a generation number without submitting (the session's sync path uses it)."""
+        with self._cond:
+            self._next_gen += 1
+            return self._next_gen
+
+    def submit(
+        self,
+        key: Hashable,
+        fn: Callable[[CancelToken], Any],
+        callback: Callable[[JobOutcome], None] | None = None,
+        *,
+        generation: int | None = None,
+    ) -> int:
+        """Queue ``fn(cancel_token)`` for ``key``; returns its generation.
+
+        Supersedes the queued job of ``key`` and cancels the running one.
+        ``generation`` (from :meth:`next_generation`) may be passed to use a
+        number reserved earlier; it must be newer than the key's current one.
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"worker {self.name!r} is closed; cannot submit key {key!r}")
+            if generation is None:
+                self._next_gen += 1
+                generation = self._next_gen
+            else:
+                generation = int(generation)
+                if generation <= self._current.get(key, 0):
+                    raise ValueError(
+                        f"generation {generation} for key {key!r} is not newer than the current "
+                        f"{self._current[key]}"
+                    )
+                self._next_gen = max(self._next_gen, generation)
+            self._current[key] = generation
+            busy = key in self._queue or (self._running is not None and self._running.key == key)
+            self._supersede_locked(key, "superseded")
+            job = Job(key=key, generation=generation, fn=fn, callback=callback)
+            job.not_before = job.submitted + (self.debounce_s if busy else 0.0)
+            self._queue[key] = job
+            self._ensure_thread_locked()
+            self._cond.notify_all()
+            return generation
+
+    def cancel(self, key: Hashable | None = None, reason: str = "cancelled") -> None:
+        """Cancel the queued and running job of ``key`` (every key when ``None``).
+
+        The key's current generation is bumped, so any later outcome of the
+        cancelled jobs is stale. Callbacks still arrive (``cancelled=True``).
+        """
+        with self._cond:
+            keys = list(set(self._queue) | ({self._running.key} if self._running else set()))
+            if key is not None:
+                keys = [k for k in keys if k == key]
+            for k in keys:
+                self._next_gen += 1
+                self._current[k] = self._next_gen
+                self._supersede_locked(k, reason)
+            self._cond.notify_all()
+
+    def invalidate(self, key: Hashable) -> int:
+        """Make every job of ``key`` stale (and cancel it); returns the new current generation."""
+        with self._cond:
+            self._next_gen += 1
+            self._current[key] = self._next_gen
+            self._supersede_locked(key, "invalidated")
+            self._cond.notify_all()
+            return self._next_gen
+
+    def current_generation(self, key: Hashable) -> int:
+        """The newest generation submitted (or reserved via :meth:`invalidate`) for ``key``; 0 if none."""
+        with self._cond:
+            return self._current.get(key, 0)
+
+    def is_current(self, key: Hashable, generation: int) -> bool:
+        with self._cond:
+            return self._current.get(key, 0) == generation
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs or waits."""
+        with self._cond:
+            return self._running is not None or bool(self._queue) or bool(self._dropped)
+
+    def running_key(self) -> Hashable | None:
+        with self._cond:
+            return self._running.key if self._running is not None else None
+
+    def pending_keys(self) -> list[Hashable]:
+        """Keys with a queued or running job."""
+        with self._cond:
+            keys = list(self._queue)
+            if self._running is not None and self._running.key not in keys:
+                keys.insert(0, self._running.key)
+            return keys
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing runs or waits (all callbacks delivered); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._running is not None or self._queue or self._dropped:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The worker thread (``None`` before the first submit)."""
+        return self._thread
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel everything, deliver the cancelled callbacks, stop and join the thread."""
+        with self._cond:
+            if self._closed:
+                return
+            for k in list(self._queue) + ([self._running.key] if self._running else []):
+                self._supersede_locked(k, "worker closed")
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("worker %s did not stop within %.1f s (a backend ignores its cancel token)",
+                            self.name, timeout)
+
+    def __enter__(self) -> InferenceWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- private
+    def _supersede_locked(self, key: Hashable, reason: str) -> None:
+        old = self._queue.pop(key, None)
+        if old is not None:
+            self._dropped.append((old, reason))
+        if self._running is not None and self._running.key == key:
+            self._running.token.cancel(reason)
+
+    def _ensure_thread_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _deliver(self, job: Job, outcome: JobOutcome) -> None:
+        with self._cond:
+            outcome.stale = outcome.stale or self._current.get(job.key, 0) != job.generation
+        if job.callback is None:
+            return
+        try:
+            job.callback(outcome)
+        except Exception:
+            log.exception("callback of job %r (generation %d) raised", job.key, job.generation)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._dropped or self._closed:
+                        break
+                    if self._queue:
+                        now = time.perf_counter()
+                        wake = min(j.not_before for j in self._queue.values())
+                        if wake <= now:
+                            break
+                        self._cond.wait(wake - now)
+                    else:
+                        self._cond.wait()
+                if self._dropped:
+                    job, reason = self._dropped.popleft()
+                    running = None
+                elif self._queue:
+                    now = time.perf_counter()
+                    key = next((k for k, j in self._queue.items() if j.not_before <= now), None)
+                    if key is None:  # closed while a debounced job waits: run it (it is cancelled)
+                        key = next(iter(self._queue))
+                    job = self._queue.pop(key)
+                    job.started = now
+                    self._running = running = job
+                    self.jobs_started += 1
+                else:  # closed and drained
+                    self._cond.notify_all()
+                    return
+            if running is None:
+                now = time.perf_counter()
+                self._deliver(job, JobOutcome(job.key, job.generation, cancelled=True, stale=True,
+                                              queued_s=now - job.submitted))
+                with self._cond:
+                    self._cond.notify_all()
+                continue
+            outcome = self._run(job)
+            self._deliver(job, outcome)
+            with self._cond:
+                self._running = None
+                self._cond.notify_all()
+
+    def _run(self, job: Job) -> JobOutcome:
+        assert job.started is not None
+        queued = job.started - job.submitted
+        out = JobOutcome(job.key, job.generation, queued_s=queued)
+        if job.token.cancelled:
+            out.cancelled = True
+            return out
+        t0 = time.perf_counter()
+        try:
+            out.value = job.fn(job.token)
+        except Cancelled:
+            out.cancelled = True
+        except Exception as exc:  # a backend error becomes an error outcome
+            out.error = exc
+        out.elapsed_s = time.perf_counter() - t0
+        if not out.cancelled and job.token.cancelled:
+            # finished although cancelled (backend ignored the token): keep the value, mark it
+            out.cancelled = True
+        if not out.cancelled:
+            with self._cond:
+                self.jobs_finished += 1
+        return out
