@@ -1,0 +1,520 @@
+"""SA-Med2D-20M: PNG slices with one binary PNG per object instance.
+
+Layout (dataset root)::
+
+    images/{modality_sub}--{dataset}--{case}--{axis_slice}.png     axis_slice: x_0125 | 2d_none
+    masks/<image stem>--{class:04d}_{instance:03d}.png              0/255 (or 0/1) binary
+    SAMed2D_v1_class_mapping_id.json                                {"liver": "0003", ...}
+    SAMed2D_v1.json                                                 {"./images/a.png": ["./masks/...png"]}
+
+A *case* is ``{modality_sub}--{dataset}--{case}``; its slices can be re-stacked along
+the slicing axis into a volume ``(N, H, W)`` (slice order; ``meta["slice_indices"]``
+keeps the original indices; ``fill_gaps=True`` puts them at their true positions with
+empty slices between).
+
+Objects → labels: every distinct ``(class, instance)`` of a case gets one label id
+(1, 2, ... in sorted order), named from the class mapping (``liver``, or
+``liver 1`` when a class has several instances). ``meta["label_map"]`` keeps
+``label -> (class_id, instance)`` so masks are written back under the same names.
+Where masks overlap, the lower label id wins.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import Case, Volume
+from ._common import CaseRef, GroundTruthProtected, as_label_array, modality_from_name, same_file
+from .atomic import atomic_writer, backup_file
+
+__all__ = [
+    "CLASS_MAPPING_NAME",
+    "INDEX_NAME",
+    "parse_image_stem",
+    "parse_mask_stem",
+    "find_root",
+    "is_samed2d_png",
+    "is_samed2d_root",
+    "read_class_mapping",
+    "list_samed2d_cases",
+    "load_samed2d_image",
+    "load_samed2d_case",
+    "save_samed2d_masks",
+    "write_samed2d_case",
+]
+
+logger = logging.getLogger(__name__)
+
+CLASS_MAPPING_NAME = "SAMed2D_v1_class_mapping_id.json"
+INDEX_NAME = "SAMed2D_v1.json"
+_SLICE_RE = re.compile(r"^(?:([xyz])_(\d+)|2d_none)$")
+_MASK_RE = re.compile(r"^(\d+)_(\d+)$")
+
+
+def parse_image_stem(stem: str) -> dict[str, Any] | None:
+    """``{"modality", "dataset", "ori", "axis", "index", "case"}`` or ``None`` if not SA-Med2D."""
+    parts = stem.split("--")
+    if len(parts) < 4:
+        return None
+    m = _SLICE_RE.match(parts[-1])
+    if not m or not all(parts):
+        return None
+    modality, dataset, ori = parts[0], parts[1], "--".join(parts[2:-1])
+    return {
+        "modality": modality,
+        "dataset": dataset,
+        "ori": ori,
+        "axis": m.group(1),  # None for 2d_none
+        "index": int(m.group(2)) if m.group(2) is not None else None,
+        "case": f"{modality}--{dataset}--{ori}",
+    }
+
+
+def parse_mask_stem(stem: str) -> tuple[str, int, int] | None:
+    """``(image_stem, class_id, instance)`` from a mask stem, or ``None``."""
+    head, sep, tail = stem.rpartition("--")
+    if not sep:
+        return None
+    m = _MASK_RE.match(tail)
+    if not m or parse_image_stem(head) is None:
+        return None
+    return head, int(m.group(1)), int(m.group(2))
+
+
+def is_samed2d_png(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        return False
+    return parse_image_stem(p.stem) is not None or parse_mask_stem(p.stem) is not None
+
+
+def is_samed2d_root(path: str | os.PathLike[str]) -> bool:
+    """A folder with ``images/`` holding at least one ``--``-named PNG."""
+    p = Path(path)
+    img = p / "images"
+    if not img.is_dir():
+        return False
+    try:
+        for e in os.scandir(img):
+            if e.name.lower().endswith(".png") and parse_image_stem(e.name[:-4]) is not None:
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def find_root(path: str | os.PathLike[str]) -> Path:
+    """The dataset root of an image/mask PNG (the folder above ``images``/``masks``)."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.parent.name in ("images", "masks"):
+        return p.parent.parent
+    return p.parent
+
+
+def read_class_mapping(root: str | os.PathLike[str]) -> dict[int, str]:
+    """``{class_id: name}`` from ``SAMed2D_v1_class_mapping_id.json`` (``{}`` if absent)."""
+    p = Path(root) / CLASS_MAPPING_NAME
+    if not p.is_file():
+        return {}
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc}); expected {{class name: 'NNNN'}}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p}: holds a {type(raw).__name__}; expected {{class name: 'NNNN'}}")
+    out: dict[int, str] = {}
+    for name, cid in raw.items():
+        try:
+            i = int(cid)
+        except (TypeError, ValueError):
+            raise ValueError(f"{p}: class {name!r} has id {cid!r}; expected a number string like '0003'") from None
+        out[i] = name if i not in out else f"{out[i]}/{name}"
+    return out
+
+
+def _index_masks(root: Path) -> dict[str, list[tuple[int, int, Path]]]:
+    """``{image_stem: [(class, instance, path), ...]}`` by scanning ``masks/`` once."""
+    out: dict[str, list[tuple[int, int, Path]]] = defaultdict(list)
+    mdir = root / "masks"
+    if not mdir.is_dir():
+        return out
+    for e in os.scandir(mdir):
+        if not e.name.lower().endswith(".png"):
+            continue
+        parsed = parse_mask_stem(e.name[:-4])
+        if parsed is not None:
+            out[parsed[0]].append((parsed[1], parsed[2], Path(e.path)))
+    for v in out.values():
+        v.sort()
+    return out
+
+
+def _masks_of(root: Path, stem: str) -> list[tuple[int, int, Path]]:
+    mdir = root / "masks"
+    out = []
+    for p in mdir.glob(f"{glob_escape(stem)}--*.png"):
+        parsed = parse_mask_stem(p.stem)
+        if parsed is not None and parsed[0] == stem:
+            out.append((parsed[1], parsed[2], p))
+    return sorted(out)
+
+
+def glob_escape(s: str) -> str:
+    import glob
+
+    return glob.escape(s)
+
+
+def _cases(root: Path) -> dict[str, list[tuple[int | None, str | None, Path]]]:
+    """``{case: [(index, axis, image_path), ...]}`` sorted by slice index."""
+    out: dict[str, list[tuple[int | None, str | None, Path]]] = defaultdict(list)
+    idir = root / "images"
+    if not idir.is_dir():
+        return out
+    for e in os.scandir(idir):
+        if not e.name.lower().endswith(".png"):
+            continue
+        info = parse_image_stem(e.name[:-4])
+        if info is not None:
+            out[info["case"]].append((info["index"], info["axis"], Path(e.path)))
+    for v in out.values():
+        v.sort(key=lambda t: (t[1] or "", -1 if t[0] is None else t[0]))
+    return dict(sorted(out.items()))
+
+
+def list_samed2d_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
+    """Cases of a dataset root (one per ``modality--dataset--case``), sorted by name."""
+    r = Path(root)
+    return [CaseRef(name=c, path=r, format="samed2d", case_id=c) for c in _cases(r)]
+
+
+def _read_png(path: Path, *, grey: bool) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                arr = np.asarray(im)
+            elif grey:
+                arr = np.asarray(im.convert("L") if im.mode not in ("L", "1") else im)
+            else:
+                arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable PNG ({exc})") from None
+    return np.array(arr)
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, bool]:
+    """(array, is_rgb): a grey image replicated to 3 channels comes back as (H, W)."""
+    arr = _read_png(path, grey=False)
+    if arr.ndim == 3:
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+            return np.ascontiguousarray(arr[..., 0]), False
+        return arr, True
+    return arr, False
+
+
+def _label_map(masks: list[tuple[int, int, Path]]) -> dict[tuple[int, int], int]:
+    pairs = sorted({(c, i) for c, i, _ in masks})
+    return {pair: k + 1 for k, pair in enumerate(pairs)}
+
+
+def _names(label_map: dict[tuple[int, int], int], classes: dict[int, str]) -> dict[int, str]:
+    per_class: dict[int, int] = defaultdict(int)
+    for c, _i in label_map:
+        per_class[c] += 1
+    out = {}
+    for (c, i), lab in label_map.items():
+        base = classes.get(c, f"class {c:04d}")
+        out[lab] = f"{base} {i}" if per_class[c] > 1 else base
+    return out
+
+
+def _paint(labels: np.ndarray, masks: list[tuple[int, int, Path]], label_map: dict[tuple[int, int], int]) -> None:
+    # paint highest label first so the lowest label wins on overlaps
+    for c, i, p in sorted(masks, key=lambda t: -label_map[(t[0], t[1])]):
+        m = _read_png(p, grey=True)
+        if m.ndim != 2 or m.shape != labels.shape:
+            raise ValueError(f"{p}: mask has shape {m.shape}; expected the image's {labels.shape}")
+        labels[m > 0] = label_map[(c, i)]
+
+
+def load_samed2d_image(path: str | os.PathLike[str]) -> Case:
+    """One SA-Med2D slice (image PNG, or one of its mask PNGs) with all its masks, as a 2D case."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such PNG")
+    parsed_mask = parse_mask_stem(p.stem)
+    root = find_root(p)
+    if parse_image_stem(p.stem) is None and parsed_mask is not None:
+        stem = parsed_mask[0]
+        img_path = root / "images" / f"{stem}.png"
+        if not img_path.is_file():
+            raise FileNotFoundError(f"{p}: mask of image {img_path}, which does not exist")
+    else:
+        stem, img_path = p.stem, p
+    info = parse_image_stem(stem)
+    if info is None:
+        raise ValueError(f"{p}: name does not follow modality--dataset--case--axis_slice.png")
+    arr, rgb = _read_image(img_path)
+    masks = _masks_of(root, stem)
+    classes = read_class_mapping(root)
+    lmap = _label_map(masks)
+    labels = np.zeros(arr.shape[:2], dtype=np.uint8 if len(lmap) <= 255 else np.uint16)
+    _paint(labels, masks, lmap)
+    meta = {"source": str(img_path), "format": "samed2d", "root": str(root), "case_id": info["case"],
+            "image_stems": [stem], "slice_indices": [info["index"]], "axis": info["axis"],
+            "label_map": {lab: pair for pair, lab in lmap.items()}, "labels_source": str(root / "masks"),
+            "modality": modality_from_name(info["modality"]) or info["modality"].split("_")[0].upper(), "rgb": rgb}
+    vol = Volume.rgb(arr, meta=meta) if rgb else Volume(array=arr, meta=meta)
+    case = Case(image=vol, source=img_path, format="samed2d", name=stem, meta=meta,
+                label_names=_names(lmap, classes))
+    case.labels["gts"] = labels
+    return case
+
+
+def load_samed2d_case(root: str | os.PathLike[str], case_id: str | None = None, *, fill_gaps: bool = False) -> Case:
+    """Re-stack the slices of one case of a dataset root into ``(N, H, W)`` with its labels.
+
+    A 2D source (``2d_none``) gives a 2D case. ``case_id=None`` takes the first case
+    (sorted; a warning names how many there are). ``fill_gaps=True`` places slices at
+    their true index (empty slices in between).
+    """
+    r = Path(root)
+    cases = _cases(r)
+    if not cases:
+        raise ValueError(f"{r}: no SA-Med2D images (images/modality--dataset--case--axis_slice.png)")
+    if case_id is None:
+        case_id = next(iter(cases))
+        if len(cases) > 1:
+            logger.warning("%s holds %d cases; opening %s (list them with list_cases)", r, len(cases), case_id)
+    if case_id not in cases:
+        raise ValueError(f"{r}: no case {case_id!r} (cases: {', '.join(list(cases)[:10])}...)")
+    slices = cases[case_id]
+    if len(slices) == 1:  # a 2D source (2d_none) or a single slice: a 2D case
+        return load_samed2d_image(slices[0][2])
+    axes = {a for _, a, _ in slices}
+    if len(axes) != 1 or None in axes:
+        raise ValueError(f"{r}: case {case_id} mixes slicing axes {sorted(map(str, axes))}; cannot stack")
+    axis = axes.pop()
+    by_stem = _index_masks(r)
+    all_masks = [m for _, _, p in slices for m in by_stem.get(p.stem, [])]
+    lmap = _label_map(all_masks)
+    classes = read_class_mapping(r)
+    indices = [k for k, _, _ in slices]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"{r}: case {case_id} has duplicate slice indices")
+    pos = [k - indices[0] for k in indices] if fill_gaps else list(range(len(indices)))
+    first, rgb = _read_image(slices[0][2])
+    if rgb:
+        logger.warning("%s: colour slices stacked as grey (channel 0)", case_id)
+        first = first[..., 0]
+    n = pos[-1] + 1
+    vol = np.zeros((n,) + first.shape, dtype=first.dtype)
+    labels = np.zeros((n,) + first.shape, dtype=np.uint8 if len(lmap) <= 255 else np.uint16)
+    for (_k, _a, p), z in zip(slices, pos):
+        arr, is_rgb = _read_image(p) if z else (first, False)
+        if is_rgb:
+            arr = arr[..., 0]
+        if arr.shape != first.shape:
+            raise ValueError(f"{p}: slice has shape {arr.shape}; slice {indices[0]} of case {case_id} has {first.shape}")
+        vol[z] = arr
+        _paint(labels[z], by_stem.get(p.stem, []), lmap)
+    meta = {"source": str(r), "format": "samed2d", "root": str(r), "case_id": case_id, "axis": axis,
+            "image_stems": [p.stem for _, _, p in slices], "slice_indices": indices, "slice_positions": pos,
+            "label_map": {lab: pair for pair, lab in lmap.items()}, "labels_source": str(r / "masks"),
+            "modality": case_id.split("--")[0].split("_")[0].upper()}
+    case = Case(image=Volume(array=vol, meta=meta), source=r, format="samed2d", name=case_id, meta=meta,
+                label_names=_names(lmap, classes))
+    case.labels["gts"] = labels
+    return case
+
+
+# ------------------------------------------------------------------------------ writing
+def _png_bytes(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _resolve_class(label: int, label_names: dict[int, str] | None, classes: dict[int, str]) -> int:
+    name = (label_names or {}).get(label)
+    if name:
+        inv = {v.lower(): k for k, v in classes.items()}
+        key = name.strip().lower()
+        if key in inv:
+            return inv[key]
+        base = re.sub(r"\s+\d+$", "", key)
+        if base in inv:
+            return inv[base]
+    raise ValueError(
+        f"label {label} ({name or 'unnamed'}) has no SA-Med2D class: name it after a class of "
+        f"{CLASS_MAPPING_NAME} (e.g. {', '.join(list(classes.values())[:3]) or 'liver'})"
+    )
+
+
+def save_samed2d_masks(
+    labels: np.ndarray,
+    masks_dir: str | os.PathLike[str],
+    *,
+    case: Case,
+    overwrite_gt: bool = False,
+    label_names: dict[int, str] | None = None,
+) -> list[Path]:
+    """Write one binary PNG per object and slice, named ``<image stem>--{class:04d}_{inst:03d}.png``.
+
+    ``labels`` is ``(H, W)`` for a 2D case or ``(N, H, W)`` for a re-stacked case (one
+    slice per image of ``case.meta["image_stems"]``). Labels keep their ``(class,
+    instance)`` from ``case.meta["label_map"]``; new labels are resolved through the
+    class mapping by name (``label_names``). Writing into the case's own ``masks/``
+    folder replaces ground truth: it needs ``overwrite_gt=True``, keeps a ``.bak`` of
+    every replaced or removed mask of those images, and updates ``SAMed2D_v1.json``.
+    Returns the written files.
+    """
+    out = Path(masks_dir)
+    if out.suffix.lower() == ".png":
+        out = out.parent
+    if case is None or "image_stems" not in case.meta:
+        raise ValueError(f"{out}: saving SA-Med2D masks needs the case they belong to (case=)")
+    arr = as_label_array(labels, f"labels for {out}")
+    stems: list[str] = list(case.meta["image_stems"])
+    pos: list[int] = list(case.meta.get("slice_positions", range(len(stems))))
+    if arr.ndim == 2:
+        arr = arr[None]
+    if tuple(arr.shape) != tuple(case.image.spatial_shape) and tuple(arr.shape[1:]) != tuple(case.image.spatial_shape):
+        raise ValueError(f"{out}: labels have shape {labels.shape}; case {case.name!r} has {case.image.spatial_shape}")
+    root = Path(case.meta.get("root", out.parent))
+    classes = read_class_mapping(root)
+    lmap: dict[int, tuple[int, int]] = {int(k): tuple(v) for k, v in case.meta.get("label_map", {}).items()}
+    used = {c_i for c_i in lmap.values()}
+    for lab in (int(v) for v in np.unique(arr) if v):
+        if lab not in lmap:
+            cid = _resolve_class(lab, {**case.label_names, **(label_names or {})}, classes)
+            inst = 0
+            while (cid, inst) in used:
+                inst += 1
+            lmap[lab] = (cid, inst)
+            used.add((cid, inst))
+    own = same_file(out, case.meta.get("labels_source")) if out.exists() else False
+    if own and not overwrite_gt:
+        raise GroundTruthProtected(f"{out}: refusing to overwrite the dataset's ground-truth masks; pass "
+                                   "overwrite_gt=True (.bak copies are kept) or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    index_updates: dict[str, list[str]] = {}
+    for stem, z in zip(stems, pos):
+        sl = arr[z]
+        existing = {p.name: p for p in out.glob(f"{glob_escape(stem)}--*.png")
+                    if (pm := parse_mask_stem(p.stem)) is not None and pm[0] == stem}
+        new_names = []
+        for lab in (int(v) for v in np.unique(sl) if v):
+            cid, inst = lmap[lab]
+            p = out / f"{stem}--{cid:04d}_{inst:03d}.png"
+            if p.exists() and own:
+                backup_file(p)
+            with atomic_writer(p) as fh:
+                fh.write(_png_bytes(sl == lab))
+            written.append(p)
+            new_names.append(p.name)
+        for name, p in existing.items():
+            if name not in new_names and own:
+                backup_file(p)
+                p.unlink()
+                logger.info("removed mask %s (its object is gone from slice %s)", p, stem)
+        index_updates[stem] = sorted(new_names)
+    index = root / INDEX_NAME
+    if own and index.is_file():
+        _update_index(index, index_updates)
+    return written
+
+
+def _update_index(index: Path, updates: dict[str, list[str]]) -> None:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{index}: not valid JSON ({exc}); cannot update the image→mask index") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{index}: expected {{image path: [mask paths]}}")
+    prefix = "./"
+    for k in data:
+        prefix = "./" if k.startswith("./") else ""
+        break
+    for stem, names in updates.items():
+        data[f"{prefix}images/{stem}.png"] = [f"{prefix}masks/{n}" for n in names]
+    with atomic_writer(index, "w") as fh:
+        json.dump(data, fh, indent=1)
+
+
+def write_samed2d_case(case: Case, root: str | os.PathLike[str], *, labels_key: str | None = None,
+                       dataset: str | None = None, modality: str | None = None) -> Path:
+    """Write a whole case as an SA-Med2D-20M tree (images/, masks/, class mapping, index).
+
+    3D volumes are sliced along axis 0 (``z_{index:04d}``), 2D images are ``2d_none``.
+    Intensities are written as 8-bit (rescaled min..max when not uint8); classes are
+    the case's label names (``label {i}`` when unnamed), ids in label order.
+    """
+    from PIL import Image
+
+    r = Path(root)
+    (r / "images").mkdir(parents=True, exist_ok=True)
+    (r / "masks").mkdir(parents=True, exist_ok=True)
+    mod = modality or (case.image.meta.get("modality") or case.meta.get("modality") or "ct").lower()
+    mod = f"{mod}_00" if "_" not in mod else mod
+    ds = dataset or case.format or "medsegfm"
+    prefix = f"{mod}--{ds}--{case.name}"
+    img = np.asarray(case.image.array)
+    if img.dtype != np.uint8:
+        lo, hi = float(img.min()), float(img.max())
+        img = ((img.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255).round().astype(np.uint8)
+    key = labels_key or ("gts" if "gts" in case.labels else "segs" if "segs" in case.labels else None)
+    lab = as_label_array(case.labels[key], "labels") if key else None
+    classes = read_class_mapping(r)
+    name_to_id = {v: k for k, v in classes.items()}
+    lab_to_class: dict[int, int] = {}
+    if lab is not None:
+        for v in (int(x) for x in np.unique(lab) if x):
+            name = case.label_names.get(v, f"label {v}")
+            if name not in name_to_id:
+                name_to_id[name] = max(name_to_id.values(), default=-1) + 1
+            lab_to_class[v] = name_to_id[name]
+    index: dict[str, list[str]] = {}
+    planes = [(None, img, lab)] if case.image.ndim == 2 else [(z, img[z], None if lab is None else lab[z])
+                                                              for z in range(img.shape[0])]
+    for z, im, lb in planes:
+        stem = f"{prefix}--{'2d_none' if z is None else f'z_{z:04d}'}"
+        b = io.BytesIO()
+        Image.fromarray(im).save(b, format="PNG")
+        with atomic_writer(r / "images" / f"{stem}.png") as fh:
+            fh.write(b.getvalue())
+        names = []
+        if lb is not None:
+            for v in (int(x) for x in np.unique(lb) if x):
+                mname = f"{stem}--{lab_to_class[v]:04d}_000.png"
+                with atomic_writer(r / "masks" / mname) as fh:
+                    fh.write(_png_bytes(lb == v))
+                names.append(f"./masks/{mname}")
+        index[f"./images/{stem}.png"] = names
+    with atomic_writer(r / CLASS_MAPPING_NAME, "w") as fh:
+        json.dump({k: f"{v:04d}" for k, v in name_to_id.items()}, fh, indent=1)
+    idx = r / INDEX_NAME
+    if idx.is_file():
+        old = json.loads(idx.read_text(encoding="utf-8"))
+        if isinstance(old, dict):
+            index = {**old, **index}
+    with atomic_writer(idx, "w") as fh:
+        json.dump(index, fh, indent=1)
+    return r

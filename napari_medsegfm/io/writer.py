@@ -1,0 +1,68 @@
+"""napari writer hook (npe2 command ``napari-medsegfm.write_labels``) for Labels layers.
+
+The labels layer made by the reader carries ``metadata`` with the case it came from
+(``medsegfm_case``, ``medsegfm_format``, ``medsegfm_key``, ``medsegfm_meta``), so saving
+goes back into the case's format:
+
+* ``.npz``: member ``segs`` of the chosen file (every other member kept byte-for-byte).
+  A ``gts`` layer is written as ``segs`` too, unless its metadata has
+  ``medsegfm_overwrite_gt: True`` (set by the widget when the user asks), then as
+  ``gts`` with a ``.bak`` of the old file.
+* ``.nii``/``.nii.gz``: into the source orientation/affine/header.
+* ``.h5``/``.seg``/``.png``: medsegpy ``seg`` / slices, SA-Med2D mask PNGs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import case_from_layer_metadata, save_labels
+
+__all__ = ["napari_write_labels"]
+
+logger = logging.getLogger(__name__)
+
+
+def _label_names(meta: dict[str, Any]) -> dict[int, str]:
+    feats = meta.get("features")
+    names: dict[int, str] = {}
+    try:
+        if feats is not None and "index" in feats and "name" in feats:
+            for i, n in zip(list(feats["index"]), list(feats["name"])):
+                if int(i) > 0 and isinstance(n, str) and n:
+                    names[int(i)] = n
+    except (TypeError, ValueError, KeyError):
+        pass
+    if not names:
+        md = meta.get("metadata") or {}
+        names = {int(k): v for k, v in (md.get("medsegfm_label_names") or {}).items()}
+    return names
+
+
+def napari_write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save one Labels layer; returns the written path(s)."""
+    md = dict(meta.get("metadata") or {})
+    arr = np.asarray(data)
+    names = _label_names(meta)
+    case = case_from_layer_metadata(md, arr.shape, names) if md else None
+    key = md.get("medsegfm_key", "segs")
+    overwrite = bool(md.get("medsegfm_overwrite_gt", False))
+    if key != "segs" and not (key == "gts" and overwrite):
+        if key == "gts":
+            logger.info("saving the ground-truth layer as 'segs' (set metadata medsegfm_overwrite_gt to replace gts)")
+        key = "segs"
+    target = Path(path)
+    if case is None and not target.name.lower().endswith((".npz", ".nii", ".nii.gz")):
+        raise ValueError(f"{target}: this layer did not come from a case opened by napari-medsegfm; "
+                         "save it as .npz or .nii.gz")
+    if case is not None and "spacing_xyz" not in case.meta and target.name.lower().endswith(".npz"):
+        scale = meta.get("scale")
+        if scale is not None and len(scale) == arr.ndim:
+            case.image.spacing = tuple(float(s) for s in scale)
+    out = save_labels(arr, target, case=case, key=key, overwrite_gt=overwrite and key == "gts",
+                      label_names=names or None)
+    return [str(out)]
