@@ -50,6 +50,7 @@ __all__ = [
     "save_medsegpy_h5_labels",
     "save_medsegpy_slices",
     "write_medsegpy_h5",
+    "write_medsegpy_slices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -516,4 +517,43 @@ def save_medsegpy_slices(
         with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("data", data=seg)
         written.append(p)
+    return written
+
+
+def write_medsegpy_slices(case: Case, folder: str | os.PathLike[str], *, scan_id: str | None = None,
+                          labels_key: str | None = None) -> list[Path]:
+    """Write a whole 3D case as 2D medsegpy slices ``<scan>_%03d.im`` (+ ``.seg``) and ``metadata.json``.
+
+    ``scan_id`` must follow ``%07d_V%02d-Aug%02d`` (default ``0000001_V00-Aug00``).
+    """
+    h5py = _h5py()
+    out = Path(folder)
+    scan = scan_id or "0000001_V00-Aug00"
+    if parse_slice_name(f"{scan}_001") is None:
+        raise ValueError(f"scan id {scan!r} does not follow %07d_V%02d-Aug%02d")
+    if case.image.ndim != 3 or case.image.is_rgb:
+        raise ValueError(f"{out}: medsegpy slices need a 3D grey volume; case {case.name!r} has shape "
+                         f"{case.image.array.shape}")
+    out.mkdir(parents=True, exist_ok=True)
+    img = np.asarray(case.image.array)
+    key = labels_key or ("gts" if "gts" in case.labels else "segs" if "segs" in case.labels else None)
+    lab = as_label_array(case.labels[key], f"labels '{key}'") if key else None
+    n = int(lab.max()) if lab is not None else 0
+    ids: list[CategoryId] = list(range(n))
+    written = []
+    for z in range(img.shape[0]):
+        p = out / f"{scan}_{z + 1:03d}.im"
+        with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("data", data=img[z][..., None])
+        written.append(p)
+        if lab is not None:
+            q = out / f"{scan}_{z + 1:03d}.seg"
+            with atomic_path(q) as tmp, h5py.File(tmp, "w") as f:
+                f.create_dataset("data", data=labels_to_seg(lab[z], n, ids)[:, :, None, :])
+            written.append(q)
+    dz, dy, dx = case.image.spacing
+    side = {"spacing": [dy, dx], "slice_thickness": dz, "category_ids": ids,
+            "categories": [case.label_names.get(i + 1, f"label {i + 1}") for i in range(n)]}
+    with atomic_writer(out / "metadata.json", "w") as fh:
+        json.dump(side, fh, indent=1)
     return written
