@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-_COMMANDS: list[str] = ["vocab", "weights", "convert"]
+_COMMANDS: list[str] = ["batch", "dataset", "vocab", "weights", "convert"]
 
 
 class CLIError(Exception):

@@ -1,0 +1,780 @@
+"""Case discovery: turn a dataset folder in any supported layout into a list of cases.
+
+Supported layouts (checked in this order; :func:`discover` reports which one matched):
+
+``nnunet``
+    nnU-Net raw data: ``imagesTr/`` (+ ``labelsTr/``), ``imagesTs/`` (+ ``labelsTs/``);
+    images ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` ... (one file per channel),
+    labels ``<case>.nii.gz``; ``dataset.json`` gives channel and label names.
+``ivdm3seg``
+    IVDM3Seg: one folder per case ``NN/`` with ``NN_fat.nii``, ``NN_inn.nii``, ``NN_opp.nii``,
+    ``NN_wat.nii`` and ``NN_Labels.nii``, or the flat ``dataset/`` + ``label/`` folders.
+``samed2d``
+    SA-Med2D-20M: ``images/{modality}--{dataset}--{case}--{axis_slice}.png`` and
+    ``masks/<image stem>--{class}_{instance}.png``; one case per image.
+``cvpr_npz``
+    CVPR 2025 / 2024 npz files (``imgs`` [+ ``gts``]), flat or in sub-folders, with or
+    without a separate ground-truth folder holding files of the same name: ``imgs/`` +
+    ``gts/``, or ``X/`` + ``X_gt/`` (also ``X_gt/<sub>/``), or ``gts``/``*_gt`` beside the folder.
+``medsegpy_h5``
+    medsegpy 3D ``.h5`` files (``volume`` + ``seg``), one case per file.
+``medsegpy_slices``
+    medsegpy 2D slices ``%07d_V%02d-Aug%02d_%03d.im`` (+ ``.seg``): the slices of one
+    scan (same subject, time point, augmentation) form one case.
+``nifti``
+    NIfTI images with labels in a sibling folder (``images``/``imagesTr``/``imgs``/``image``
+    + ``labels``/``masks``/``gts``/``segs``...) or beside them (``X.nii.gz`` + ``X_seg.nii.gz``,
+    ``_label``, ``_mask``, ``_gt``...).
+
+A case id is the case's path relative to the dataset root, without extension, with ``/``
+separators (``imgs/CT_AMOS_amos_0018``, ``imagesTr/liver_001``, ``03``); it is stable and
+used as key by the status database, the autosave store and the batch manifest.
+
+Loading goes through :func:`napari_medsegfm.io.load_case` (the io helpers own every
+file format); the catalog only adds labels that live in a separate file.
+Cheap per-case facts (shape, modality) come from file headers, never from decompressing
+the image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import Case
+from ._util import label_ids
+
+__all__ = ["CaseEntry", "Catalog", "discover", "LAYOUTS", "existing_labels", "modality_from_name"]
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices", "nifti", "single")
+
+_NII = (".nii.gz", ".nii")
+_IMAGE_DIRS = ("images", "imagestr", "imgs", "image", "img", "volumes", "volume", "data", "scans", "ct", "mr")
+_LABEL_DIRS = ("labels", "labelstr", "label", "gts", "gt", "masks", "mask", "segs", "seg", "segmentations",
+               "segmentation", "annotations", "ground_truth", "groundtruth")
+_LABEL_SUFFIXES = ("_gt", "_seg", "_segmentation", "_label", "_labels", "_mask", "_msk", "-seg", "-label", "-mask",
+                   "_Labels", "_GT")
+_SKIP_DIRS = {".medsegfm", ".git", "__pycache__", ".ipynb_checkpoints"}
+_MEDSEGPY_SLICE = re.compile(r"^(\d{7}_V\d{2}-Aug\d{2})_(\d{3})$")
+_NNUNET_CH = re.compile(r"^(.*)_(\d{4})$")
+_SAMED = re.compile(r"^(?P<mod>[^-]+(?:-[^-]+)*?)--(?P<ds>.+?)--(?P<case>.+?)--(?P<sl>[xyz]_\d+|2d_none)$")
+
+_MODALITIES = {
+    "ct": "CT", "mr": "MR", "mri": "MR", "pet": "PET", "us": "US", "ultrasound": "US", "xray": "X-ray",
+    "x-ray": "X-ray", "x_ray": "X-ray", "cxr": "X-ray", "microscopy": "Microscopy", "endoscopy": "Endoscopy",
+    "mammography": "Mammography", "mammo": "Mammography", "oct": "OCT", "fundus": "Fundus",
+    "dermoscopy": "Dermoscopy", "derm": "Dermoscopy", "pathology": "Pathology", "histopathology": "Pathology",
+}
+
+
+def _strip_ext(name: str) -> str:
+    for ext in (".nii.gz", ".nii", ".npz", ".h5", ".hdf5", ".png", ".im", ".seg", ".mha", ".nrrd"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(_NII)
+
+
+def modality_from_name(name: str) -> str:
+    """Modality from a CVPR-style case name (``CT_AMOS_...`` -> ``CT``, ``2DBox_MR_...`` -> ``MR``)."""
+    tokens = [t for t in re.split(r"[_\-\s]+", Path(name).name) if t]
+    for t in tokens[:3]:
+        low = t.lower()
+        if low in ("2dbox", "3dbox", "2d", "3d"):
+            continue
+        if low in _MODALITIES:
+            return _MODALITIES[low]
+        break
+    return ""
+
+
+# ----------------------------------------------------------------------------- entries
+@dataclass
+class CaseEntry:
+    """One case of a dataset, before loading.
+
+    Attributes
+    ----------
+    case_id : str
+        Stable id (relative path without extension, ``/``-separated).
+    name : str
+        Display name (file stem / case folder name).
+    path : Path
+        What :func:`napari_medsegfm.io.load_case` receives (file or case folder).
+    fmt : str
+        The io format name of ``path``.
+    label_path : Path or None
+        A separate label file (ground truth); ``None`` when labels live in ``path``.
+    label_fmt : str
+        Format of ``label_path`` ("cvpr_gts_npz" for a gts-only npz, "nifti", ...).
+    io_case_id : str or None
+        The case inside ``path`` when ``path`` holds several (an IVDM3Seg/SA-Med2D root,
+        a folder of medsegpy slices): passed to ``load_case(..., case_id=)``.
+    channels : list of Path
+        Further image files of the case (nnU-Net channels ``_0001``...), loaded as extra images.
+    modality : str
+        "CT", "MR", ... when the layout tells ('' if unknown).
+    layout : str
+        The layout that found the case (see :data:`LAYOUTS`).
+    """
+
+    case_id: str
+    name: str
+    path: Path
+    fmt: str
+    label_path: Path | None = None
+    label_fmt: str = ""
+    io_case_id: str | None = None
+    channels: list[Path] = field(default_factory=list)
+    modality: str = ""
+    layout: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def files(self) -> list[Path]:
+        """Every file that makes up the case (for checksums and change detection)."""
+        if self.meta.get("files"):
+            out = [Path(p) for p in self.meta["files"]]
+        else:
+            out = []
+            for p in [self.path, *self.channels] + ([self.label_path] if self.label_path else []):
+                if p.is_dir():
+                    out.extend(sorted(q for q in p.rglob("*") if q.is_file() and ".medsegfm" not in q.parts))
+                else:
+                    out.append(p)
+        seen: dict[Path, None] = {}
+        for p in out:
+            seen.setdefault(p, None)
+        return list(seen)
+
+    def signature(self) -> str:
+        """Cheap change token: sizes and mtimes of the case's files."""
+        parts = []
+        for p in self.files():
+            try:
+                st = p.stat()
+                parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{p.name}:missing")
+        return "|".join(parts)
+
+    @property
+    def has_label_file(self) -> bool:
+        return self.label_path is not None
+
+
+# ----------------------------------------------------------------------------- catalog
+class Catalog:
+    """The cases of one dataset folder.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset folder.
+    entries : list of CaseEntry
+        Sorted by case id.
+    layout : str
+        Which layout matched.
+    label_names : dict
+        Dataset-wide label names (``dataset.json``, class mappings), id -> name.
+    """
+
+    def __init__(self, root: Path, entries: list[CaseEntry], layout: str,
+                 label_names: dict[int, str] | None = None, modality: str = "") -> None:
+        self.root = Path(root)
+        self.entries = sorted(entries, key=lambda e: e.case_id)
+        self.layout = layout
+        self.label_names = dict(label_names or {})
+        self.modality = modality
+        self._by_id = {e.case_id: e for e in self.entries}
+        if len(self._by_id) != len(self.entries):
+            dup = sorted({e.case_id for e in self.entries if sum(x.case_id == e.case_id for x in self.entries) > 1})
+            raise ValueError(f"dataset {root}: duplicate case ids {dup[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[CaseEntry]:
+        return iter(self.entries)
+
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._by_id
+
+    def __getitem__(self, key: int | str) -> CaseEntry:
+        if isinstance(key, (int, np.integer)):
+            return self.entries[int(key)]
+        try:
+            return self._by_id[key]
+        except KeyError:
+            raise KeyError(f"no case {key!r} in dataset {self.root} ({len(self)} cases)") from None
+
+    def ids(self) -> list[str]:
+        return [e.case_id for e in self.entries]
+
+    def index_of(self, case_id: str) -> int:
+        return self.ids().index(case_id)
+
+    def find(self, text: str) -> CaseEntry | None:
+        """A case by id, by name, or the first whose id contains ``text`` (case-insensitive)."""
+        if text in self._by_id:
+            return self._by_id[text]
+        low = text.strip().lower()
+        for e in self.entries:
+            if e.name.lower() == low:
+                return e
+        for e in self.entries:
+            if low and low in e.case_id.lower():
+                return e
+        return None
+
+    # -------------------------------------------------------------- loading
+    def load(self, key: int | str | CaseEntry) -> Case:
+        """Load a case with the io readers and attach labels from a separate label file.
+
+        The returned case has ``meta["case_id"]`` and ``meta["catalog_root"]`` set, and its
+        modality filled from the catalog where the reader left it empty.
+        """
+        entry = key if isinstance(key, CaseEntry) else self[key]
+        return load_entry(entry, self)
+
+    def header(self, key: int | str | CaseEntry) -> dict[str, Any]:
+        """Cheap facts from file headers: ``shape`` (array axis order, as loaded) and ``dtype``."""
+        entry = key if isinstance(key, CaseEntry) else self[key]
+        try:
+            return _header(entry)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.debug("header of %s unreadable: %s", entry.path, exc)
+            return {}
+
+    def describe(self) -> str:
+        return f"{self.root} ({self.layout}, {len(self)} cases)"
+
+
+def existing_labels(case: Case) -> tuple[str, np.ndarray] | None:
+    """The case's existing labels, by preference ground truth (``gts``), then ``segs``, ``prev_pred``."""
+    for role in ("gts", "segs", "prev_pred"):
+        arr = case.labels.get(role)
+        if arr is not None:
+            return role, arr
+    for role, arr in case.labels.items():
+        return role, arr
+    return None
+
+
+# ----------------------------------------------------------------------------- io glue
+def _io():
+    from .. import io as medio
+
+    return medio
+
+
+def load_entry(entry: CaseEntry, catalog: Catalog | None = None) -> Case:
+    """See :meth:`Catalog.load`."""
+    medio = _io()
+    if not entry.path.exists():
+        raise FileNotFoundError(f"case {entry.case_id!r}: {entry.path} does not exist (was the dataset moved?)")
+    if entry.io_case_id is not None:
+        case = medio.load_case(entry.path, entry.fmt or None, case_id=entry.io_case_id)
+    else:
+        case = medio.load_case(entry.path, entry.fmt or None)
+    if entry.label_path is not None and "gts" not in case.labels:
+        gts, names = _load_label_file(entry, case)
+        if gts is not None:
+            case.labels["gts"] = gts
+            for k, v in names.items():
+                case.label_names.setdefault(k, v)
+    for i, ch in enumerate(entry.channels, start=1):
+        try:
+            extra = medio.load_case(ch, "nifti")
+        except (ValueError, FileNotFoundError) as exc:
+            logger.warning("case %s: channel %s unreadable: %s", entry.case_id, ch, exc)
+            continue
+        case.images.setdefault(f"channel {i}", extra.image)
+    if catalog is not None:
+        for k, v in catalog.label_names.items():
+            case.label_names.setdefault(int(k), v)
+    if not case.image.meta.get("modality") and entry.modality:
+        case.image.meta["modality"] = entry.modality
+    case.meta["case_id"] = entry.case_id
+    if catalog is not None:
+        case.meta["catalog_root"] = str(catalog.root)
+    if not case.name:
+        case.name = entry.name
+    return case
+
+
+def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, dict[int, str]]:
+    medio = _io()
+    lp = entry.label_path
+    assert lp is not None
+    shape = tuple(case.image.spatial_shape)
+    if lp.suffix == ".npz":
+        # a CVPR gts file holds only gts (+ spacing/boxes): no image, so read the member directly
+        from ..io.npzfile import NpzReader
+
+        with NpzReader(lp) as r:
+            key = next((k for k in ("gts", "segs", "labels") if k in r), None)
+            if key is None:
+                raise ValueError(f"case {entry.case_id!r}: label file {lp} has none of the keys gts/segs/labels "
+                                 f"(it has {', '.join(r.keys())})")
+            gts = r.read(key, allow_object=False)
+    else:
+        lab_case = medio.load_case(lp, entry.label_fmt or None)
+        role_arr = existing_labels(lab_case)
+        if role_arr is not None:
+            gts = role_arr[1]
+        else:  # a label volume read as an image
+            gts = np.asarray(lab_case.image.array)
+        names = dict(lab_case.label_names)
+        if gts.shape != shape:
+            raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
+        return _as_labels(gts), names
+    if gts.shape != shape:
+        raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
+    return _as_labels(gts), {}
+
+
+def _as_labels(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind == "f":
+        a = np.rint(a).astype(np.int64)
+    if a.dtype.kind in "iu" and a.dtype not in (np.uint8, np.uint16, np.uint32):
+        mx = int(a.max()) if a.size else 0
+        a = a.astype(np.uint8 if mx <= 255 else np.uint16 if mx <= 65535 else np.uint32)
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8)
+    return a
+
+
+def _header(entry: CaseEntry) -> dict[str, Any]:
+    p = entry.path
+    if entry.fmt in ("cvpr25_npz", "cvpr24_npz") or p.suffix == ".npz":
+        from ..io.npzfile import NpzReader
+
+        with NpzReader(p) as r:
+            h = r.header("imgs")
+        shape = h.shape
+        return {"shape": list(shape), "dtype": str(h.dtype)}
+    if p.name.lower().endswith(_NII):
+        import nibabel as nib
+
+        img = nib.load(str(p))
+        shp = tuple(int(s) for s in img.shape)
+        while len(shp) > 3 and shp[-1] == 1:
+            shp = shp[:-1]
+        if len(shp) == 2:
+            return {"shape": [shp[1], shp[0]], "dtype": str(img.get_data_dtype())}
+        ornt = nib.orientations.io_orientation(img.affine)
+        canon = [0, 0, 0]
+        for ax, (out_ax, _flip) in enumerate(ornt[:3]):
+            canon[int(out_ax)] = shp[ax]
+        # io returns (Z, Y, X) = the closest-canonical (X, Y, Z) reversed
+        return {"shape": list(reversed(canon)), "dtype": str(img.get_data_dtype())}
+    if entry.layout == "ivdm3seg":
+        files = [Path(f) for f in entry.meta.get("files", []) if _is_nifti(Path(f))]
+        if files:
+            return _header(CaseEntry(entry.case_id, entry.name, files[0], "nifti"))
+    if p.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            if "volume" in f:
+                h, w, d = f["volume"].shape[:3]
+                return {"shape": [d, h, w], "dtype": str(f["volume"].dtype)}
+    return {}
+
+
+# ----------------------------------------------------------------------------- discovery
+def discover(root: str | os.PathLike[str], *, layout: str | None = None) -> Catalog:
+    """Find every case under ``root``.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder (a single case file gives a one-case catalog).
+    layout : str, optional
+        Force one of :data:`LAYOUTS` instead of detecting it.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` does not exist.
+    ValueError
+        No case found (the message lists the layouts tried), or an unknown ``layout``.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    root = root.resolve()
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if root.is_file():
+        return _single(root)
+    order = [layout] if layout else ["nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices", "nifti"]
+    for name in order:
+        fn = _FINDERS[name]
+        cat = fn(root)
+        if cat is not None and len(cat):
+            _strip_common_prefix(cat)
+            logger.info("dataset %s: layout %s, %d cases", root, name, len(cat))
+            return cat
+    raise ValueError(
+        f"no cases found in {root}: expected one of the layouts {', '.join(LAYOUTS[:-1])} "
+        "(CVPR npz files, NIfTI images with label folders, nnU-Net imagesTr/labelsTr, medsegpy .h5/.im, "
+        "SA-Med2D images/ + masks/, IVDM3Seg case folders)"
+    )
+
+
+def _strip_common_prefix(cat: Catalog) -> None:
+    """Drop leading folders shared by every case id (``imgs/CT_x`` -> ``CT_x`` when all are in ``imgs/``)."""
+    parts = [e.case_id.split("/") for e in cat.entries]
+    n = 0
+    while all(len(p) > n + 1 for p in parts) and len({p[n] for p in parts}) == 1:
+        n += 1
+    if n:
+        for e, p in zip(cat.entries, parts):
+            e.case_id = "/".join(p[n:])
+        cat._by_id = {e.case_id: e for e in cat.entries}
+
+
+def _single(path: Path) -> Catalog:
+    medio = _io()
+    fmt = medio.detect_format(path)
+    if fmt is None:
+        raise ValueError(f"{path} is not a case file of a supported format (npz, NIfTI, medsegpy h5, PNG)")
+    name = _strip_ext(path.name)
+    e = CaseEntry(name, name, path, fmt, modality=modality_from_name(name), layout="single")
+    return Catalog(path.parent, [e], "single")
+
+
+def _walk(root: Path, max_depth: int = 4) -> Iterator[Path]:
+    """Files under ``root`` (sorted, skipping the sidecar and hidden folders)."""
+    stack = [(root, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            children = sorted(d.iterdir())
+        except OSError:
+            continue
+        subdirs = []
+        for c in children:
+            if c.name.startswith(".") or c.name in _SKIP_DIRS:
+                continue
+            if c.is_dir():
+                if depth < max_depth:
+                    subdirs.append((c, depth + 1))
+            else:
+                yield c
+        stack.extend(reversed(subdirs))
+
+
+def _rel_id(root: Path, path: Path) -> str:
+    rel = path.relative_to(root)
+    return "/".join([*rel.parts[:-1], _strip_ext(rel.name)])
+
+
+# ---- nnU-Net
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        logger.warning("cannot read %s: %s", path, exc)
+        return {}
+
+
+def _nnunet_label_names(ds: dict[str, Any]) -> dict[int, str]:
+    labels = ds.get("labels") or {}
+    out: dict[int, str] = {}
+    for k, v in labels.items():
+        # v2: {"background": 0, "liver": 1}; v1: {"0": "background", "1": "liver"}
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[int(v)] = str(k)
+        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], int):  # region-based: skip
+            continue
+        else:
+            try:
+                out[int(k)] = str(v)
+            except ValueError:
+                continue
+    out.pop(0, None)
+    return out
+
+
+def _find_nnunet(root: Path) -> Catalog | None:
+    img_dirs = [d for d in ("imagesTr", "imagesTs", "imagesVal") if (root / d).is_dir()]
+    if not img_dirs:
+        return None
+    ds = _read_json(root / "dataset.json") if (root / "dataset.json").is_file() else {}
+    chans = ds.get("channel_names") or ds.get("modality") or {}
+    modality = str(chans.get("0", "")) if isinstance(chans, dict) else ""
+    modality = _MODALITIES.get(modality.lower(), modality)
+    ending = ds.get("file_ending", ".nii.gz")
+    entries = []
+    for d in img_dirs:
+        lab_dir = root / d.replace("images", "labels")
+        groups: dict[str, dict[int, Path]] = {}
+        for f in sorted((root / d).iterdir()):
+            if not f.is_file() or not f.name.endswith(ending):
+                continue
+            m = _NNUNET_CH.match(f.name[: -len(ending)])
+            if not m:
+                continue
+            groups.setdefault(m.group(1), {})[int(m.group(2))] = f
+        for case, ch in sorted(groups.items()):
+            if 0 not in ch:
+                logger.warning("nnU-Net case %s in %s has no channel _0000; skipped", case, d)
+                continue
+            lab = lab_dir / f"{case}{ending}"
+            entries.append(CaseEntry(
+                case_id=f"{d}/{case}", name=case, path=ch[0], fmt="nifti",
+                label_path=lab if lab.is_file() else None, label_fmt="nifti",
+                channels=[ch[k] for k in sorted(ch) if k != 0], modality=modality, layout="nnunet",
+            ))
+    return Catalog(root, entries, "nnunet", _nnunet_label_names(ds), modality)
+
+
+# ---- IVDM3Seg (listing by the io module)
+def _find_ivdm3seg(root: Path) -> Catalog | None:
+    from ..io.ivdm3seg import find_case_files, is_ivdm3seg_root, list_ivdm3seg_cases
+
+    if not is_ivdm3seg_root(root):
+        return None
+    entries = []
+    for ref in list_ivdm3seg_cases(root):
+        found = find_case_files(ref.path, ref.case_id)
+        files = [] if found is None else [*found[1].values()] + ([found[2]] if found[2] else [])
+        cid = ref.case_id or ref.name
+        entries.append(CaseEntry(cid, ref.name, Path(ref.path), "ivdm3seg", io_case_id=ref.case_id,
+                                 modality="MR", layout="ivdm3seg", meta={"files": [str(f) for f in files]}))
+    if not entries:
+        return None
+    return Catalog(root, entries, "ivdm3seg", {}, "MR")
+
+
+# ---- SA-Med2D-20M (listing by the io module)
+def _find_samed2d(root: Path) -> Catalog | None:
+    from ..io.samed2d import is_samed2d_root, list_samed2d_cases, parse_image_stem, parse_mask_stem
+
+    if not is_samed2d_root(root):
+        return None
+    by_case: dict[str, list[str]] = {}
+    stem_case: dict[str, str] = {}
+    for f in sorted((root / "images").iterdir()):
+        info = parse_image_stem(f.stem) if f.suffix.lower() == ".png" else None
+        if info is not None:
+            by_case.setdefault(info["case"], []).append(str(f))
+            stem_case[f.stem] = info["case"]
+    if (root / "masks").is_dir():
+        for m in sorted((root / "masks").iterdir()):
+            parsed = parse_mask_stem(m.stem) if m.suffix.lower() == ".png" else None
+            if parsed is not None and parsed[0] in stem_case:
+                by_case[stem_case[parsed[0]]].append(str(m))
+    entries = []
+    for ref in list_samed2d_cases(root):
+        cid = ref.case_id or ref.name
+        first = parse_image_stem(Path(by_case[cid][0]).stem) if by_case.get(cid) else None
+        mod = str(first["modality"]).split("_")[0].lower() if first else ""
+        entries.append(CaseEntry(cid, ref.name, Path(ref.path), "samed2d", io_case_id=ref.case_id,
+                                 modality=_MODALITIES.get(mod, mod.upper()), layout="samed2d",
+                                 meta={"files": by_case.get(cid, []), "n_slices": sum(
+                                     1 for f in by_case.get(cid, []) if "/images/" in f.replace(os.sep, "/"))}))
+    if not entries:
+        return None
+    return Catalog(root, entries, "samed2d")
+
+
+# ---- CVPR npz
+def _npz_keys(p: Path) -> list[str]:
+    from ..io.npzfile import npz_keys
+
+    return npz_keys(p) or []
+
+
+def _gt_dirs_for(img_dir: Path, root: Path) -> list[Path]:
+    """Candidate ground-truth folders for a folder of image npz files, best first."""
+    cands: list[Path] = []
+    parent = img_dir.parent
+    names = [f"{img_dir.name}_gt", f"{img_dir.name}_gts", "gts", "gt", "labels"]
+    if img_dir.name.endswith("_npz"):
+        names.insert(1, img_dir.name[:-4] + "_gt")
+    if img_dir.name == "imgs":
+        names.insert(0, "gts")
+    for base in (parent, img_dir):
+        for n in names:
+            d = base / n
+            if d.is_dir() and d != img_dir:
+                cands.append(d)
+                cands.extend(sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")))
+    # any sibling whose name ends with _gt (e.g. 3D_val_npz + 3D_val_gt)
+    for s in sorted(parent.iterdir()) if parent.is_dir() else []:
+        if s.is_dir() and s != img_dir and re.search(r"_gts?$", s.name) and s not in cands:
+            cands.append(s)
+            cands.extend(sorted(t for t in s.iterdir() if t.is_dir() and not t.name.startswith(".")))
+    return cands
+
+
+def _find_cvpr(root: Path) -> Catalog | None:
+    medio = _io()
+    files = [f for f in _walk(root) if f.suffix == ".npz"]
+    if not files:
+        return None
+    # gt folders found for image folders are not cases themselves
+    img_files: list[Path] = []
+    fmts: dict[Path, str] = {}
+    for f in files:
+        fmt = medio.detect_format(f)
+        if fmt in ("cvpr25_npz", "cvpr24_npz"):
+            keys = _npz_keys(f)
+            if "imgs" in keys:
+                img_files.append(f)
+                fmts[f] = fmt
+    if not img_files:
+        return None
+    gt_cache: dict[Path, list[Path]] = {}
+    entries = []
+    img_set = set(img_files)
+    for f in img_files:
+        d = f.parent
+        if d not in gt_cache:
+            gt_cache[d] = _gt_dirs_for(d, root)
+        label_path = None
+        for g in gt_cache[d]:
+            for cand in (g / f.name, g / f"{f.stem}_gt.npz", g / f"{f.stem}_seg.npz"):
+                if cand.is_file() and cand not in img_set:
+                    label_path = cand
+                    break
+            if label_path is not None:
+                break
+        entries.append(CaseEntry(
+            case_id=_rel_id(root, f), name=f.stem, path=f, fmt=fmts[f], label_path=label_path,
+            label_fmt="cvpr_gts_npz" if label_path else "", modality=modality_from_name(f.stem), layout="cvpr_npz",
+        ))
+    return Catalog(root, entries, "cvpr_npz")
+
+
+# ---- medsegpy
+def _find_medsegpy_h5(root: Path) -> Catalog | None:
+    medio = _io()
+    entries = []
+    for f in _walk(root):
+        if f.suffix.lower() in (".h5", ".hdf5") and medio.detect_format(f) == "medsegpy_h5":
+            entries.append(CaseEntry(_rel_id(root, f), _strip_ext(f.name), f, "medsegpy_h5", layout="medsegpy_h5"))
+    return Catalog(root, entries, "medsegpy_h5") if entries else None
+
+
+def _find_medsegpy_slices(root: Path) -> Catalog | None:
+    from ..io.medsegpy import list_scans
+
+    folders = sorted({f.parent for f in _walk(root) if f.suffix == ".im" and _MEDSEGPY_SLICE.match(f.stem)})
+    entries = []
+    for d in folders:
+        for scan, slices in list_scans(d).items():
+            files = [str(v) for k in sorted(slices) for v in slices[k].values()]
+            rel = d.relative_to(root)
+            cid = "/".join([*rel.parts, scan])
+            entries.append(CaseEntry(cid, scan, d, "medsegpy_slices", io_case_id=scan, layout="medsegpy_slices",
+                                     meta={"files": files, "n_slices": len(slices)}))
+    return Catalog(root, entries, "medsegpy_slices") if entries else None
+
+
+# ---- generic NIfTI
+def _label_match(stem: str, label_stems: dict[str, Path]) -> Path | None:
+    if stem in label_stems:
+        return label_stems[stem]
+    for suf in _LABEL_SUFFIXES:
+        if stem + suf in label_stems:
+            return label_stems[stem + suf]
+    # image stem with a channel/modality suffix: case_0000 -> case
+    m = _NNUNET_CH.match(stem)
+    if m and m.group(1) in label_stems:
+        return label_stems[m.group(1)]
+    return None
+
+
+def _is_label_name(stem: str) -> bool:
+    low = stem.lower()
+    return any(low.endswith(s.lower()) for s in _LABEL_SUFFIXES)
+
+
+def _find_nifti(root: Path) -> Catalog | None:
+    niis = [f for f in _walk(root) if _is_nifti(f)]
+    if not niis:
+        return None
+    by_dir: dict[Path, list[Path]] = {}
+    for f in niis:
+        by_dir.setdefault(f.parent, []).append(f)
+    label_dirs = {d for d in by_dir if d.name.lower() in _LABEL_DIRS}
+    entries = []
+    used_labels: set[Path] = set()
+    for d, files in sorted(by_dir.items()):
+        if d in label_dirs:
+            continue
+        # sibling label folder(s)
+        sib = [d.parent / n for n in os.listdir(d.parent) if n.lower() in _LABEL_DIRS and (d.parent / n).is_dir()]
+        sib = [s for s in sib if s in by_dir]
+        if d.name.lower() not in _IMAGE_DIRS and d != root and not sib:
+            sib = []
+        label_stems: dict[str, Path] = {}
+        for s in sorted(sib):
+            for lf in by_dir[s]:
+                label_stems.setdefault(_strip_ext(lf.name), lf)
+        # labels beside the images: X.nii.gz + X_seg.nii.gz
+        local_labels = {_strip_ext(f.name): f for f in files if _is_label_name(_strip_ext(f.name))}
+        for f in sorted(files):
+            stem = _strip_ext(f.name)
+            if f in local_labels.values():
+                continue
+            lab = _label_match(stem, label_stems) or _label_match(stem, local_labels)
+            if lab is not None:
+                used_labels.add(lab)
+            entries.append(CaseEntry(
+                case_id=_rel_id(root, f), name=stem, path=f, fmt="nifti", label_path=lab, label_fmt="nifti",
+                modality=modality_from_name(stem), layout="nifti",
+            ))
+    return Catalog(root, entries, "nifti") if entries else None
+
+
+_FINDERS = {
+    "nnunet": _find_nnunet,
+    "ivdm3seg": _find_ivdm3seg,
+    "samed2d": _find_samed2d,
+    "cvpr_npz": _find_cvpr,
+    "medsegpy_h5": _find_medsegpy_h5,
+    "medsegpy_slices": _find_medsegpy_slices,
+    "nifti": _find_nifti,
+    "single": lambda root: None,
+}
+
+
+def scan_entry(catalog: Catalog, entry: CaseEntry) -> dict[str, Any]:
+    """Load a case once and return the facts the navigator caches.
+
+    Returns
+    -------
+    dict
+        ``shape`` (spatial, array axis order), ``modality``, ``n_labels`` and ``label_ids`` of the
+        existing labels (0 / [] without labels), ``labels_role``, ``signature``.
+    """
+    case = catalog.load(entry)
+    ex = existing_labels(case)
+    ids = label_ids(ex[1]) if ex is not None else []
+    return {
+        "shape": list(case.image.spatial_shape),
+        "modality": case.image.meta.get("modality") or entry.modality,
+        "n_labels": len(ids),
+        "label_ids": ids,
+        "labels_role": ex[0] if ex is not None else "",
+        "signature": entry.signature(),
+    }

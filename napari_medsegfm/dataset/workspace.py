@@ -1,0 +1,444 @@
+"""A dataset opened for correction: catalog + status database + autosave store, Qt-free.
+
+:class:`DatasetWorkspace` is what the navigator widget drives (and what scripts and the
+CLI may use): the table rows, filtering, sorting, the review queue, opening a case
+(lock, load, restore an autosaved correction), closing it (final autosave, unlock),
+status/comment changes, and prefetching the next case so switching is fast.
+
+Typical use::
+
+    ws = DatasetWorkspace("/data/AMOS")
+    rows = ws.review_queue(ws.rows())          # worst agreement first
+    oc = ws.open(rows[0].case_id)              # CaseLockedError if edited elsewhere
+    oc.start_autosave(lambda: my_labels)       # or use oc.labels in place
+    ...                                        # edit; oc.autosaver.mark_dirty() per edit
+    ws.close_case(oc)                          # final save, unlock
+    ws.close()
+
+Which labels a case opens with: the autosaved correction if there is one (that is
+crash recovery: the last autosave before a crash), else the existing labels
+(``gts``, else ``segs``...), else an empty label image.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..types import Case
+from ._util import label_ids
+from .autosave import Autosaver, Correction, CorrectionStore, sidecar_dir
+from .catalog import CaseEntry, Catalog, discover, existing_labels, scan_entry
+from .status import STATUSES, LockInfo, StatusStore
+
+__all__ = ["CaseRow", "OpenCase", "DatasetWorkspace", "COLUMNS", "DICE_METRIC"]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the per-case metric holding the Dice between a model prediction and the existing labels.
+DICE_METRIC = "dice_pred"
+
+#: Table columns: (attribute, header).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "Case"),
+    ("modality", "Modality"),
+    ("shape_text", "Shape"),
+    ("n_labels", "Labels"),
+    ("status", "Status"),
+    ("comment", "Comment"),
+    ("last_edited_text", "Last edited"),
+    ("last_by", "By"),
+    ("dice", "Dice"),
+)
+
+
+@dataclass
+class CaseRow:
+    """One line of the navigator table."""
+
+    case_id: str
+    name: str
+    modality: str = ""
+    shape: tuple[int, ...] | None = None
+    n_labels: int | None = None
+    status: str = "todo"
+    comment: str = ""
+    last_edited: float | None = None
+    last_by: str = ""
+    dice: float | None = None
+    has_correction: bool = False
+    locked_by: str = ""
+
+    @property
+    def shape_text(self) -> str:
+        return "×".join(str(s) for s in self.shape) if self.shape else ""
+
+    @property
+    def last_edited_text(self) -> str:
+        if self.last_edited is None:
+            return ""
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_edited))
+
+    @property
+    def disagreement(self) -> float | None:
+        """``1 - Dice`` (``None`` without a Dice)."""
+        return None if self.dice is None else 1.0 - self.dice
+
+    def sort_key(self, column: str) -> tuple[int, Any]:
+        """Key for sorting by a column attribute; empty values sort last."""
+        if column == "shape_text":
+            v: Any = int(np.prod(self.shape)) if self.shape else None
+        elif column == "status":
+            v = STATUSES.index(self.status) if self.status in STATUSES else len(STATUSES)
+        elif column == "last_edited_text":
+            v = self.last_edited
+        else:
+            v = getattr(self, column)
+        if v is None or v == "":
+            return (1, 0)
+        if isinstance(v, str):
+            return (0, v.lower())
+        return (0, v)
+
+
+@dataclass
+class OpenCase:
+    """A case opened for editing (or read-only viewing)."""
+
+    entry: CaseEntry
+    case: Case
+    labels: np.ndarray
+    labels_source: str  # "correction" | "gts" | "segs" | ... | "empty"
+    read_only: bool = False
+    correction: Correction | None = None
+    lock: LockInfo | None = None
+    locked_by: LockInfo | None = None
+    autosaver: Autosaver | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
+    opened_at: float = field(default_factory=time.time)
+    _workspace: DatasetWorkspace | None = None
+
+    @property
+    def case_id(self) -> str:
+        return self.entry.case_id
+
+    @property
+    def restored(self) -> bool:
+        """True when the labels come from an autosaved correction."""
+        return self.correction is not None
+
+    def message(self) -> str:
+        """One line for the status bar: where the labels came from, or who holds the lock."""
+        if self.locked_by is not None:
+            return f"read-only: being edited elsewhere by {self.locked_by.describe()}"
+        if self.correction is not None:
+            t = self.correction.saved_at
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"
+            return f"restored the correction autosaved {when} by {self.correction.meta.get('saved_by', '?')}"
+        if self.labels_source == "empty":
+            return "no existing labels: starting from an empty segmentation"
+        return f"labels from the case's '{self.labels_source}'"
+
+    def start_autosave(self, get_labels: Callable[[], np.ndarray] | None = None, *,
+                       get_meta: Callable[[], dict[str, Any]] | None = None,
+                       interval_s: float | None = None, **kw: Any) -> Autosaver:
+        """Create (once) the case's :class:`Autosaver`; ``get_labels`` defaults to ``self.labels``."""
+        if self.read_only:
+            raise ValueError(f"case {self.case_id!r} is open read-only ({self.message()}); nothing to autosave")
+        if self.autosaver is not None:
+            return self.autosaver
+        ws = self._workspace
+        assert ws is not None
+
+        def meta() -> dict[str, Any]:
+            m = {"source": str(self.entry.path), "format": self.entry.fmt, "label_names": {
+                str(k): v for k, v in self.label_names.items()}}
+            if get_meta is not None:
+                m.update(get_meta() or {})
+            return m
+
+        self.autosaver = Autosaver(
+            ws.corrections, self.case_id, get_labels or (lambda: self.labels), get_meta=meta,
+            interval_s=interval_s if interval_s is not None else ws.autosave_s, status=ws.store, **kw,
+        )
+        return self.autosaver
+
+
+class DatasetWorkspace:
+    """One dataset opened by one viewer.
+
+    Parameters
+    ----------
+    root : path-like
+        Dataset folder (any layout :func:`~napari_medsegfm.dataset.catalog.discover` knows).
+    sidecar : path-like, optional
+        Sidecar folder (default ``<root>/.medsegfm``, see
+        :func:`~napari_medsegfm.dataset.autosave.sidecar_dir`).
+    user : str, optional
+        Name for history and locks.
+    lease_s : float
+        Lock lease (see :class:`~napari_medsegfm.dataset.status.StatusStore`).
+    autosave_s : float, optional
+        Autosave interval in seconds (default: the autosave module's).
+    layout : str, optional
+        Force a catalog layout.
+    catalog : Catalog, optional
+        An already discovered catalog.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, sidecar: str | os.PathLike[str] | None = None,
+                 user: str | None = None, lease_s: float = 60.0, autosave_s: float | None = None,
+                 layout: str | None = None, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog if catalog is not None else discover(root, layout=layout)
+        self.root = self.catalog.root
+        self.sidecar = sidecar_dir(self.root, sidecar)
+        self.store = StatusStore(self.sidecar / "status.sqlite", user=user, lease_s=lease_s)
+        self.corrections = CorrectionStore(self.sidecar)
+        self.autosave_s = autosave_s
+        self.store.ensure_cases(self.catalog.ids())
+        self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="medsegfm-prefetch")
+        self._prefetched: dict[str, concurrent.futures.Future[Case]] = {}
+        self._mutex = threading.Lock()
+        self._headers: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ rows
+    def rows(self) -> list[CaseRow]:
+        """A row per case, in catalog order (cheap: headers are read once and cached)."""
+        recs = self.store.records()
+        dice = self.store.metrics(DICE_METRIC)
+        locks = self.store.locks()
+        corrected = {p.stem for p in self.corrections.folder.glob("*.npz")}
+        out = []
+        from .autosave import safe_case_filename
+
+        for e in self.catalog:
+            rec = recs.get(e.case_id)
+            info = rec.info if rec else {}
+            if e.case_id not in self._headers:
+                self._headers[e.case_id] = self.catalog.header(e)
+            hdr = self._headers[e.case_id]
+            valid = info.get("signature") == e.signature() if info else False
+            shape = tuple(info["shape"]) if valid and info.get("shape") else (
+                tuple(hdr["shape"]) if hdr.get("shape") else None)
+            lk = locks.get(e.case_id)
+            out.append(CaseRow(
+                case_id=e.case_id, name=e.name,
+                modality=(info.get("modality") if valid else "") or e.modality,
+                shape=shape,
+                n_labels=info.get("n_labels") if valid else None,
+                status=rec.status if rec else "todo", comment=rec.comment if rec else "",
+                last_edited=rec.last_edited if rec else None, last_by=(rec.last_by or "") if rec else "",
+                dice=dice.get(e.case_id),
+                has_correction=safe_case_filename(e.case_id) in corrected,
+                locked_by="" if lk is None or lk.owner == self.store.owner else f"{lk.user}@{lk.host}",
+            ))
+        return out
+
+    def row(self, case_id: str) -> CaseRow:
+        for r in self.rows():
+            if r.case_id == case_id:
+                return r
+        raise KeyError(f"no case {case_id!r} in {self.catalog.describe()}")
+
+    @staticmethod
+    def filter(rows: Iterable[CaseRow], statuses: Iterable[str] | None = None, text: str = "") -> list[CaseRow]:
+        """Rows whose status is in ``statuses`` (all if None) and whose name/id/comment contains ``text``."""
+        st = None if statuses is None else set(statuses)
+        t = text.strip().lower()
+        return [r for r in rows if (st is None or r.status in st)
+                and (not t or t in r.case_id.lower() or t in r.name.lower() or t in r.comment.lower())]
+
+    @staticmethod
+    def sort(rows: Iterable[CaseRow], column: str, descending: bool = False) -> list[CaseRow]:
+        """Rows sorted by a :data:`COLUMNS` attribute (empty values last either way)."""
+        valid = {c for c, _ in COLUMNS} | {"case_id", "disagreement", "last_edited"}
+        if column not in valid:
+            raise ValueError(f"cannot sort by {column!r}; expected one of {', '.join(sorted(valid))}")
+        rows = list(rows)
+        filled = [r for r in rows if r.sort_key(column)[0] == 0]
+        empty = [r for r in rows if r.sort_key(column)[0] == 1]
+        filled.sort(key=lambda r: r.sort_key(column), reverse=descending)
+        return filled + empty
+
+    @staticmethod
+    def review_queue(rows: Iterable[CaseRow]) -> list[CaseRow]:
+        """Rows by disagreement ``1 - Dice`` between pre-segmentation and labels, worst first.
+
+        Cases without a Dice come last, in their original order.
+        """
+        return DatasetWorkspace.sort(rows, "disagreement", descending=True)
+
+    # ------------------------------------------------------------------ scanning (labels count, Dice of file segs)
+    def scan(self, case_ids: Sequence[str] | None = None, *, force: bool = False,
+             progress: Callable[[int, int, str], None] | None = None,
+             stop: threading.Event | None = None) -> int:
+        """Load cases whose cached facts are missing/outdated and cache shape, modality, label count.
+
+        When a case holds both ``segs`` (a prediction) and ``gts``, their Dice is stored as
+        :data:`DICE_METRIC` (unless a batch run already stored one). Returns the number scanned.
+        """
+        ids = list(case_ids) if case_ids is not None else self.catalog.ids()
+        recs = self.store.records()
+        have_dice = self.store.metrics(DICE_METRIC)
+        n = 0
+        for i, cid in enumerate(ids):
+            if stop is not None and stop.is_set():
+                break
+            e = self.catalog[cid]
+            info = recs[cid].info if cid in recs else {}
+            if not force and info.get("signature") == e.signature() and "n_labels" in info:
+                continue
+            try:
+                facts, case = self._scan_one(e)
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("cannot scan case %s: %s", cid, exc)
+                self.store.update_info(cid, error=str(exc), signature=e.signature())
+                continue
+            self.store.update_info(cid, **facts)
+            if cid not in have_dice and "segs" in case.labels and "gts" in case.labels:
+                from ..core.metrics import per_class_dsc
+
+                per = per_class_dsc(case.labels["gts"], case.labels["segs"])
+                vals = [v for v in per.values() if not np.isnan(v)]
+                if vals:
+                    self.store.set_metric(cid, DICE_METRIC, float(np.mean(vals)), source="segs in case file",
+                                          detail={"per_label": {str(k): v for k, v in per.items()}})
+            n += 1
+            if progress is not None:
+                progress(i + 1, len(ids), cid)
+        return n
+
+    def _scan_one(self, e: CaseEntry) -> tuple[dict[str, Any], Case]:
+        case = self.catalog.load(e)
+        ex = existing_labels(case)
+        ids = label_ids(ex[1]) if ex is not None else []
+        return ({"shape": list(case.image.spatial_shape), "modality": case.image.meta.get("modality") or e.modality,
+                 "n_labels": len(ids), "label_ids": ids, "labels_role": ex[0] if ex else "",
+                 "signature": e.signature()}, case)
+
+    scan_entry = staticmethod(scan_entry)
+
+    # ------------------------------------------------------------------ navigation helpers
+    @staticmethod
+    def neighbour(order: Sequence[str], current: str | None, step: int) -> str | None:
+        """The id ``step`` places after ``current`` in ``order`` (clamped; first/last if current is absent)."""
+        if not order:
+            return None
+        if current not in order:
+            return order[0] if step >= 0 else order[-1]
+        i = order.index(current) + step
+        i = min(max(i, 0), len(order) - 1)
+        return order[i]
+
+    # ------------------------------------------------------------------ prefetch
+    def prefetch(self, case_id: str) -> None:
+        """Start loading a case in the background (one case is kept)."""
+        if case_id not in self.catalog:
+            return
+        with self._mutex:
+            if case_id in self._prefetched:
+                return
+            for k in list(self._prefetched):
+                self._prefetched.pop(k).cancel()
+            self._prefetched[case_id] = self._prefetch_pool.submit(self.catalog.load, self.catalog[case_id])
+
+    def _take_prefetched(self, case_id: str) -> Case | None:
+        with self._mutex:
+            fut = self._prefetched.pop(case_id, None)
+        if fut is None or fut.cancelled():
+            return None
+        try:
+            return fut.result()
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("prefetch of %s failed: %s", case_id, exc)
+            return None
+
+    # ------------------------------------------------------------------ open / close
+    def open(self, case_id: str, *, read_only: bool = False, steal: bool = False,
+             case: Case | None = None) -> OpenCase:
+        """Open a case for editing.
+
+        Takes the case's edit lock (raises :class:`~napari_medsegfm.dataset.status.CaseLockedError`
+        when another viewer holds it, unless ``read_only`` or ``steal``), loads it (using a
+        prefetched copy when there is one) and picks its labels: the autosaved correction if
+        any, else the existing labels, else zeros.
+        """
+        entry = self.catalog[case_id]
+        lock = holder = None
+        if not read_only:
+            lock = self.store.acquire(case_id, steal=steal)
+        else:
+            holder = self.store.lock_holder(case_id)
+        try:
+            case = case or self._take_prefetched(case_id) or self.catalog.load(entry)
+            shape = tuple(case.image.spatial_shape)
+            corr = self.corrections.load(case_id)
+            if corr is not None and tuple(corr.labels.shape) != shape:
+                logger.error("case %s: autosaved correction has shape %s, image %s; ignored", case_id,
+                             corr.labels.shape, shape)
+                corr = None
+            names = dict(case.label_names)
+            if corr is not None:
+                labels = np.array(corr.labels)  # writable
+                source = "correction"
+                names.update(corr.label_names)
+            else:
+                ex = existing_labels(case)
+                if ex is not None:
+                    source, labels = ex[0], np.array(ex[1], copy=True)
+                else:
+                    source, labels = "empty", np.zeros(shape, np.uint8)
+            if labels.dtype not in (np.uint8, np.uint16, np.uint32):
+                labels = labels.astype(np.uint16 if labels.max(initial=0) > 255 else np.uint8)
+        except BaseException:
+            if lock is not None:
+                self.store.release(case_id)
+            raise
+        oc = OpenCase(entry=entry, case=case, labels=labels, labels_source=source, read_only=read_only,
+                      correction=corr, lock=lock, locked_by=holder, label_names=names, _workspace=self)
+        if not read_only:
+            self.store.add_history(case_id, "restore" if corr is not None else "open", oc.message())
+            self.store.update_info(case_id, shape=list(shape),
+                                   modality=case.image.meta.get("modality") or entry.modality,
+                                   signature=entry.signature())
+        return oc
+
+    def close_case(self, oc: OpenCase, *, save: bool = True) -> None:
+        """Final autosave (if anything is unsaved), then release the lock."""
+        try:
+            if oc.autosaver is not None:
+                oc.autosaver.close(save=save, reason="switch case")
+        finally:
+            if oc.lock is not None:
+                self.store.release(oc.case_id)
+
+    # ------------------------------------------------------------------ status
+    def set_status(self, case_id: str, status: str, comment: str | None = None) -> None:
+        self.store.set_status(case_id, status, comment)
+
+    def set_comment(self, case_id: str, comment: str) -> None:
+        self.store.set_comment(case_id, comment)
+
+    def close(self) -> None:
+        """Stop the prefetcher, release locks, close the database."""
+        with self._mutex:
+            for f in self._prefetched.values():
+                f.cancel()
+            self._prefetched.clear()
+        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    def __enter__(self) -> DatasetWorkspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
