@@ -7,6 +7,7 @@ import pytest
 from _engine_fakes import BoxOnly, FillBox, load_real_crop
 
 from napari_medsegfm.backends.base import UnsupportedPromptError
+from napari_medsegfm.core.postprocess import merge_object_mask
 from napari_medsegfm.core.session import AnnotationSession, Change, InferenceResult
 from napari_medsegfm.types import Box2D, Box3D, ObjectStatus, Point, Scribble, TextPrompt, Volume
 
@@ -339,3 +340,26 @@ def test_real_ct_crop_two_objects_from_gt_boxes(shared_data):
         assert (s.labels == ids[-1]).sum() == 0
         s.redo()
         assert np.array_equal(s.labels, before)
+
+
+def test_roi_fast_path_matches_full_merge(sess):
+    """apply_result touches only where the mask changed; labels must equal a full-volume merge."""
+    rng = np.random.default_rng(7)
+    ids = [sess.add_object().label_id for _ in range(4)]
+    ref = sess.labels.copy()
+    for i in range(80):
+        lid = ids[int(rng.integers(len(ids)))]
+        if i % 9 == 0:
+            sess.set_overwrite(lid, not sess.objects[lid].overwrite)
+        if i % 4 == 0:
+            z, y, x = (int(v) for v in rng.integers(0, [6, 24, 24]))
+            p = Box3D(z, z + 2, y, x, y + 7, x + 7, object_id=lid)
+        elif i % 4 == 3:
+            p = Scribble(rng.integers(0, SHAPE, size=(5, 3)), positive=bool(i % 2), object_id=lid)
+        else:
+            p = Point(tuple(int(v) for v in rng.integers(0, SHAPE)), positive=bool(rng.random() < 0.6),
+                      object_id=lid)
+        r = sess.add_prompt(p)
+        assert r.applied
+        merge_object_mask(ref, r.mask, lid, overwrite=sess.objects[lid].overwrite)
+        assert np.array_equal(sess.labels, ref), f"step {i}"

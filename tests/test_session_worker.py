@@ -245,3 +245,26 @@ def test_backend_swap_and_shared_backend_between_sessions(vol):
         assert be.volume is v2
         s1.add_prompt(Point((0, 5, 5)))
         assert be.volume is vol and be.set_image_calls == 3
+
+
+def test_object_edited_while_its_inference_runs_falls_back_to_full_merge(vol):
+    be = FillBox()
+    with AnnotationSession(vol, be) as s:
+        gui = Gui(s)
+        lid = s.add_object().label_id
+        s.submit(Box3D(0, 3, 0, 0, 9, 9, object_id=lid), gui.callback)
+        gui.settle()
+        be.delay_s = 0.3
+        s.submit(Point((8, 30, 30), object_id=lid), gui.callback)  # mask: the box + a cube at (8, 30, 30)
+        assert wait_until(lambda: be.calls == 2)
+        s.labels[6, 35:38, 35:38] = lid  # brush the same object while the click runs
+        s.apply_edit(bbox=(slice(6, 7), slice(35, 38), slice(35, 38)))
+        gui.settle()
+        assert gui.applied[-1].prompt.zyx == (8, 30, 30)
+        expected = np.zeros(SHAPE, bool)
+        expected[0:4, 0:10, 0:10] = True
+        expected[6:10, 28:33, 28:33] = True
+        # the result replaces the object's mask everywhere: the brushed voxels are gone
+        assert np.array_equal(s.labels == lid, expected)
+        rec = [r for r in s.log.records if r["type"] == "result" and r["status"] == "applied"][-1]
+        assert rec["prev_changed"] is True

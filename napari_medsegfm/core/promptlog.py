@@ -13,7 +13,8 @@ Every record has ``"type"``, ``"seq"`` (0, 1, 2, ... within the log) and ``"t"``
 ``result``           an inference ended: ``generation``, ``label_id``, ``status``
                      (applied|stale|cancelled|error), ``prompts`` (the prompts this result
                      added to the object, oldest first), ``backend``, ``elapsed_s``,
-                     ``queued_s``, ``apply_s``, ``bbox``, ``voxels``, ``error``
+                     ``queued_s``, ``apply_s``, ``bbox``, ``mask_voxels``, ``prev_changed``,
+                     ``error``
 ``edit``             a manual edit: ``bbox``, ``dtype``, ``data`` (base64 of zlib of the new
                      region content, C order), ``description``
 ``object_add`` ...   ``object_add``, ``object_delete``, ``object_rename``, ``object_color``,

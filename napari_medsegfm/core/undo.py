@@ -64,11 +64,15 @@ class LabelDiff:
         dtype the XOR was computed in.
     payload : bytes
         ``zlib.compress((old ^ new).tobytes())`` (C order).
+    label_ids : frozenset of int or None
+        Non-zero labels present before or after at the changed voxels, when the
+        creator knows them (saves a scan on undo/redo); ``None``: unknown.
     """
 
     bbox: BBox
     dtype: np.dtype
     payload: bytes
+    label_ids: frozenset[int] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -80,7 +84,9 @@ class LabelDiff:
         return len(self.payload) + 64 * len(self.bbox) + 64
 
     @classmethod
-    def between(cls, old: np.ndarray, new: np.ndarray, offset: BBox | None = None) -> LabelDiff | None:
+    def between(
+        cls, old: np.ndarray, new: np.ndarray, offset: BBox | None = None, label_ids: Any = None
+    ) -> LabelDiff | None:
         """Diff of two same-shape regions, tightened to the voxels that differ.
 
         Parameters
@@ -90,6 +96,8 @@ class LabelDiff:
             differ, the wider one is used).
         offset : tuple of slice, optional
             Where the regions sit in the full label image (default: at the origin).
+        label_ids : iterable of int, optional
+            The labels the change involves, if the caller knows (see :attr:`label_ids`).
 
         Returns
         -------
@@ -108,7 +116,8 @@ class LabelDiff:
             offset = tuple(slice(0, n) for n in old.shape)
         bbox = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(offset, inner))
         payload = zlib.compress(np.ascontiguousarray(xor).tobytes(), _ZLIB_LEVEL)
-        return cls(bbox=bbox, dtype=np.dtype(dtype), payload=payload)
+        ids = None if label_ids is None else frozenset(int(i) for i in label_ids if int(i) != 0)
+        return cls(bbox=bbox, dtype=np.dtype(dtype), payload=payload, label_ids=ids)
 
     def xor(self) -> np.ndarray:
         """The decompressed XOR block, shape :attr:`shape`."""
