@@ -95,3 +95,29 @@ def test_session_undo_memory_is_compressed_region_diffs_not_volumes():
         while s.undo() is not None:
             pass
         assert s.labels.max() == 0
+
+
+def test_engine_bench_runs_small_and_merges_sections(tmp_path, shared_data, monkeypatch):
+    """The benchmark script itself (tiny shape): JSON + markdown, sections merged across runs."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("MEDSEGFM_TEST_DATA", str(shared_data))
+    spec = importlib.util.spec_from_file_location(
+        "engine_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "engine_bench.py")
+    eb = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "engine_bench", eb)  # dataclasses look their module up
+    spec.loader.exec_module(eb)
+    eb.run(["undo_memory"], (24, 64, 64), tmp_path)
+    eb.run(["worker_overhead"], (24, 64, 64), tmp_path)
+    res = json.loads((tmp_path / "engine_bench.json").read_text())
+    assert set(res["sections"]) == {"undo_memory", "worker_overhead"}
+    um = res["sections"]["undo_memory"]["data"]
+    assert um["steps"] == 100 and um["undo_all_empty"] and um["redo_all_exact"]
+    assert um["undo_memory_bytes"] < 200e6
+    md = (tmp_path / "engine_bench.md").read_text()
+    assert "| undo history memory" in md and "worker-thread overhead" in md
+    with pytest.raises(ValueError, match="unknown section"):
+        eb.run(["nope"], (24, 64, 64), tmp_path)
