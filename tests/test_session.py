@@ -128,7 +128,10 @@ def test_result_touches_only_its_object_unless_overwrite(sess):
     assert np.array_equal(sess.labels == b, B & ~A)
     # with overwrite, b takes everything in its box
     sess.set_overwrite(b, True)
+    seen: list[Change] = []
+    sess.add_listener(seen.append)
     sess.add_prompt(Box3D(2, 5, 10, 10, 25, 25, object_id=b))
+    assert seen[-1].label_ids == (a, b)  # the victim is reported too (voxel counts change)
     assert np.array_equal(sess.labels == b, B)
     assert np.array_equal(sess.labels == a, A & ~B)
 

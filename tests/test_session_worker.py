@@ -268,3 +268,17 @@ def test_object_edited_while_its_inference_runs_falls_back_to_full_merge(vol):
         assert np.array_equal(s.labels == lid, expected)
         rec = [r for r in s.log.records if r["type"] == "result" and r["status"] == "applied"][-1]
         assert rec["prev_changed"] is True
+
+
+def test_dropped_session_stops_its_thread(vol):
+    import gc
+
+    s = AnnotationSession(vol, FillBox())
+    gui = Gui(s)
+    s.add_object()
+    s.submit(Box3D(0, 1, 0, 0, 3, 3), gui.callback)
+    s.worker.wait_idle(5)
+    thread = s.worker.thread
+    del s, gui
+    gc.collect()
+    assert wait_until(lambda: not thread.is_alive(), timeout=3)

@@ -146,6 +146,12 @@ _IMAGE_OWNER: weakref.WeakKeyDictionary[Any, object] = weakref.WeakKeyDictionary
 _IMAGE_OWNER_BY_ID: dict[int, object] = {}  # fallback for backends that cannot be weak-referenced
 
 
+def _finalize_session(worker: InferenceWorker | None, plog: PromptLog) -> None:
+    if worker is not None:
+        worker.close(timeout=0)
+    plog.close()
+
+
 def default_color(label_id: int) -> tuple[float, float, float, float]:
     """A distinct, deterministic RGBA colour (0..1) for a label id (golden-angle hues)."""
     h = (int(label_id) * 0.618033988749895) % 1.0
@@ -399,6 +405,8 @@ class AnnotationSession:
         self._backend: Any = None
         self._backend = self._resolve_backend(backend)
         self.log = PromptLog(log_path)
+        # a session dropped without close() must not leave its thread or log file behind
+        self._finalizer = weakref.finalize(self, _finalize_session, self._worker, self.log)
         self.log.write(
             "session",
             version=LOG_VERSION,
@@ -865,6 +873,7 @@ class AnnotationSession:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         if self._worker is not None:
             self._worker.close()
         self.log.write("close")
@@ -1163,6 +1172,7 @@ class AnnotationSession:
         else:
             roi = union_bbox(result.bbox, self._obj_bbox.get(lid))
         diff = None
+        ids = {lid}
         if roi is not None:
             self._absorb_locked(roi)
             old = self._shadow[roi].copy()
@@ -1195,7 +1205,9 @@ class AnnotationSession:
             mask_voxels=result._mask_voxels if result._mask_voxels >= 0 else None,
             prev_changed=prev_changed,
         )
-        return Change("result", bbox=None if diff is None else diff.bbox, label_ids=(lid,), description=desc,
+        # label_ids: the object, plus the objects it took voxels from (overwrite)
+        return Change("result", bbox=None if diff is None else diff.bbox, label_ids=tuple(sorted(ids)),
+                      description=desc,
                       labels_changed=diff is not None, objects_changed=True)
 
     def _ids_in_diff(self, diff: LabelDiff) -> set[int]:

@@ -234,7 +234,10 @@ class InferenceWorker:
         return self._closed
 
     def close(self, timeout: float = 5.0) -> None:
-        """Cancel everything, deliver the cancelled callbacks, stop and join the thread."""
+        """Cancel everything, deliver the cancelled callbacks, stop and join the thread.
+
+        ``timeout=0`` signals the thread to stop without waiting for it.
+        """
         with self._cond:
             if self._closed:
                 return
@@ -245,7 +248,7 @@ class InferenceWorker:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-            if thread.is_alive():
+            if thread.is_alive() and timeout > 0:
                 log.warning("worker %s did not stop within %.1f s (a backend ignores its cancel token)",
                             self.name, timeout)
 
@@ -313,9 +316,11 @@ class InferenceWorker:
                                               queued_s=now - job.submitted))
                 with self._cond:
                     self._cond.notify_all()
+                del job  # an idle loop must not keep the last job (and what it references) alive
                 continue
             outcome = self._run(job)
             self._deliver(job, outcome)
+            del job, running, outcome
             with self._cond:
                 self._running = None
                 self._cond.notify_all()
