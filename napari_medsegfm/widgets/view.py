@@ -1,0 +1,860 @@
+"""The annotation dock widget: Qt widgets wired to an :class:`AnnotationController`.
+
+Nothing here decides anything: every button, shortcut and list row calls a
+controller method, and controller events update the widgets. Worker results reach
+the GUI thread through :class:`_Invoker`, a Qt signal (queued across threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QKeySequence, QShortcut
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QCompleter,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..backends.base import BackendStatus, capability_names
+from .controller import AnnotationController
+from .shortcuts import SHORTCUTS, help_html, keys_text
+
+__all__ = ["AnnotationWidget"]
+
+log = logging.getLogger(__name__)
+
+_STATE_MARK = {"ready": "", "weights missing": " — weights missing", "package missing": " — package missing",
+               "error": " — error"}
+
+
+class _Invoker(QObject):
+    """Runs callables on the thread that owns it (the GUI thread); emit from any thread."""
+
+    call = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("posted call failed")
+
+    def post(self, fn: Any) -> None:
+        self.call.emit(fn)
+
+
+class _CloseGuard(QObject):
+    """Asks before napari's window closes with unsaved annotations."""
+
+    def __init__(self, widget: AnnotationWidget, window: Any) -> None:
+        super().__init__()
+        self._widget = widget
+        self._window = window
+        self._orig_close = None
+        # File > Close Window / Exit call window.close(confirm_need=True): ask there too
+        orig = window.close
+        self._orig_close = orig
+
+        def close(*args: Any, **kwargs: Any) -> Any:
+            confirm = kwargs.get("confirm_need", args[1] if len(args) > 1 else False)
+            if confirm and not widget.confirm_discard():
+                return None
+            return orig(*args, **kwargs)
+
+        window.close = close
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Close and event.spontaneous():
+            if not self._widget.confirm_discard():
+                event.ignore()
+                return True
+        return False
+
+    def remove(self) -> None:
+        try:
+            self._window.removeEventFilter(self)
+            if self._orig_close is not None and "close" in self._window.__dict__:
+                del self._window.close
+        except RuntimeError:  # window already deleted
+            pass
+
+
+class AnnotationWidget(QWidget):
+    """napari dock widget for interactive segmentation (Plugins > napari-medsegfm).
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer (napari passes it).
+    backend : str or backend instance, optional
+        Backend to start with (default: the registry's default).
+    auto_attach : bool
+        Attach to the image layer as soon as there is one.
+    """
+
+    def __init__(self, napari_viewer: Any, backend: Any = "default", *, auto_attach: bool = True) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._invoker = _Invoker()
+        self.controller = AnnotationController(napari_viewer, post=self._invoker.post, notify=self._notify,
+                                               backend=backend)
+        self._shortcuts: list[QShortcut] = []
+        self._save_action_keys: list[tuple[Any, Any]] = []
+        self._close_guard: _CloseGuard | None = None
+        self._torn_down = False
+        self._updating = False
+        self.ask_discard = self._ask_discard_dialog  # replaceable (tests)
+        self._build()
+        self._wire()
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setInterval(100)
+        self._busy_timer.timeout.connect(self._tick_busy)
+        self._install_shortcuts()
+        self._refresh_all()
+        if auto_attach:
+            self.viewer.layers.events.inserted.connect(self._maybe_auto_attach)
+            self._maybe_auto_attach()
+
+    # ================================================================ build
+    def _button(self, text: str, action: str | None = None, tip: str = "", checkable: bool = False) -> QPushButton:
+        b = QPushButton(text)
+        b.setCheckable(checkable)
+        if action:
+            tip = f"{tip} ({keys_text(action)})" if tip else f"({keys_text(action)})"
+        b._base_tip = tip  # type: ignore[attr-defined]
+        b.setToolTip(tip)
+        b.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
+        return b
+
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(6)
+
+        # --- image + backend
+        top = QGroupBox("Image and model")
+        f = QFormLayout(top)
+        f.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("Image layer to annotate")
+        self.attach_btn = self._button("Start", tip="Annotate the selected image")
+        row.addWidget(self.image_combo, 1)
+        row.addWidget(self.attach_btn)
+        f.addRow("Image", row)
+        self.backend_combo = QComboBox()
+        self.backend_combo.setToolTip("Segmentation backend; unavailable ones say why")
+        f.addRow("Backend", self.backend_combo)
+        self.backend_info = QLabel("—")
+        self.backend_info.setWordWrap(True)
+        self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        f.addRow("", self.backend_info)
+        lay.addWidget(top)
+
+        # --- objects
+        obj = QGroupBox("Objects")
+        ol = QVBoxLayout(obj)
+        ol.setContentsMargins(6, 6, 6, 6)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["", "Name", "Status", "Volume"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setColumnWidth(0, 22)
+        self.table.setMinimumHeight(110)
+        self.table.setToolTip("Objects: label colour, name (double-click to rename), status, volume from spacing")
+        ol.addWidget(self.table)
+        row = QHBoxLayout()
+        self.new_btn = self._button("New", "new_object", "New object")
+        self.accept_btn = self._button("Accept", "accept_object", "Accept the current object")
+        self.reset_btn = self._button("Reset", "reset_object", "Clear the current object's mask and prompts")
+        self.delete_btn = self._button("Delete", "delete_object", "Delete the current object")
+        for b in (self.new_btn, self.accept_btn, self.reset_btn, self.delete_btn):
+            row.addWidget(b)
+        ol.addLayout(row)
+        row = QHBoxLayout()
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("name / text prompt, e.g. liver")
+        self.name_edit.setToolTip(f"Names the current object; sent as a text prompt where the backend reads text "
+                                  f"({keys_text('focus_name')}, Enter)")
+        self.text_btn = self._button("Name / segment", tip="Name the object; segment it from the text if the "
+                                                           "backend can")
+        row.addWidget(self.name_edit, 1)
+        row.addWidget(self.text_btn)
+        ol.addLayout(row)
+        self.text_note = QLabel("")
+        self.text_note.setWordWrap(True)
+        self.text_note.setStyleSheet("color: #c8a040;")
+        ol.addWidget(self.text_note)
+        lay.addWidget(obj)
+
+        # --- prompt tools
+        tools = QGroupBox("Prompts")
+        g = QGridLayout(tools)
+        g.setContentsMargins(6, 6, 6, 6)
+        self.box_btn = self._button("Box", "tool_box", "Draw a rectangle on the current slice", checkable=True)
+        self.click_btn = self._button("Click", "tool_click", "Click on the object; Shift+click = background",
+                                      checkable=True)
+        self.scribble_btn = self._button("Scribble", "tool_scribble", "Paint strokes on the object "
+                                                                      "(negative: background)", checkable=True)
+        self.brush_btn = self._button("Brush", "tool_brush", "Correct with napari's brush (E: eraser)",
+                                      checkable=True)
+        self.negative_btn = self._button("Negative", "toggle_negative", "Clicks and scribbles mark background",
+                                         checkable=True)
+        self.tool_buttons = {"box": self.box_btn, "click": self.click_btn, "scribble": self.scribble_btn,
+                             "brush": self.brush_btn}
+        g.addWidget(self.box_btn, 0, 0)
+        g.addWidget(self.click_btn, 0, 1)
+        g.addWidget(self.scribble_btn, 0, 2)
+        g.addWidget(self.brush_btn, 1, 0)
+        g.addWidget(self.negative_btn, 1, 1)
+        self.autorun_check = QCheckBox("Auto-run")
+        self.autorun_check.setChecked(True)
+        self.autorun_check.setToolTip("Segment as soon as a prompt is drawn")
+        g.addWidget(self.autorun_check, 1, 2)
+        zrow = QHBoxLayout()
+        self.zmin_spin = QSpinBox()
+        self.zmax_spin = QSpinBox()
+        for sp, which in ((self.zmin_spin, "min"), (self.zmax_spin, "max")):
+            sp.setRange(0, 0)
+            sp.setKeyboardTracking(False)
+            sp.setToolTip(f"z {which} of the selected box (inclusive)")
+        self.zmin_btn = self._button("⤓ here", "set_z_min", "Bottom of the z extent = current slice")
+        self.zmax_btn = self._button("⤒ here", "set_z_max", "Top of the z extent = current slice")
+        zrow.addWidget(QLabel("z"))
+        zrow.addWidget(self.zmin_spin)
+        zrow.addWidget(self.zmin_btn)
+        zrow.addWidget(QLabel("–"))
+        zrow.addWidget(self.zmax_spin)
+        zrow.addWidget(self.zmax_btn)
+        g.addLayout(zrow, 2, 0, 1, 3)
+        self.run_box_btn = self._button("Run box", "run_box", "Segment the selected box")
+        self.run_all_btn = self._button("Run all boxes", "run_all_boxes", "Segment every box (e.g. the file's)")
+        g.addWidget(self.run_box_btn, 3, 0)
+        g.addWidget(self.run_all_btn, 3, 1, 1, 2)
+        lay.addWidget(tools)
+
+        # --- session: undo/redo/save + busy
+        ses = QGroupBox("Session")
+        sl = QVBoxLayout(ses)
+        sl.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.undo_btn = self._button("Undo", "undo", "Undo")
+        self.redo_btn = self._button("Redo", "redo", "Redo")
+        self.save_btn = self._button("Save", "save", "Save into the case's own file")
+        self.saveas_btn = self._button("Save as…", tip="Save into another file/format")
+        for b in (self.undo_btn, self.redo_btn, self.save_btn, self.saveas_btn):
+            row.addWidget(b)
+        sl.addLayout(row)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumHeight(14)
+        self.progress.setTextVisible(False)
+        self.progress.setVisible(False)
+        self.busy_label = QLabel("idle")
+        self.cancel_btn = self._button("Cancel", "cancel", "Cancel the running segmentation")
+        self.cancel_btn.setEnabled(False)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.busy_label, 1)
+        row.addWidget(self.cancel_btn)
+        sl.addLayout(row)
+        self.latency_label = QLabel("last: —")
+        self.latency_label.setToolTip("Backend time / prompt-to-mask time of the last result")
+        sl.addWidget(self.latency_label)
+        lay.addWidget(ses)
+
+        # --- status + help
+        row = QHBoxLayout()
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.help_btn = QToolButton()
+        self.help_btn.setText("?")
+        self.help_btn.setCheckable(True)
+        self.help_btn.setToolTip("<b>Keyboard shortcuts</b> (F1 toggles the list)" + help_html())
+        row.addWidget(self.status_label, 1)
+        row.addWidget(self.help_btn, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(row)
+        self.help_panel = QLabel(help_html())
+        self.help_panel.setWordWrap(True)
+        self.help_panel.setTextFormat(Qt.TextFormat.RichText)
+        self.help_panel.setVisible(False)
+        lay.addWidget(self.help_panel)
+        lay.addStretch(1)
+
+        self._completer_names: list[str] = []
+        self._set_completer([])
+
+    def _set_completer(self, extra: list[str]) -> None:
+        names: list[str] = list(extra)
+        try:
+            from ..core.vocab import default_vocabulary
+
+            names += [n for n in default_vocabulary().names() if n not in names]
+        except (ImportError, OSError, ValueError) as exc:  # vocabulary is a convenience
+            log.debug("no vocabulary for completion: %s", exc)
+        if names == self._completer_names:
+            return
+        self._completer_names = names
+        comp = QCompleter(names, self)
+        comp.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        comp.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.name_edit.setCompleter(comp)
+
+    # ================================================================ wiring
+    def _wire(self) -> None:
+        c = self.controller
+        ev = c.events
+        ev.busy.connect(self._on_busy)
+        ev.objects.connect(self._refresh_objects)
+        ev.current.connect(self._on_current)
+        ev.status.connect(self._on_status)
+        ev.tools.connect(self._refresh_tools)
+        ev.backends.connect(self._on_backends)
+        ev.backend.connect(self._on_backend)
+        ev.history.connect(self._refresh_history)
+        ev.saved.connect(self._on_saved)
+        ev.attached.connect(lambda _a: self._refresh_all())
+
+        self.attach_btn.clicked.connect(self._attach_selected)
+        self.backend_combo.activated.connect(self._on_backend_picked)
+        self.new_btn.clicked.connect(lambda: self._guard(c.add_object))
+        self.accept_btn.clicked.connect(lambda: self._guard(c.accept_object))
+        self.reset_btn.clicked.connect(lambda: self._guard(c.reset_object))
+        self.delete_btn.clicked.connect(lambda: self._guard(c.delete_object))
+        self.text_btn.clicked.connect(self._on_text)
+        self.name_edit.returnPressed.connect(self._on_text)
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+        self.table.itemChanged.connect(self._on_table_edit)
+        for tool, b in self.tool_buttons.items():
+            b.clicked.connect(lambda _=False, t=tool: self._guard(c.activate_tool, t))
+        self.negative_btn.toggled.connect(lambda on: c.set_negative(on) if on != c.negative else None)
+        self.autorun_check.toggled.connect(lambda on: setattr(c, "auto_run", bool(on)))
+        self.zmin_btn.clicked.connect(lambda: self._guard(c.set_z_bound, "min"))
+        self.zmax_btn.clicked.connect(lambda: self._guard(c.set_z_bound, "max"))
+        self.zmin_spin.valueChanged.connect(lambda v: self._on_spin("min", v))
+        self.zmax_spin.valueChanged.connect(lambda v: self._on_spin("max", v))
+        self.run_box_btn.clicked.connect(lambda: self._guard(c.run_box))
+        self.run_all_btn.clicked.connect(lambda: self._guard(c.run_all_boxes))
+        self.undo_btn.clicked.connect(lambda: self._guard(c.undo))
+        self.redo_btn.clicked.connect(lambda: self._guard(c.redo))
+        self.save_btn.clicked.connect(self.save)
+        self.saveas_btn.clicked.connect(self.save_as)
+        self.cancel_btn.clicked.connect(c.cancel)
+        self.help_btn.toggled.connect(self.help_panel.setVisible)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """Run a controller action; a ValueError becomes a notification instead of a traceback."""
+        try:
+            return fn(*args)
+        except ValueError as exc:
+            self._notify("warning", str(exc))
+            return None
+
+    def _notify(self, level: str, message: str) -> None:
+        from napari.utils import notifications
+
+        {"error": notifications.show_error, "warning": notifications.show_warning}.get(
+            level, notifications.show_info)(message)
+
+    # ================================================================ shortcuts
+    def _window(self) -> Any:
+        win = getattr(self.viewer, "window", None)
+        return getattr(win, "_qt_window", None)
+
+    def _install_shortcuts(self) -> None:
+        qwin = self._window()
+        if qwin is None:
+            return
+        c = self.controller
+        actions = {
+            "tool_box": lambda: c.activate_tool("box"),
+            "tool_click": lambda: c.activate_tool("click"),
+            "toggle_negative": c.toggle_negative,
+            "tool_scribble": lambda: c.activate_tool("scribble"),
+            "tool_brush": lambda: c.activate_tool("brush"),
+            "tool_pan": lambda: c.activate_tool("pan"),
+            "set_z_min": lambda: c.set_z_bound("min"),
+            "set_z_max": lambda: c.set_z_bound("max"),
+            "run_box": c.run_box,
+            "run_all_boxes": c.run_all_boxes,
+            "new_object": c.add_object,
+            "next_object": lambda: c.step_object(1),
+            "previous_object": lambda: c.step_object(-1),
+            "focus_name": self._focus_name,
+            "accept_object": c.accept_object,
+            "reset_object": c.reset_object,
+            "delete_object": c.delete_object,
+            "undo": c.undo,
+            "redo": c.redo,
+            "save": self.save,
+            "cancel": c.cancel,
+            "toggle_help": lambda: self.help_btn.toggle(),
+        }
+        # napari's File > Save Selected Layers owns Ctrl+S: lend it to us while docked
+        from qtpy.QtGui import QAction
+
+        std_save = QKeySequence(QKeySequence.StandardKey.Save)
+        for act in qwin.findChildren(QAction):
+            if act.shortcut() == std_save or act.shortcut() == QKeySequence("Ctrl+S"):
+                self._save_action_keys.append((act, act.shortcut()))
+                act.setShortcut(QKeySequence())
+        for sc in SHORTCUTS:
+            fn = actions[sc.action]
+            for key in sc.keys:
+                q = QShortcut(QKeySequence(key), qwin)
+                q.setContext(Qt.ShortcutContext.WindowShortcut)
+                q.activated.connect(lambda f=fn, a=sc.action: self._run_shortcut(a, f))
+                if sc.only_when_busy:
+                    q.setEnabled(False)
+                    q._only_when_busy = True  # type: ignore[attr-defined]
+                self._shortcuts.append(q)
+        self._close_guard = _CloseGuard(self, qwin)
+
+    def _run_shortcut(self, action: str, fn: Any) -> None:
+        if self.controller.session is None and action not in ("toggle_help", "save"):
+            self._notify("info", "open an image first")
+            return
+        self._guard(fn)
+
+    def _remove_shortcuts(self) -> None:
+        for q in self._shortcuts:
+            try:
+                q.setEnabled(False)
+                q.setParent(None)
+                q.deleteLater()
+            except RuntimeError:
+                pass
+        self._shortcuts.clear()
+        for act, key in self._save_action_keys:
+            try:
+                act.setShortcut(key)
+            except RuntimeError:
+                pass
+        self._save_action_keys.clear()
+        if self._close_guard is not None:
+            self._close_guard.remove()
+            self._close_guard = None
+
+    def _focus_name(self) -> None:
+        self.name_edit.setFocus()
+        self.name_edit.selectAll()
+
+    # ================================================================ attach
+    def _images(self) -> list[Any]:
+        from napari.layers import Image
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+
+    def _refresh_images(self, event: Any = None) -> None:
+        if self._torn_down:
+            return
+        names = [ly.name for ly in self._images()]
+        cur = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        attached = self.controller.image_layer
+        if attached is not None and attached.name in names:
+            self.image_combo.setCurrentText(attached.name)
+        elif cur in names:
+            self.image_combo.setCurrentText(cur)
+        self.image_combo.blockSignals(False)
+        self.attach_btn.setEnabled(bool(names))
+
+    def _maybe_auto_attach(self, event: Any = None) -> None:
+        if self._torn_down or self.controller.attached:
+            return
+        if event is not None:
+            QTimer.singleShot(0, self._maybe_auto_attach)  # let the reader add all its layers first
+            return
+        if self.controller.find_image_layer() is not None:
+            try:
+                self.controller.attach()
+            except ValueError as exc:
+                self._notify("warning", str(exc))
+
+    def _attach_selected(self) -> None:
+        name = self.image_combo.currentText()
+        layer = next((ly for ly in self._images() if ly.name == name), None)
+        if layer is None:
+            return
+        if self.controller.attached and layer is self.controller.image_layer:
+            return
+        if self.controller.dirty and not self.confirm_discard():
+            return
+        self._guard(self.controller.attach, layer)
+
+    # ================================================================ backends
+    def _on_backends(self, statuses: dict[str, BackendStatus]) -> None:
+        from qtpy.QtGui import QStandardItemModel
+
+        self._updating = True
+        self.backend_combo.clear()
+        for name, st in statuses.items():
+            self.backend_combo.addItem(f"{name}{_STATE_MARK.get(st.state, ' — ' + st.state)}", name)
+            i = self.backend_combo.count() - 1
+            caps = ", ".join(capability_names(st.capabilities)) or "—"
+            tip = f"{name}: {st.state}; device {st.device}; prompts: {caps}"
+            if st.message:
+                tip += f"\n{st.message}"
+            self.backend_combo.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+            if not st.ready:
+                model = self.backend_combo.model()
+                if isinstance(model, QStandardItemModel):
+                    item = model.item(i)
+                    item.setEnabled(False)
+        self._select_backend_item(self.controller.backend_name)
+        self._updating = False
+
+    def _select_backend_item(self, name: str) -> None:
+        i = self.backend_combo.findData(name)
+        if i >= 0:
+            self.backend_combo.setCurrentIndex(i)
+
+    def _on_backend_picked(self, index: int) -> None:
+        if self._updating:
+            return
+        name = self.backend_combo.itemData(index)
+        if name and name != self.controller.backend_name:
+            self._guard(self.controller.set_backend, name)
+
+    def _on_backend(self, name: str, status: BackendStatus | None) -> None:
+        self._updating = True
+        self._select_backend_item(name)
+        self._updating = False
+        if status is None:
+            self.backend_info.setText("no backend")
+            return
+        caps = ", ".join(c.lower() for c in capability_names(status.capabilities)) or "—"
+        weights = status.weights or ("not needed" if status.state == "ready" else status.state)
+        w = weights if len(weights) < 48 else "…" + weights[-46:]
+        self.backend_info.setText(f"{status.state} · device {status.device} · weights {w}<br>prompts: {caps}")
+        self.backend_info.setToolTip(f"weights: {weights}\n{status.message}".strip())
+
+    # ================================================================ refresh
+    def _refresh_all(self) -> None:
+        if self._torn_down:
+            return
+        self._refresh_images()
+        self._refresh_objects()
+        self._refresh_tools()
+        self._refresh_history()
+        self._on_busy(self.controller.busy)
+
+    def _refresh_objects(self) -> None:
+        if self._torn_down:
+            return
+        rows = self.controller.object_rows()
+        self._updating = True
+        self.table.setRowCount(len(rows))
+        cur_row = -1
+        for r, row in enumerate(rows):
+            sw = QTableWidgetItem("")
+            sw.setData(Qt.ItemDataRole.DecorationRole, QColor(row.color_hex))
+            sw.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            sw.setData(Qt.ItemDataRole.UserRole, row.label_id)
+            sw.setToolTip(f"label {row.label_id}")
+            name = QTableWidgetItem(row.name)
+            name.setData(Qt.ItemDataRole.UserRole, row.label_id)
+            name.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable)
+            st = QTableWidgetItem(row.status)
+            st.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            vol = QTableWidgetItem(row.volume_text)
+            vol.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+            vol.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            vol.setToolTip(f"{row.voxels} voxels")
+            for col, it in enumerate((sw, name, st, vol)):
+                self.table.setItem(r, col, it)
+            if row.label_id == self.controller.current_id:
+                cur_row = r
+        if cur_row >= 0:
+            self.table.selectRow(cur_row)
+        else:
+            self.table.clearSelection()
+        self._updating = False
+        has = self.controller.current_id is not None
+        for b in (self.accept_btn, self.reset_btn, self.delete_btn):
+            b.setEnabled(has)
+        self.new_btn.setEnabled(self.controller.attached)
+        self._refresh_history()
+
+    def _on_current(self, label_id: int | None) -> None:
+        self._refresh_objects()
+        info = self.controller.objects.get(label_id) if label_id is not None else None
+        if info is not None and not self.name_edit.hasFocus():
+            self.name_edit.setText(info.name)
+        self._refresh_z()
+
+    def _on_table_selection(self) -> None:
+        if self._updating:
+            return
+        items = self.table.selectedItems()
+        if not items:
+            return
+        lid = items[0].data(Qt.ItemDataRole.UserRole)
+        if lid is not None and lid != self.controller.current_id:
+            self._guard(self.controller.select_object, int(lid))
+
+    def _on_table_edit(self, item: QTableWidgetItem) -> None:
+        if self._updating or item.column() != 1:
+            return
+        lid = item.data(Qt.ItemDataRole.UserRole)
+        if lid is not None:
+            self._guard(self.controller.rename_object, int(lid), item.text())
+
+    def _refresh_tools(self) -> None:
+        if self._torn_down:
+            return
+        states = self.controller.tool_states()
+        for tool, b in self.tool_buttons.items():
+            st = states[tool]
+            b.setEnabled(st.enabled)
+            base = b._base_tip  # type: ignore[attr-defined]
+            b.setToolTip(base if st.enabled else f"{base}\nUnavailable: {st.reason}")
+        for b, tool in ((self.run_box_btn, "run_boxes"), (self.run_all_btn, "run_boxes"),
+                        (self.zmin_btn, "z_extent"), (self.zmax_btn, "z_extent"),
+                        (self.zmin_spin, "z_extent"), (self.zmax_spin, "z_extent")):
+            st = states[tool]
+            b.setEnabled(st.enabled)
+            if not st.enabled:
+                b.setToolTip(f"Unavailable: {st.reason}")
+            elif hasattr(b, "_base_tip"):
+                b.setToolTip(b._base_tip)
+        st = states["text"]
+        self.text_note.setText("" if st.enabled or not self.controller.attached else st.reason)
+        self.text_note.setVisible(bool(self.text_note.text()))
+        self.text_btn.setText("Name / segment" if st.enabled else "Name")
+        self.negative_btn.blockSignals(True)
+        self.negative_btn.setChecked(self.controller.negative)
+        self.negative_btn.blockSignals(False)
+        self.negative_btn.setEnabled(states["click"].enabled or states["scribble"].enabled)
+        active = self.viewer.layers.selection.active
+        c = self.controller
+        current_tool = {id(c.box_layer): "box", id(c.click_layer): "click", id(c.scribble_layer): "scribble",
+                        id(c.seg_layer): "brush"}.get(id(active)) if active is not None else None
+        for tool, b in self.tool_buttons.items():
+            b.setChecked(tool == current_tool and getattr(active, "mode", "") != "pan_zoom")
+        self._refresh_z()
+
+    def _refresh_z(self) -> None:
+        c = self.controller
+        vol3d = c.volume is not None and c.volume.ndim == 3
+        n = c.volume.spatial_shape[0] - 1 if vol3d else 0
+        ext = c.box_extent() if vol3d else None
+        if ext is None and vol3d:
+            z = c.current_z() or 0
+            lo, hi = c.pending_z
+            ext = (z if lo is None else lo, z if hi is None else hi)
+        self._updating = True
+        for sp, v in ((self.zmin_spin, ext[0] if ext else 0), (self.zmax_spin, ext[1] if ext else 0)):
+            sp.blockSignals(True)
+            sp.setRange(0, max(n, 0))
+            sp.setValue(int(v))
+            sp.blockSignals(False)
+        self._updating = False
+
+    def _on_spin(self, which: str, value: int) -> None:
+        if self._updating:
+            return
+        self._guard(self.controller.set_z_bound, which, int(value))
+
+    def _on_step(self, event: Any = None) -> None:
+        if self.controller.box_extent() is None:
+            self._refresh_z()
+
+    def _refresh_history(self) -> None:
+        if self._torn_down:
+            return
+        c = self.controller
+        s = c.session
+        self.undo_btn.setEnabled(c.can_undo)
+        self.redo_btn.setEnabled(c.can_redo)
+        self.undo_btn.setToolTip(f"Undo {s.undo_description} ({keys_text('undo')})" if s and c.can_undo
+                                 else f"Undo ({keys_text('undo')})")
+        self.redo_btn.setToolTip(f"Redo {s.redo_description} ({keys_text('redo')})" if s and c.can_redo
+                                 else f"Redo ({keys_text('redo')})")
+        self.save_btn.setEnabled(c.attached and not c.saving)
+        self.saveas_btn.setEnabled(c.attached and not c.saving)
+        self.save_btn.setText("Save*" if c.dirty else "Save")
+
+    # ================================================================ busy
+    def _on_busy(self, busy: bool) -> None:
+        if self._torn_down:
+            return
+        self.progress.setVisible(busy)
+        self.cancel_btn.setEnabled(busy)
+        for q in self._shortcuts:
+            if getattr(q, "_only_when_busy", False):
+                q.setEnabled(busy)
+        if busy and not self._busy_timer.isActive():
+            self._busy_timer.start()
+        if not busy:
+            self._busy_timer.stop()
+            self.busy_label.setText("idle")
+        self._tick_busy()
+        c = self.controller
+        if c.last_backend_s is not None:
+            self.latency_label.setText(f"last: backend {c.last_backend_s:.2f} s · prompt→mask "
+                                       f"{(c.last_roundtrip_s or 0):.2f} s")
+        self._refresh_objects()
+
+    def _tick_busy(self) -> None:
+        c = self.controller
+        if not c.busy:
+            return
+        since = c.busy_since
+        if since is None:
+            self.busy_label.setText(f"loading {c._backend_loading or 'backend'}…")
+            return
+        n = c.inflight
+        self.busy_label.setText(f"segmenting{f' ({n})' if n > 1 else ''}… {time.perf_counter() - since:.1f} s")
+
+    def _on_status(self, text: str) -> None:
+        if self._torn_down:
+            return
+        self.status_label.setText(text)
+        self.status_label.setToolTip(text)
+
+    # ================================================================ text
+    def _on_text(self) -> None:
+        text = self.name_edit.text().strip()
+        if not text or not self.controller.attached:
+            return
+        self._guard(self.controller.text_prompt, text)
+
+    # ================================================================ save / close
+    def save(self) -> None:
+        """Save into the case's own file (Save as… when the image has no file)."""
+        c = self.controller
+        if not c.attached:
+            return
+        if c.case_path is None:
+            self.save_as()
+            return
+        self._guard(c.save)
+        self._refresh_history()
+
+    def save_as(self, path: str | None = None) -> None:
+        c = self.controller
+        if not c.attached:
+            return
+        if path is None:
+            start = str(c.case_path) if c.case_path else str(Path.home() / "segmentation.npz")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save segmentation", start,
+                "npz (*.npz);;NIfTI (*.nii.gz *.nii);;medsegpy (*.seg *.h5);;PNG masks (*.png)")
+            if not path:
+                return
+        self._guard(c.save, path)
+        self._refresh_history()
+
+    def _on_saved(self, path: Path) -> None:
+        msg = self.controller.last_message
+        qwin = self._window()
+        bar = qwin.statusBar() if qwin is not None else None
+        if bar is not None:
+            bar.showMessage(msg, 8000)
+        self._refresh_history()
+
+    def _ask_discard_dialog(self) -> str:
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Unsaved segmentation")
+        box.setText("The segmentation has unsaved changes.")
+        box.setInformativeText("Save them into the case file before closing?")
+        box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                               | QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        r = box.exec()
+        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
+            QMessageBox.StandardButton(r), "cancel")
+
+    def confirm_discard(self) -> bool:
+        """True when it is fine to close (nothing unsaved, saved now, or discarded)."""
+        c = self.controller
+        if not c.dirty:
+            return True
+        answer = self.ask_discard()
+        if answer == "discard":
+            return True
+        if answer != "save":
+            return False
+        path = None
+        if c.case_path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save segmentation", str(Path.home() / "segmentation.npz"),
+                                                  "npz (*.npz);;NIfTI (*.nii.gz *.nii)")
+            if not path:
+                return False
+        try:
+            fut = c.save(path)
+            assert fut is not None
+            fut.result(timeout=600)
+        except (ValueError, OSError) as exc:
+            self._notify("error", f"not closing: saving failed: {exc}")
+            return False
+        return True
+
+    # ================================================================ teardown
+    def event(self, e: QEvent) -> bool:
+        if e.type() == QEvent.Type.ParentChange and self.parent() is None and not self._torn_down \
+                and getattr(self, "_was_docked", False):
+            self.teardown()
+        elif e.type() == QEvent.Type.ParentChange and self.parent() is not None:
+            self._was_docked = True
+        return super().event(e)
+
+    def teardown(self) -> None:
+        """Disconnect from the viewer, give Ctrl+S back to napari, stop the session."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._busy_timer.stop()
+        self._remove_shortcuts()
+        for emitter, fn in ((self.viewer.layers.events.inserted, self._maybe_auto_attach),
+                            (self.viewer.layers.events.inserted, self._refresh_images),
+                            (self.viewer.layers.events.removed, self._refresh_images),
+                            (self.viewer.dims.events.current_step, self._on_step)):
+            try:
+                emitter.disconnect(fn)
+            except (ValueError, RuntimeError, TypeError):
+                pass
+        self.controller.close()
