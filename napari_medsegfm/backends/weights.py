@@ -396,17 +396,17 @@ def record_checksums(name: str, path: str | os.PathLike[str] | None = None) -> P
         lines.append(f"{sha256_file(f)}  {rel}")
     out = root / CHECKSUM_FILE
     data = ("\n".join(lines) + "\n").encode("utf-8")
+    # atomic: temp file in the same folder, fsync, rename (backends may not import io.atomic)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        from ..io.atomic import atomic_write_bytes  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - io helper not installed
-        tmp = out.with_name(out.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
-    else:
-        atomic_write_bytes(out, data)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return out
 
 

@@ -326,6 +326,10 @@ def predict_case(
     volume = volume_from_inputs(inputs)
     shape = volume.spatial_shape
     mode, prompts = object_prompts(inputs, volume, backend)
+    if mode == "text":  # [text helper] free text -> the backend's label ids (backends may not import core)
+        from .vocab import attach_vocabulary
+
+        attach_vocabulary(backend)
     for lab, ps in prompts.items():
         for p in ps:
             validate_prompt(p, shape)
@@ -360,6 +364,13 @@ def predict_case(
         inf.predicted.append(lab)
         if progress is not None:
             progress(k + 1, n)
+
+    # [text helper] text task, instance classes (instance_label=1): one label per connected component
+    inst_labels = [lab for lab, ps in prompts.items() if any(isinstance(p, TextPrompt) and p.instance for p in ps)]
+    if mode == "text" and inst_labels:
+        from .text_eval import text_masks_to_segs
+
+        return text_masks_to_segs(masks, inst_labels, shape)
 
     # objects of prev_pred that were not re-predicted keep their region
     if prev is not None:

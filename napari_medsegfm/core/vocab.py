@@ -49,6 +49,7 @@ __all__ = [
     "vocabulary_for_folder",
     "resolve",
     "resolve_text_prompts",
+    "attach_vocabulary",
 ]
 
 log = logging.getLogger(__name__)
@@ -1052,3 +1053,36 @@ def resolve_text_prompts(
             v = v[0] if v else ""
         out[label] = vocab.resolve(str(v), space=space, min_confidence=min_confidence)
     return dict(sorted(out.items()))
+
+
+def attach_vocabulary(backend: Any, vocab: Vocabulary | None = None, *, min_confidence: float = 0.6) -> bool:
+    """Give a text-capable backend a resolver from free text to its label ids.
+
+    Backends may not import ``core`` (layering), so the host hands the vocabulary over:
+    a backend that declares a ``label_space`` (``"vista3d"``) and a ``text_resolver``
+    attribute gets ``text_resolver(text) -> label id``, which raises
+    :class:`UnresolvedTextError` (a ``ValueError``) listing the candidates for ambiguous
+    or unknown text. A resolver set already (by the backend's constructor) is replaced
+    only when ``vocab`` is given explicitly.
+
+    Returns
+    -------
+    bool
+        True when a resolver was attached.
+    """
+    space = getattr(backend, "label_space", None)
+    if not space or not hasattr(backend, "text_resolver"):
+        return False
+    if getattr(backend, "text_resolver", None) is not None and vocab is None:
+        return False
+    voc = vocab or default_vocabulary()
+    if space not in voc.spaces():
+        log.warning("vocabulary %r has no label space %r for backend %r", voc.name, space,
+                    getattr(backend, "name", backend))
+        return False
+
+    def resolver(text: str) -> int:
+        return voc.resolve(text, space=space, min_confidence=min_confidence).label_id(space)
+
+    backend.text_resolver = resolver
+    return True
