@@ -139,6 +139,8 @@ def read_nifti_volume(path: str | os.PathLike[str], *, labels: bool = False) -> 
         raise ValueError(f"{src}: voxel data cannot be read ({type(exc).__name__}: {exc}); the file may be truncated") from None
     if data.ndim != len(shape):
         data = data.reshape(shape)
+    if labels and isinstance(data, np.memmap):
+        data = np.array(data)  # labels get edited: keep them off the (uncompressed) file's memory map
     arr = data.transpose(2, 1, 0) if data.ndim == 3 else data.T
     cz = canon.header.get_zooms()[: len(shape)]
     spacing = tuple(float(z) for z in cz[::-1])
@@ -232,11 +234,12 @@ def save_nifti_labels(
     overwrite_gt: bool = False,
     gt_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write labels ``(Z, Y, X)`` (canonical array order) to a NIfTI file, atomically.
+    """Write labels ``(Z, Y, X)`` to a NIfTI file, atomically.
 
-    Geometry comes from ``case`` (the source's original affine/header: the labels go
-    back into the source orientation) or, without a case, from the existing ``path``;
-    else from ``case.image`` spacing/affine, else identity.
+    Geometry comes from ``case`` when it was read from NIfTI (the labels are in canonical
+    order and go back into the source orientation, affine and header) or, without a case,
+    from the existing ``path`` (same); for other cases from ``case.image.affine`` /
+    spacing with the array stored as is (``(Z, Y, X)`` → file ``(X, Y, Z)``); else identity.
 
     Overwriting the case's own label file (``gt_path``, default
     ``case.meta["labels_source"]``) needs ``overwrite_gt=True`` and keeps ``.bak``.
@@ -260,9 +263,13 @@ def save_nifti_labels(
     if case is not None and tuple(arr.shape) != tuple(case.image.spatial_shape):
         raise ValueError(f"{target}: labels have shape {arr.shape}; case {case.name!r} has {case.image.spatial_shape}")
     if aff is None:
+        # not a NIfTI source: the labels are in the case's own array order, which the
+        # case's affine (or spacing) describes; no canonical re-orientation to undo
         aff = _affine_xyz_from_volume(case.image) if case is not None else np.eye(4)
         hdr = None
-    data = _to_file_order(arr, aff)
+        data = arr.transpose(2, 1, 0) if arr.ndim == 3 else arr.T
+    else:
+        data = _to_file_order(arr, aff)
     if shape is not None and int(np.prod(shape)) == data.size and tuple(shape) != data.shape:
         data = data.reshape(shape)
     elif shape is not None and tuple(shape) != data.shape:

@@ -8,8 +8,9 @@ that admits only:
 * builtin containers and scalars: ``dict``, ``list``, ``tuple``, ``set``, ``frozenset``,
   ``int``, ``float``, ``complex``, ``bool``, ``str``, ``bytes``, ``bytearray``, ``None``,
   ``collections.OrderedDict``;
-* numpy arrays, scalars and dtypes (``numpy.ndarray`` through ``_reconstruct``,
-  ``numpy.dtype``, ``multiarray.scalar`` — never with an object dtype);
+* numpy arrays, scalars and dtypes (``numpy.ndarray`` through ``_reconstruct`` or the
+  protocol-5 ``_frombuffer``, ``numpy.dtype``, ``multiarray.scalar`` — never with an
+  object dtype from raw bytes);
 * ``_codecs.encode(str, "latin1")``, which protocol-2 pickles use for bytes.
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.*``, arbitrary classes,
@@ -56,6 +57,16 @@ def _np_scalar(dtype: Any, data: Any = None) -> Any:
     return _scalar(dtype, data) if data is not None else _scalar(dtype)
 
 
+def _np_frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """Protocol-5 array reconstruction (``numpy._core.numeric._frombuffer``), plain dtypes only."""
+    dt = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+    if dt.hasobject:
+        raise UnsafePickleError("pickle asks for an object array from a raw buffer; refused")
+    if order not in ("C", "F"):
+        raise UnsafePickleError(f"pickle asks for array order {order!r}")
+    return np.frombuffer(buf, dtype=dt).reshape(shape, order=order)
+
+
 def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     if not isinstance(obj, str) or encoding.lower().replace("-", "") not in ("latin1", "utf8", "ascii"):
         raise UnsafePickleError(f"pickle asks for _codecs.encode with encoding {encoding!r}; only latin1/utf-8")
@@ -88,6 +99,8 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
     ("numpy.core.multiarray", "scalar"): _np_scalar,
+    ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
 }
 
@@ -95,7 +108,24 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 _FORBIDDEN_OPCODES = {"INST", "OBJ", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4"}
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _check_dtype_state(dt: np.dtype, state: Any) -> None:
+    """A dtype's BUILD state must be the one numpy itself writes for that dtype.
+
+    ``np.dtype.__setstate__`` trusts its input: a state taken from another dtype (e.g. a
+    float's item size and flags applied to an object dtype) corrupts memory. Only simple
+    dtypes are admitted, with exactly their canonical state (any byte order).
+    """
+    if dt.fields is not None or dt.subdtype is not None:
+        raise UnsafePickleError(f"pickle builds a structured/sub-array dtype {dt}; refused")
+    if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+        raise UnsafePickleError(f"pickle gives dtype {dt} the state {state!r}; refused")
+    ref = dt.newbyteorder(state[1]) if state[1] in "<>" and dt.byteorder != "|" else dt
+    expected = ref.__reduce__()[2]
+    if tuple(state) != tuple(expected):
+        raise UnsafePickleError(f"pickle gives dtype {dt} the state {state!r}, expected {expected!r}; refused")
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so BUILD can be checked
     def find_class(self, module: str, name: str) -> Any:
         try:
             return ALLOWED_GLOBALS[(module, name)]
@@ -107,6 +137,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:  # pragma: no cover - opcode scan refuses first
         raise UnsafePickleError("pickle uses persistent ids, which are not allowed")
+
+    def load_build(self) -> None:
+        state, inst = self.stack[-1], self.stack[-2]
+        if type(inst) is np.dtype or isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)
+        elif type(inst) is not np.ndarray:
+            raise UnsafePickleError(f"pickle sets the state of a {type(inst).__name__}; only numpy arrays/dtypes")
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def scan_pickle(data: bytes | memoryview) -> list[tuple[str, str]]:

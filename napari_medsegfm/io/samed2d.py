@@ -400,6 +400,10 @@ def save_samed2d_masks(
     root = Path(case.meta.get("root", out.parent))
     classes = read_class_mapping(root)
     lmap: dict[int, tuple[int, int]] = {int(k): tuple(v) for k, v in case.meta.get("label_map", {}).items()}
+    own = same_file(out, case.meta.get("labels_source")) if out.exists() else False
+    if own and not overwrite_gt:
+        raise GroundTruthProtected(f"{out}: refusing to overwrite the dataset's ground-truth masks; pass "
+                                   "overwrite_gt=True (.bak copies are kept) or choose another folder")
     used = {c_i for c_i in lmap.values()}
     for lab in (int(v) for v in np.unique(arr) if v):
         if lab not in lmap:
@@ -409,10 +413,6 @@ def save_samed2d_masks(
                 inst += 1
             lmap[lab] = (cid, inst)
             used.add((cid, inst))
-    own = same_file(out, case.meta.get("labels_source")) if out.exists() else False
-    if own and not overwrite_gt:
-        raise GroundTruthProtected(f"{out}: refusing to overwrite the dataset's ground-truth masks; pass "
-                                   "overwrite_gt=True (.bak copies are kept) or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     index_updates: dict[str, list[str]] = {}
