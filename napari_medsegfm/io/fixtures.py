@@ -197,8 +197,8 @@ def make_ivdm3seg(shared: str | Path, root: str | Path, *, cases: tuple[str, ...
 
     Case folders ``root/NN/NN_{fat,inn,opp,wat}.nii`` + ``NN_Labels.nii`` and, with
     ``flat``, ``root/dataset/NN_*.nii`` + ``root/label/NN_Labels.nii``. The four
-    "sequences" are intensity transforms of the real MR (water = MR, fat = inverted,
-    in/opposed phase = sums/differences), all on the MR's own grid and header; labels are
+    "sequences" are intensity transforms of the real MR (water = MR, fat = inverted inside
+    the body, in/opposed phase = their mean / absolute difference), all on the MR's own grid and header; labels are
     one binary structure of the MR's segmentation. Case ``02`` is case ``01`` mirrored.
     """
     import nibabel as nib
@@ -213,7 +213,8 @@ def make_ivdm3seg(shared: str | Path, root: str | Path, *, cases: tuple[str, ...
     for n, cid in enumerate(cases):
         w = base if n % 2 == 0 else base[::-1].copy()
         lb = lab if n % 2 == 0 else lab[::-1].copy()
-        f = (w.max() - w).astype(np.int16)
+        body = w > np.percentile(w, 30)
+        f = np.where(body, w.max() - w, 0).astype(np.int16)  # inverted contrast inside the body
         seqs = {"wat": w, "fat": f, "inn": ((w.astype(np.int32) + f) // 2).astype(np.int16),
                 "opp": np.abs(w.astype(np.int32) - f).astype(np.int16)}
         folders = [root / cid] + ([root / "dataset"] if flat else [])
