@@ -174,6 +174,51 @@ def _mix_costs(a: np.ndarray, b: np.ndarray, w: float, bins: int = 64) -> np.nda
     return (-np.log(p)).astype(np.float32)
 
 
+def _mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
+    """Re-weight a likelihood LUT (costs) towards its main mode (Gaussian window of ``width`` x spread)."""
+    p = np.exp(-lut.astype(np.float64))
+    p = p / p.sum()
+    ps = ndimage.gaussian_filter1d(p, 4.0)
+    mode = int(np.argmax(ps))
+    levels = np.arange(p.size)
+    # spread: half width at a quarter of the mode's height
+    above = np.flatnonzero(ps >= 0.25 * ps[mode])
+    lo = above[above <= mode]
+    hi = above[above >= mode]
+    # contiguous run around the mode
+    left = mode
+    while left - 1 >= 0 and ps[left - 1] >= 0.25 * ps[mode]:
+        left -= 1
+    right = mode
+    while right + 1 < p.size and ps[right + 1] >= 0.25 * ps[mode]:
+        right += 1
+    del lo, hi
+    spread = max((right - left) / 2.0, 6.0)
+    win = np.exp(-0.5 * ((levels - mode) / (width * spread)) ** 2)
+    q = p * (0.05 + 0.95 * win)
+    q = q / q.sum()
+    return (-np.log(q + 1e-6)).astype(np.float32)
+
+
+def _box_fit(mask: np.ndarray, target: tuple[float, float, float, float], inside: np.ndarray,
+             fill_weight: float = 0.1) -> float:
+    """How well ``mask`` spans a tight box: IoU of its bounding box with ``target``, minus a fill term."""
+    if not mask.any():
+        return -1.0
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    by0, by1, bx0, bx1 = ys[0], ys[-1], xs[0], xs[-1]
+    ty0, tx0, ty1, tx1 = target
+    iy = max(0.0, min(by1, ty1) - max(by0, ty0) + 1)
+    ix = max(0.0, min(bx1, tx1) - max(bx0, tx0) + 1)
+    inter = iy * ix
+    a = (by1 - by0 + 1) * (bx1 - bx0 + 1)
+    b = max(ty1 - ty0 + 1, 1) * max(tx1 - tx0 + 1, 1)
+    iou = inter / max(a + b - inter, 1.0)
+    fill = float(mask.sum()) / max(float(inside.sum()), 1.0)
+    return float(iou - fill_weight * fill)
+
+
 def _prior_costs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.clip(p, 0.02, 0.98)
     return (-np.log(p)).astype(np.float32), (-np.log1p(-p)).astype(np.float32)
@@ -282,6 +327,8 @@ class ClassicBackend:
         box_slack: float = 2.5,
         change_limit: float = 2.0,
         first_click_min_mm: float = 6.0,
+        mode_width: float = 1.5,
+        fit_fill: float = 1.0,
         **_unused: float,
     ) -> None:
         self.device = "cpu"
@@ -305,6 +352,8 @@ class ClassicBackend:
         self.box_slack = float(box_slack)
         self.change_limit = float(change_limit)
         self.first_click_min_mm = float(first_click_min_mm)
+        self.mode_width = float(mode_width)
+        self.fit_fill = float(fit_fill)
         if _unused:
             log.debug("classic: ignoring unknown options %s", sorted(_unused))
         self._vol: Volume | None = None
@@ -393,28 +442,40 @@ class ClassicBackend:
         inside = (yy >= y0) & (yy <= y1) & (xx >= x0) & (xx <= x1)
         vals = img
         iv = np.clip(vals, 0, 255).astype(np.int64)
-        if fg_model is None:
-            wc = np.clip(1.0 - r2, 0.0, 1.0)[inside] + 1e-3
-            lut_f, lut_b = _hist_costs(vals[inside], vals[~inside] if (~inside).any() else vals[inside],
-                                       fg_w=wc)
-        else:
-            lut_f, lut_b = fg_model
         p = np.where(inside, 0.5 + self.box_prior * np.tanh(self.box_prior_k * (1.0 - np.sqrt(r2))), 0.05)
         pf, pb = _prior_costs(p)
         hard_bg = ~inside
-        mask = inside
-        for it in range(max(self.iterations, 1)):
-            cf = lut_f[iv] + pf
-            cb = lut_b[iv] + pb
-            mask = graph_cut(vals, cf, cb, spacing, self.lam, hard_bg=hard_bg)
-            mask = _fill_holes_2d(_largest_cc(mask)) if mask.any() else mask
-            if it + 1 < self.iterations and mask.any() and fg_model is None:
-                bgm = inside & ~ndimage.binary_dilation(mask, iterations=2) | ~inside
-                if bgm.any():
-                    lut_f, lut_b = _hist_costs(vals[mask], vals[bgm])
+        if fg_model is not None:
+            models = [fg_model]
+        else:
+            wc = np.clip(1.0 - r2, 0.0, 1.0)[inside] + 1e-3
+            bg_sample = (~inside) | (inside & (r2 > 1.6))
+            lut_f, lut_b = _hist_costs(vals[inside], vals[bg_sample] if bg_sample.any() else vals[inside],
+                                       fg_w=wc)
+            models = [(lut_f, lut_b)]
+            if self.mode_width > 0:
+                # the object fills most of a tight box: also try favouring the main intensity mode
+                models.insert(0, (_mode_focus(lut_f, self.mode_width), lut_b))
+        # the box is tight: its object spans it up to the expected slack
+        target = (y0 + shrink[0], x0 + shrink[1], y1 - shrink[0], x1 - shrink[1])
+        best = None
+        for lut_f, lut_b in models:
+            mask = inside
+            for it in range(max(self.iterations, 1)):
+                mask = graph_cut(vals, lut_f[iv] + pf, lut_b[iv] + pb, spacing, self.lam, hard_bg=hard_bg)
+                mask = _fill_holes_2d(_largest_cc(mask)) if mask.any() else mask
+                if it + 1 < self.iterations and mask.any() and fg_model is None:
+                    bgm = inside & ~ndimage.binary_dilation(mask, iterations=2) | ~inside
+                    if bgm.any():
+                        lut_f, lut_b = _hist_costs(vals[mask], vals[bgm])
+            score = _box_fit(mask, target, inside, self.fit_fill)
+            if best is None or score > best[0] + 1e-9:
+                best = (score, mask, (lut_f, lut_b))
+        assert best is not None
+        _, mask, model = best
         if not mask.any():  # nothing distinguishable: fall back to an ellipse in the box
             mask = inside & (r2 <= 1.0)
-        return mask, (lut_f, lut_b)
+        return mask, model
 
     def _segment_box(self, box: Box3D | Box2D, cancel: CancelToken) -> np.ndarray:
         assert self._vol is not None and self._grey is not None
