@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _dataset_data import make_nnunet, make_small_cvpr
+
 from napari_medsegfm.cli import main as cli_main
 from napari_medsegfm.dataset.batch import read_manifest, read_segs, run_batch
 from napari_medsegfm.dataset.catalog import discover

@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from _dataset_data import (
     make_cvpr25,
     make_ivdm3seg,
@@ -16,6 +15,7 @@ from _dataset_data import (
     make_nnunet,
     make_samed2d,
 )
+
 from napari_medsegfm.dataset.catalog import discover, existing_labels, modality_from_name
 
 

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from _dataset_data import make_nnunet, make_small_cvpr
+
 from napari_medsegfm.cli import main as cli_main
 from napari_medsegfm.dataset.batch import run_batch
 from napari_medsegfm.dataset.export import export_corrections

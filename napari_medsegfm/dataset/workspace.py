@@ -49,14 +49,14 @@ DICE_METRIC = "dice_pred"
 #: Table columns: (attribute, header).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Case"),
+    ("status", "Status"),
+    ("dice", "Dice"),
+    ("n_labels", "Labels"),
     ("modality", "Modality"),
     ("shape_text", "Shape"),
-    ("n_labels", "Labels"),
-    ("status", "Status"),
-    ("comment", "Comment"),
     ("last_edited_text", "Last edited"),
     ("last_by", "By"),
-    ("dice", "Dice"),
+    ("comment", "Comment"),
 )
 
 

@@ -1,0 +1,997 @@
+"""The dataset navigator dock widget: walk a dataset case by case, with status, autosave and locks.
+
+The widget is a thin Qt view over :class:`~napari_medsegfm.dataset.workspace.DatasetWorkspace`
+(Qt-free, tested headless): a table of cases (case, modality, shape, number of labels,
+status, comment, last edited, by, Dice of the pre-segmentation against the labels),
+status filter, text filter, sorting by any column (click a header), a review queue
+(worst agreement first), next/previous/jump with keyboard shortcuts, status and
+comment of the open case, export.
+
+Opening a case: the previous case is autosaved first (and its lock released), then
+the new case's lock is taken (a case being edited in another viewer opens read-only,
+or not at all, after a clear message), the case is loaded (usually already prefetched
+in the background) and shown with its saved correction, else its existing labels.
+Edits on the segmentation layer are autosaved to the dataset's sidecar folder at the
+latest ``autosave_s`` seconds after the first unsaved edit, and right after each accepted
+prompt when the annotation widget drives the case.
+
+Keyboard shortcuts (on napari's main window, so they work whatever has focus):
+``Ctrl+PgDown`` next case, ``Ctrl+PgUp`` previous case, ``Ctrl+J`` jump to a case,
+``Ctrl+Shift+D`` mark done and go to the next case.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
+from qtpy.QtGui import QBrush, QColor, QKeySequence
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QShortcut,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..dataset.status import STATUSES, CaseLockedError, LockLostError
+from ..dataset.workspace import COLUMNS, DICE_METRIC, CaseRow, DatasetWorkspace, OpenCase
+
+__all__ = ["DatasetNavigator", "CaseTableModel", "NAVIGATOR_SHORTCUTS"]
+
+logger = logging.getLogger(__name__)
+
+#: action -> (keys, description)
+NAVIGATOR_SHORTCUTS: dict[str, tuple[str, str]] = {
+    "next_case": ("Ctrl+PgDown", "Next case (autosaves the current one)"),
+    "previous_case": ("Ctrl+PgUp", "Previous case"),
+    "jump": ("Ctrl+J", "Jump to a case by name"),
+    "done_and_next": ("Ctrl+Shift+D", "Mark the case done and go to the next"),
+}
+
+def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A callable holding only a weak reference to a bound method's object (no reference cycles
+    between the widget and the objects it hands callbacks to)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        m = ref()
+        return None if m is None else m(*args)
+
+    return call
+
+
+_STATUS_COLORS = {"todo": None, "in progress": "#3b6fb6", "done": "#2e8b57", "flagged": "#c0392b"}
+_FILTERS = ("all", "todo", "in progress", "done", "flagged", "not done")
+
+
+class CaseTableModel(QAbstractTableModel):
+    """The rows of the navigator table (filtered and sorted in Python)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._all: list[CaseRow] = []
+        self.rows: list[CaseRow] = []
+        self.status_filter = "all"
+        self.text_filter = ""
+        self.sort_column: str | None = None
+        self.sort_descending = False
+        self.review = False
+        self.current_id: str | None = None
+
+    # --------------------------------------------------------- Qt model API
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][1]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        attr = COLUMNS[index.column()][0]
+        if role == Qt.ItemDataRole.DisplayRole:
+            v = getattr(row, attr)
+            if attr == "dice":
+                return "" if v is None else f"{v:.3f}"
+            if attr == "n_labels":
+                return "" if v is None else str(v)
+            if attr == "status" and row.locked_by:
+                return f"{v} (open by {row.locked_by})"
+            if attr == "name" and row.has_correction:
+                return f"{v} ✎"
+            return "" if v is None else str(v)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = [row.case_id]
+            if row.has_correction:
+                tip.append("has an autosaved correction")
+            if row.comment:
+                tip.append(row.comment)
+            if row.locked_by:
+                tip.append(f"being edited by {row.locked_by}")
+            return "\n".join(tip)
+        if role == Qt.ItemDataRole.ForegroundRole and attr == "status":
+            c = _STATUS_COLORS.get(row.status)
+            return QBrush(QColor(c)) if c else None
+        if role == Qt.ItemDataRole.FontRole and row.case_id == self.current_id:
+            from qtpy.QtGui import QFont
+
+            f = QFont()
+            f.setBold(True)
+            return f
+        return None
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        if column < 0 or column >= len(COLUMNS):  # the sort indicator was cleared (review queue)
+            self.sort_column = None
+            self._apply()
+            return
+        self.sort_column = COLUMNS[column][0]
+        self.sort_descending = order == Qt.SortOrder.DescendingOrder
+        self.review = False
+        self._apply()
+
+    # --------------------------------------------------------- content
+    def set_rows(self, rows: list[CaseRow]) -> None:
+        self._all = list(rows)
+        self._apply()
+
+    def set_filter(self, status: str | None = None, text: str | None = None) -> None:
+        if status is not None:
+            self.status_filter = status
+        if text is not None:
+            self.text_filter = text
+        self._apply()
+
+    def set_review(self, on: bool) -> None:
+        self.review = bool(on)
+        self._apply()
+
+    def _apply(self) -> None:
+        self.beginResetModel()
+        if self.status_filter == "all":
+            statuses = None
+        elif self.status_filter == "not done":
+            statuses = [s for s in STATUSES if s != "done"]
+        else:
+            statuses = [self.status_filter]
+        rows = DatasetWorkspace.filter(self._all, statuses, self.text_filter)
+        if self.review:
+            rows = DatasetWorkspace.review_queue(rows)
+        elif self.sort_column:
+            rows = DatasetWorkspace.sort(rows, self.sort_column, self.sort_descending)
+        self.rows = rows
+        self.endResetModel()
+
+    def order(self) -> list[str]:
+        """Case ids in display order."""
+        return [r.case_id for r in self.rows]
+
+    def row_of(self, case_id: str) -> int:
+        for i, r in enumerate(self.rows):
+            if r.case_id == case_id:
+                return i
+        return -1
+
+
+class _LayerEditor:
+    """Shows an open case in the viewer with plain layers, reusing them from case to case.
+
+    Layers: ``image`` (+ extra images), ``segmentation`` (editable labels, the array of
+    :attr:`OpenCase.labels` itself, so brush edits land in it in place), and, when a
+    pre-segmentation exists, ``pre-segmentation`` (contours, hidden).
+    """
+
+    IMAGE = "image"
+    LABELS = "segmentation"
+    PRED = "pre-segmentation"
+
+    def __init__(self, viewer: Any, on_edit: Callable[[], None]) -> None:
+        self.viewer = viewer
+        self.on_edit = on_edit
+        self._labels_layer: Any = None
+        self._extra: list[Any] = []
+
+    def labels(self) -> np.ndarray | None:
+        return None if self._labels_layer is None else np.asarray(self._labels_layer.data)
+
+    @property
+    def labels_layer(self) -> Any:
+        return self._labels_layer
+
+    def _layer(self, name: str) -> Any:
+        try:
+            return self.viewer.layers[name]
+        except KeyError:
+            return None
+
+    def show(self, oc: OpenCase, prediction: np.ndarray | None = None) -> None:
+        vol = oc.case.image
+        meta = {"medsegfm_case": str(oc.entry.path), "medsegfm_format": oc.entry.fmt, "medsegfm_case_id": oc.case_id}
+        scale = tuple(vol.spacing)
+        arr = vol.array
+        rgb = bool(vol.is_rgb)
+        clim = _contrast_limits(arr)
+        img = self._layer(self.IMAGE)
+        if img is not None and (img.rgb != rgb or img.data.ndim != arr.ndim):
+            self.viewer.layers.remove(img)
+            img = None
+        if img is None:
+            img = self.viewer.add_image(arr, name=self.IMAGE, scale=scale, rgb=rgb, contrast_limits=clim,
+                                        metadata=meta)
+        else:
+            img.data = arr
+            img.scale = scale
+            if not rgb:
+                img.contrast_limits_range = clim
+                img.contrast_limits = clim
+            img.metadata = meta
+        for lay in self._extra:
+            if lay in self.viewer.layers:
+                self.viewer.layers.remove(lay)
+        self._extra = []
+        for name, extra in oc.case.images.items():
+            self._extra.append(self.viewer.add_image(extra.array, name=f"image: {name}", scale=tuple(extra.spacing),
+                                                     visible=False, contrast_limits=_contrast_limits(extra.array)))
+        pred = self._layer(self.PRED)
+        if prediction is not None and prediction.shape == oc.labels.shape:
+            if pred is None:
+                pred = self.viewer.add_labels(prediction, name=self.PRED, scale=scale[-prediction.ndim:],
+                                              visible=False, opacity=0.8)
+                pred.contour = 1
+                pred.editable = False
+            else:
+                pred.data = prediction
+                pred.scale = scale[-prediction.ndim:]
+        elif pred is not None:
+            self.viewer.layers.remove(pred)
+        lab = self._labels_layer
+        if lab is not None and lab not in self.viewer.layers:
+            lab = None
+        lmeta = dict(meta, medsegfm_key="segs")
+        if lab is None or lab.data.ndim != oc.labels.ndim:
+            if lab is not None:
+                self.viewer.layers.remove(lab)
+            lab = self.viewer.add_labels(oc.labels, name=self.LABELS, scale=scale[-oc.labels.ndim:], metadata=lmeta)
+            lab.events.paint.connect(self._painted)
+            lab.events.data.connect(self._painted)
+            self._labels_layer = lab
+        else:
+            with lab.events.data.blocker(self._painted):
+                lab.data = oc.labels
+            lab.scale = scale[-oc.labels.ndim:]
+            lab.metadata = lmeta
+        lab.editable = not oc.read_only
+        lab.name = self.LABELS + (" (read-only)" if oc.read_only else "")
+        self.viewer.layers.selection.active = lab
+        if arr.ndim >= 3 and not rgb:
+            self.viewer.dims.set_point(0, (arr.shape[0] // 2) * scale[0])
+        self.viewer.reset_view()
+
+    def _painted(self, event: Any = None) -> None:
+        self.on_edit()
+
+    def clear(self) -> None:
+        for lay in [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED), *self._extra]:
+            if lay is not None and lay in self.viewer.layers:
+                self.viewer.layers.remove(lay)
+        self._labels_layer = None
+        self._extra = []
+
+
+class _AnnotationEditor:
+    """Shows an open case through the interactive segmentation widget (:class:`AnnotationWidget`).
+
+    The case's layers are built like the plugin's reader builds them
+    (:func:`napari_medsegfm.io.layers.case_to_layers`: image(s), boxes, clicks), the
+    segmentation layer holds the case's starting labels (saved correction, else existing
+    labels), then the widget's controller attaches to the image. Edits and accepted
+    prompts are reported through the session's listener.
+    """
+
+    def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None]) -> None:
+        self.viewer = viewer
+        self.widget = widget
+        self.on_change = on_change
+        self._layers: list[Any] = []
+        self._session: Any = None
+
+    @property
+    def controller(self) -> Any:
+        return self.widget.controller
+
+    def labels(self) -> np.ndarray | None:
+        s = self.controller.session
+        return None if s is None else s.labels
+
+    @property
+    def labels_layer(self) -> Any:
+        return self.controller.seg_layer
+
+    def _listener(self, change: Any) -> None:
+        if change.kind in ("backend", "error"):
+            return
+        self.on_change(change.kind in ("result", "object_accept"))
+
+    def clear(self) -> None:
+        ctrl = self.controller
+        own = [ctrl.box_layer, ctrl.click_layer, ctrl.scribble_layer, ctrl.seg_layer]
+        if self._session is not None:
+            try:
+                self._session.remove_listener(self._listener)
+            except (ValueError, AttributeError):
+                pass
+            self._session = None
+        if ctrl.attached:
+            ctrl.detach()
+        for lay in [*self._layers, *own]:
+            if lay is not None and lay in self.viewer.layers:
+                self.viewer.layers.remove(lay)
+        self._layers = []
+
+    def show(self, oc: OpenCase, prediction: np.ndarray | None = None) -> None:
+        from ..io.layers import case_to_layers
+
+        self.clear()
+        case = oc.case
+        labels_kw: dict[str, Any] | None = None
+        image_layer = None
+        for data, kw, kind in case_to_layers(case):
+            if kind == "labels":
+                if labels_kw is None or kw.get("metadata", {}).get("medsegfm_key") == "gts":
+                    labels_kw = kw
+                continue
+            lay = getattr(self.viewer, f"add_{kind}")(data, **kw)
+            self._layers.append(lay)
+            if kind == "image" and (image_layer is None or kw.get("visible", True)) and image_layer is None:
+                image_layer = lay
+        scale = tuple(float(v) for v in case.image.spacing)
+        md = dict((labels_kw or {}).get("metadata") or {})
+        md.update(medsegfm_case=str(case.source or oc.entry.path), medsegfm_format=case.format or oc.entry.fmt,
+                  medsegfm_key="segs", medsegfm_role="segmentation", medsegfm_case_id=oc.case_id,
+                  medsegfm_label_names={int(k): v for k, v in oc.label_names.items()})
+        kw = {k: v for k, v in (labels_kw or {}).items() if k in ("colormap", "features")}
+        if prediction is not None and prediction.shape == oc.labels.shape:
+            pred = self.viewer.add_labels(prediction, name=f"{case.name} pre-segmentation", scale=scale,
+                                          visible=False, opacity=0.8, metadata={"medsegfm_role": "prediction"})
+            pred.contour = 1
+            pred.editable = False
+            self._layers.append(pred)
+        seg = self.viewer.add_labels(oc.labels, name=f"{case.name} segmentation", scale=scale, metadata=md,
+                                     opacity=0.6, **kw)
+        self._layers.append(seg)
+        if image_layer is None:
+            raise ValueError(f"case {oc.case_id!r} has no image to annotate")
+        self.controller.attach(image_layer)
+        sess = self.controller.session
+        if sess is not None:
+            sess.add_listener(self._listener)
+            self._session = sess
+        lab = self.controller.seg_layer
+        if lab is not None:
+            lab.editable = not oc.read_only
+        if case.image.ndim == 3:
+            self.viewer.dims.set_point(0, (case.image.spatial_shape[0] // 2) * scale[0])
+        self.viewer.reset_view()
+
+
+def _contrast_limits(arr: np.ndarray) -> tuple[float, float]:
+    """Display range without scanning a big volume: dtype range for uint8, else a subsample."""
+    if arr.dtype == np.uint8:
+        return (0.0, 255.0)
+    step = max(1, arr.size // 2_000_000)
+    sub = np.asarray(arr).ravel()[::step]
+    lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1
+    return float(lo), float(hi)
+
+
+class DatasetNavigator(QWidget):
+    """Dock widget: a dataset's case table and the case-by-case correction workflow.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    root : path-like, optional
+        Dataset folder to open right away.
+    sidecar : path-like, optional
+        Sidecar folder (default ``<dataset>/.medsegfm``).
+    autosave_s : float, optional
+        Autosave interval (default 5 s, ``$MEDSEGFM_AUTOSAVE_S``).
+    """
+
+    case_opened = Signal(str)
+    dataset_opened = Signal(str)
+    autosaved = Signal(str)
+    _edited = Signal(bool)  # (accepted prompt?) from session listeners, queued to the GUI thread
+    _scanned = Signal(int)  # background label counting finished (number of cases scanned)
+
+    def __init__(self, napari_viewer: Any, *, root: str | Path | None = None, sidecar: str | Path | None = None,
+                 autosave_s: float | None = None, use_annotation_widget: bool = True,
+                 auto_scan: bool = True, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.sidecar = sidecar
+        self.autosave_s = autosave_s
+        self.use_annotation_widget = use_annotation_widget
+        self.auto_scan = auto_scan
+        self._scan_thread: threading.Thread | None = None
+        self._scan_stop = threading.Event()
+        self.workspace: DatasetWorkspace | None = None
+        self.current: OpenCase | None = None
+        self.editor: Any = _LayerEditor(napari_viewer, _weak(self._on_edit))
+        self.last_switch_s: float | None = None
+        self._build()
+        self.autosaved.connect(self._after_autosave)
+        self._edited.connect(self._handle_edit, Qt.ConnectionType.QueuedConnection)
+        self._scanned.connect(self._after_scan, Qt.ConnectionType.QueuedConnection)
+        self._timer = QTimer(self)
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._install_shortcuts()
+        try:
+            napari_viewer.window._qt_window.destroyed.connect(self._shutdown)
+        except AttributeError:
+            pass
+        self.destroyed.connect(self._shutdown)
+        if root is not None:
+            self.open_dataset(root)
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        self.setMinimumWidth(520)
+        lay = QVBoxLayout(self)
+        top = QHBoxLayout()
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("dataset folder")
+        self.path_edit.returnPressed.connect(lambda: self.open_dataset(self.path_edit.text()))
+        self.browse_btn = QPushButton("Open dataset…")
+        self.browse_btn.clicked.connect(self._browse)
+        top.addWidget(self.path_edit, 1)
+        top.addWidget(self.browse_btn)
+        lay.addLayout(top)
+
+        flt = QHBoxLayout()
+        self.status_filter = QComboBox()
+        self.status_filter.addItems(_FILTERS)
+        self.status_filter.currentTextChanged.connect(lambda s: self.model.set_filter(status=s))
+        self.search_edit = QLineEdit()
+        self.search_edit.setPlaceholderText("filter by name / comment")
+        self.search_edit.textChanged.connect(lambda t: self.model.set_filter(text=t))
+        self.search_edit.returnPressed.connect(self._open_first_match)
+        self.review_check = QCheckBox("Review queue")
+        self.review_check.setToolTip("Sort by disagreement (1 - Dice) between the pre-segmentation and the labels, worst first")
+        self.review_check.toggled.connect(self._set_review)
+        flt.addWidget(QLabel("Show"))
+        flt.addWidget(self.status_filter)
+        flt.addWidget(self.search_edit, 1)
+        flt.addWidget(self.review_check)
+        lay.addLayout(flt)
+
+        self.model = CaseTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicatorShown(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        self.table.setMinimumHeight(220)
+        self.table.horizontalHeader().sortIndicatorChanged.connect(self._header_sorted)
+        self.table.doubleClicked.connect(lambda idx: self.open_case(self.model.rows[idx.row()].case_id))
+        self.table.activated.connect(lambda idx: self.open_case(self.model.rows[idx.row()].case_id))
+        lay.addWidget(self.table, 1)
+
+        nav = QHBoxLayout()
+        self.prev_btn = QPushButton("◀ Previous")
+        self.prev_btn.clicked.connect(self.previous_case)
+        self.next_btn = QPushButton("Next ▶")
+        self.next_btn.clicked.connect(self.next_case)
+        self.jump_btn = QPushButton("Jump…")
+        self.jump_btn.clicked.connect(lambda: self.jump())
+        for b, act in ((self.prev_btn, "previous_case"), (self.next_btn, "next_case"), (self.jump_btn, "jump")):
+            b.setToolTip(f"{NAVIGATOR_SHORTCUTS[act][1]} ({NAVIGATOR_SHORTCUTS[act][0]})")
+            nav.addWidget(b)
+        lay.addLayout(nav)
+
+        cur = QHBoxLayout()
+        self.case_label = QLabel("no case open")
+        self.case_label.setWordWrap(True)
+        cur.addWidget(self.case_label, 1)
+        self.status_combo = QComboBox()
+        self.status_combo.addItems(STATUSES)
+        self.status_combo.activated.connect(lambda i: self.set_status(STATUSES[i]))
+        cur.addWidget(self.status_combo)
+        self.done_btn = QPushButton("Done ✓ → next")
+        self.done_btn.setToolTip(f"{NAVIGATOR_SHORTCUTS['done_and_next'][1]} ({NAVIGATOR_SHORTCUTS['done_and_next'][0]})")
+        self.done_btn.clicked.connect(self.done_and_next)
+        cur.addWidget(self.done_btn)
+        lay.addLayout(cur)
+        self.comment_edit = QLineEdit()
+        self.comment_edit.setPlaceholderText("comment on this case (Enter to save)")
+        self.comment_edit.editingFinished.connect(self._comment_changed)
+        lay.addWidget(self.comment_edit)
+
+        bottom = QHBoxLayout()
+        self.scan_btn = QPushButton("Count labels")
+        self.scan_btn.setToolTip("Load every case once to count its labels and compute Dice of stored predictions")
+        self.scan_btn.clicked.connect(lambda: self.scan())
+        self.save_btn = QPushButton("Save now")
+        self.save_btn.clicked.connect(lambda: self.save_now())
+        self.export_btn = QPushButton("Export…")
+        self.export_btn.clicked.connect(self._export_dialog)
+        self.annotate_btn = QPushButton("Segment…")
+        self.annotate_btn.setToolTip("Dock the interactive segmentation widget and edit cases with prompts")
+        self.annotate_btn.clicked.connect(lambda: self.dock_annotation_widget())
+        bottom.addWidget(self.annotate_btn)
+        bottom.addWidget(self.scan_btn)
+        bottom.addWidget(self.save_btn)
+        bottom.addWidget(self.export_btn)
+        lay.addLayout(bottom)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        lay.addWidget(self.message)
+        self._update_enabled()
+
+    def _install_shortcuts(self) -> None:
+        self._shortcuts: list[QShortcut] = []
+        try:
+            host = self.viewer.window._qt_window
+        except AttributeError:
+            host = self
+        for action, (keys, _desc) in NAVIGATOR_SHORTCUTS.items():
+            sc = QShortcut(QKeySequence(keys), host)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(getattr(self, action))
+            self._shortcuts.append(sc)
+
+    def _update_enabled(self) -> None:
+        has_ds = self.workspace is not None
+        has_case = self.current is not None
+        for w in (self.prev_btn, self.next_btn, self.jump_btn, self.scan_btn, self.export_btn, self.review_check,
+                  self.status_filter, self.search_edit):
+            w.setEnabled(has_ds)
+        for w in (self.status_combo, self.comment_edit, self.done_btn):
+            w.setEnabled(has_case)
+        self.save_btn.setEnabled(has_case and not (self.current and self.current.read_only))
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message.setText(text)
+        self.message.setStyleSheet("color: #e74c3c;" if error else "")
+        if error:
+            logger.warning("%s", text)
+
+    # ------------------------------------------------------------------ dataset
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open dataset folder", self.path_edit.text() or str(Path.home()))
+        if d:
+            self.open_dataset(d)
+
+    def open_dataset(self, root: str | Path) -> bool:
+        """Open a dataset folder (closing the current one, autosaving its open case)."""
+        try:
+            ws = DatasetWorkspace(root, sidecar=self.sidecar, autosave_s=self.autosave_s)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            self.show_message(f"cannot open {root}: {exc}", error=True)
+            return False
+        self.close_dataset()
+        self.workspace = ws
+        self.path_edit.setText(str(ws.root))
+        self.refresh()
+        self.show_message(f"{ws.catalog.describe()} — sidecar {ws.sidecar}")
+        self._update_enabled()
+        if self.auto_scan:
+            self.scan_in_background()
+        self.dataset_opened.emit(str(ws.root))
+        return True
+
+    def scan_in_background(self) -> None:
+        """Count the labels of every case not counted yet, on a background thread (cached)."""
+        if self.workspace is None or (self._scan_thread is not None and self._scan_thread.is_alive()):
+            return
+        ws, stop = self.workspace, self._scan_stop
+        stop.clear()
+        done = _weak(self._emit_scanned)
+
+        def run() -> None:
+            try:
+                n = ws.scan(stop=stop)
+            except (OSError, ValueError, RuntimeError) as exc:  # e.g. the database closed under us
+                logger.warning("background label counting stopped: %s", exc)
+                return
+            if not stop.is_set():
+                done(n)
+
+        self._scan_thread = threading.Thread(target=run, name="medsegfm-scan", daemon=True)
+        self._scan_thread.start()
+
+    def _emit_scanned(self, n: int) -> None:
+        try:
+            self._scanned.emit(n)
+        except RuntimeError:
+            pass
+
+    def _after_scan(self, n: int) -> None:
+        if n:
+            self.refresh()
+
+    def _stop_scan(self) -> None:
+        self._scan_stop.set()
+        if self._scan_thread is not None:
+            self._scan_thread.join(timeout=30)
+            self._scan_thread = None
+
+    def close_dataset(self) -> None:
+        self._stop_scan()
+        self.close_case()
+        if self.workspace is not None:
+            self.workspace.close()
+            self.workspace = None
+        self.model.set_rows([])
+        self._update_enabled()
+
+    def refresh(self) -> None:
+        """Re-read statuses, locks and metrics into the table (keeps filter and sort)."""
+        if self.workspace is None:
+            return
+        self.model.set_rows(self.workspace.rows())
+        self.table.resizeColumnsToContents()
+        self._select_current()
+
+    def _select_current(self) -> None:
+        if self.current is None:
+            return
+        self.model.current_id = self.current.case_id
+        r = self.model.row_of(self.current.case_id)
+        if r >= 0:
+            self.table.selectRow(r)
+            self.table.scrollTo(self.model.index(r, 0))
+
+    def _header_sorted(self, section: int, order: Any) -> None:
+        if section >= 0 and self.review_check.isChecked():
+            self.review_check.blockSignals(True)
+            self.review_check.setChecked(False)
+            self.review_check.blockSignals(False)
+
+    def _set_review(self, on: bool) -> None:
+        if on:
+            self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.model.set_review(on)
+        self._select_current()
+
+    def scan(self) -> int:
+        """Count labels (and Dice of in-file predictions) of cases not scanned yet."""
+        if self.workspace is None:
+            return 0
+        n = self.workspace.scan()
+        self.refresh()
+        self.show_message(f"scanned {n} case(s)")
+        return n
+
+    # ------------------------------------------------------------------ cases
+    def visible_order(self) -> list[str]:
+        return self.model.order()
+
+    def next_case(self) -> bool:
+        return self._step(+1)
+
+    def previous_case(self) -> bool:
+        return self._step(-1)
+
+    def _step(self, step: int) -> bool:
+        if self.workspace is None:
+            return False
+        order = self.visible_order()
+        cur = self.current.case_id if self.current else None
+        nxt = DatasetWorkspace.neighbour(order, cur, step)
+        if nxt is None or nxt == cur:
+            self.show_message("no further case in this view" if order else "no case matches the filter")
+            return False
+        return self.open_case(nxt)
+
+    def done_and_next(self) -> bool:
+        if self.current is None:
+            return False
+        self.set_status("done")
+        return self.next_case()
+
+    def jump(self, text: str | None = None) -> bool:
+        """Open the case named ``text`` (asks for it when None)."""
+        if self.workspace is None:
+            return False
+        if text is None:
+            text, ok = QInputDialog.getText(self, "Jump to case", "Case name or id:")
+            if not ok or not text:
+                return False
+        e = self.workspace.catalog.find(text)
+        if e is None:
+            self.show_message(f"no case matches {text!r}", error=True)
+            return False
+        return self.open_case(e.case_id)
+
+    def _open_first_match(self) -> None:
+        if self.model.rows:
+            self.open_case(self.model.rows[0].case_id)
+
+    def ask_when_locked(self, exc: CaseLockedError) -> str:
+        """What to do with a case being edited elsewhere: ``"read_only"``, ``"steal"`` or ``"cancel"``."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Case is being edited elsewhere")
+        box.setText(str(exc))
+        ro = box.addButton("Open read-only", QMessageBox.ButtonRole.AcceptRole)
+        steal = box.addButton("Take over (the other viewer loses its lock)", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "read_only" if clicked is ro else "steal" if clicked is steal else "cancel"
+
+    def open_case(self, case_id: str) -> bool:
+        """Autosave and close the current case, then open ``case_id``; returns False if not opened."""
+        if self.workspace is None:
+            return False
+        if self.current is not None and self.current.case_id == case_id:
+            self._select_current()
+            return True
+        t0 = time.perf_counter()
+        ws = self.workspace
+        try:
+            holder = ws.store.lock_holder(case_id)
+            read_only = steal = False
+            if holder is not None and holder.owner != ws.store.owner:
+                choice = self.ask_when_locked(CaseLockedError(case_id, holder))
+                if choice == "cancel":
+                    self.show_message(f"{case_id} is being edited elsewhere ({holder.describe()}); not opened", error=True)
+                    return False
+                read_only, steal = choice == "read_only", choice == "steal"
+            self.close_case()
+            oc = ws.open(case_id, read_only=read_only, steal=steal)
+        except CaseLockedError as exc:  # lost a race with another viewer
+            self.show_message(str(exc), error=True)
+            self.refresh()
+            return False
+        except (FileNotFoundError, ValueError, OSError, KeyError) as exc:
+            self.show_message(f"cannot open {case_id}: {exc}", error=True)
+            return False
+        self.current = oc
+        self._choose_editor()
+        try:
+            self.editor.show(oc, prediction=self._prediction_for(case_id))
+        except (ValueError, OSError) as exc:
+            self.show_message(f"cannot show {case_id}: {exc}", error=True)
+        if not oc.read_only:
+            saved, failed, labels = _weak(self._emit_saved), _weak(self._autosave_error_threadsafe), _weak(
+                self._current_labels)
+            oc.start_autosave(labels, on_saved=lambda p, m, cid=case_id: saved(cid), on_error=failed)
+        self.case_label.setText(f"<b>{oc.entry.name}</b> ({self.visible_order().index(case_id) + 1 if case_id in self.visible_order() else '?'}"
+                                f"/{len(self.visible_order())})")
+        rec = ws.store.get(case_id)
+        self.status_combo.setCurrentIndex(STATUSES.index(rec.status) if rec.status in STATUSES else 0)
+        self.comment_edit.setText(rec.comment)
+        self.show_message(oc.message(), error=oc.read_only)
+        self.refresh()
+        self._update_enabled()
+        nxt = DatasetWorkspace.neighbour(self.visible_order(), case_id, +1)
+        if nxt and nxt != case_id:
+            ws.prefetch(nxt)
+        self.last_switch_s = time.perf_counter() - t0
+        self.case_opened.emit(case_id)
+        return True
+
+    def annotation_widget(self) -> Any:
+        """The interactive segmentation widget docked in this viewer, if any (and wanted)."""
+        if not self.use_annotation_widget:
+            return None
+        try:
+            from .view import AnnotationWidget
+
+            found = [w for w in self.viewer.window._qt_window.findChildren(AnnotationWidget)
+                     if not getattr(w, "_torn_down", False)]
+        except (AttributeError, RuntimeError, ImportError):
+            return None
+        return found[0] if found else None
+
+    def _choose_editor(self) -> None:
+        aw = self.annotation_widget()
+        if aw is not None:
+            if not (isinstance(self.editor, _AnnotationEditor) and self.editor.widget is aw):
+                self.editor.clear()
+                self.editor = _AnnotationEditor(self.viewer, aw, _weak(self._emit_edited))
+        elif not isinstance(self.editor, _LayerEditor):
+            self.editor.clear()
+            self.editor = _LayerEditor(self.viewer, _weak(self._on_edit))
+
+    def dock_annotation_widget(self) -> Any:
+        """Dock the interactive segmentation widget (if missing) and show the open case through it."""
+        aw = self.annotation_widget()
+        if aw is None:
+            from .view import AnnotationWidget
+
+            aw = AnnotationWidget(self.viewer, auto_attach=False)
+            self.viewer.window.add_dock_widget(aw, name="Interactive segmentation", area="right")
+        if self.current is not None:
+            oc = self.current
+            if oc.autosaver is not None and oc.autosaver.dirty:
+                oc.autosaver.save("switch editor", wait=True)
+            oc.labels = np.array(self._current_labels(), copy=True)
+            self._choose_editor()
+            self.editor.show(oc, prediction=self._prediction_for(oc.case_id))
+        return aw
+
+    def _prediction_for(self, case_id: str) -> np.ndarray | None:
+        assert self.workspace is not None
+        det = self.workspace.store.metric_details(DICE_METRIC).get(case_id) or {}
+        p = det.get("pred_path")
+        if not p or not Path(p).is_file():
+            return None
+        try:
+            from ..dataset.batch import read_segs
+
+            return read_segs(p)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read the pre-segmentation %s: %s", p, exc)
+            return None
+
+    def _current_labels(self) -> np.ndarray:
+        arr = self.editor.labels()
+        if arr is None:
+            assert self.current is not None
+            return self.current.labels
+        return arr
+
+    def close_case(self) -> None:
+        """Autosave (if anything is unsaved) and release the open case."""
+        if self.current is None or self.workspace is None:
+            self.current = None
+            return
+        oc = self.current
+        self.current = None
+        try:
+            self.workspace.close_case(oc)
+        except (OSError, ValueError, LockLostError) as exc:
+            self.show_message(f"final save of {oc.case_id} failed: {exc}", error=True)
+        self.model.current_id = None
+        self._update_enabled()
+
+    # ------------------------------------------------------------------ editing / autosave
+    def _on_edit(self) -> None:
+        if self.current is not None and self.current.autosaver is not None:
+            self.current.autosaver.mark_dirty()
+
+    def _emit_edited(self, accepted: bool) -> None:
+        try:
+            self._edited.emit(bool(accepted))
+        except RuntimeError:  # widget deleted
+            pass
+
+    def _handle_edit(self, accepted: bool) -> None:
+        aus = self.current.autosaver if self.current is not None else None
+        if aus is None or aus.closed:
+            return
+        if accepted:
+            aus.accepted()
+        else:
+            aus.mark_dirty()
+
+    def notify_accepted(self) -> None:
+        """An accepted prompt: save right away (the annotation widget calls this)."""
+        if self.current is not None and self.current.autosaver is not None:
+            self.current.autosaver.accepted()
+
+    def save_now(self) -> bool:
+        if self.current is None or self.current.autosaver is None:
+            return False
+        self.current.autosaver.save("manual", force=True, wait=True)
+        self.refresh()
+        self.show_message(f"saved {self.current.case_id} to {self.workspace.corrections.path_for(self.current.case_id)}")
+        return True
+
+    def _tick(self) -> None:
+        if self.current is not None and self.current.autosaver is not None and not self.current.autosaver.closed:
+            self.current.autosaver.tick()
+
+    def _emit_saved(self, case_id: str) -> None:
+        # called on the autosave writer thread: hop to the GUI thread through a signal
+        try:
+            self.autosaved.emit(case_id)
+        except RuntimeError:  # the widget is being deleted
+            pass
+
+    def _after_autosave(self, case_id: str) -> None:
+        # queued to the GUI thread by the signal
+        if self.current is not None and self.current.case_id == case_id and self.workspace is not None:
+            rec = self.workspace.store.get(case_id)
+            if rec.status in STATUSES:
+                self.status_combo.setCurrentIndex(STATUSES.index(rec.status))
+            self.refresh()
+
+    def _autosave_error_threadsafe(self, exc: BaseException) -> None:
+        msg = f"autosave failed: {exc}"
+        QTimer.singleShot(0, lambda: self.show_message(msg, error=True))
+
+    # ------------------------------------------------------------------ status
+    def set_status(self, status: str) -> None:
+        if self.current is None or self.workspace is None:
+            return
+        self.workspace.set_status(self.current.case_id, status)
+        i = STATUSES.index(status)
+        if self.status_combo.currentIndex() != i:
+            self.status_combo.setCurrentIndex(i)
+        self.refresh()
+
+    def _comment_changed(self) -> None:
+        if self.current is None or self.workspace is None:
+            return
+        text = self.comment_edit.text()
+        if text != self.workspace.store.get(self.current.case_id).comment:
+            self.workspace.set_comment(self.current.case_id, text)
+            self.refresh()
+
+    # ------------------------------------------------------------------ export
+    def _export_dialog(self) -> None:
+        if self.workspace is None:
+            return
+        d = QFileDialog.getExistingDirectory(self, "Export corrected cases to", str(Path.home()))
+        if not d:
+            return
+        fmt, ok = QInputDialog.getItem(self, "Export format", "Format:", ["npz", "nifti", "same"], 0, False)
+        if ok:
+            self.export(d, fmt)
+
+    def export(self, out_dir: str | Path, fmt: str = "npz", **kw: Any) -> Any:
+        """Export every corrected case (saving the open one first); returns the report."""
+        from ..dataset.export import export_corrections
+
+        if self.workspace is None:
+            return None
+        if self.current is not None and self.current.autosaver is not None:
+            self.current.autosaver.save("export", wait=True)
+        rep = export_corrections(self.workspace, out_dir, fmt=fmt, **kw)
+        self.show_message(f"exported {len(rep.exported)} case(s), {len(rep.failed)} failed — manifest {rep.manifest_path}",
+                          error=bool(rep.failed))
+        return rep
+
+    # ------------------------------------------------------------------ teardown
+    def _shutdown(self, *args: Any) -> None:
+        if getattr(self, "_down", False):
+            return
+        self._down = True
+        try:
+            self._timer.stop()
+        except RuntimeError:
+            pass
+        self.close_dataset()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802
+        self._shutdown()
+        super().closeEvent(event)
