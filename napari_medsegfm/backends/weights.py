@@ -453,6 +453,10 @@ def _ensure_builtin() -> None:
                  WeightFile("fold_0/checkpoint_final.pth")),
                 (WeightFile("plans.json"), WeightFile("dataset.json"), WeightFile("inference_info.json"),
                  WeightFile("fold_0/checkpoint_final.pth")),
+                (WeightFile("plans.json"), WeightFile("dataset.json"), WeightFile("inference_info.json"),
+                 WeightFile("fold_all/checkpoint_final.pth")),
+                (WeightFile("plans.json"), WeightFile("dataset.json"), WeightFile("inference_session_class.json"),
+                 WeightFile("fold_all/checkpoint_final.pth")),
             ),
             subfolders=("nnInteractive_v1.0", "nnInteractive_v2.0"),
             source="the Hugging Face repository nnInteractive/nnInteractive (folder nnInteractive_v1.0; e.g. "
