@@ -112,6 +112,8 @@ def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
             raise ValueError(f"{what} must be integer labels (0 = background); got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"{what} is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        return arr  # nothing to check or shrink: no pass over the data
     lo, hi = (int(arr.min()), int(arr.max())) if arr.dtype.kind == "i" else (0, int(arr.max()))
     if lo < 0:
         raise ValueError(f"{what} has negative values (min {lo}); expected labels >= 0")

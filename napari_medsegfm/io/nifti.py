@@ -277,7 +277,8 @@ def save_nifti_labels(
     dtype = arr.dtype
     if hdr is not None:
         ref = np.dtype(hdr.get_data_dtype())
-        if ref.kind in "ui" and data.size and int(data.max()) <= np.iinfo(ref).max:
+        if ref.kind in "ui" and (np.can_cast(data.dtype, ref, "safe") or
+                                 (data.size and int(data.max()) <= np.iinfo(ref).max)):
             dtype = ref
     if dtype != data.dtype:
         data = data.astype(dtype)
