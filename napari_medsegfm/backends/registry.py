@@ -167,15 +167,29 @@ def get_backend_class(name: str) -> Any:
     return factory
 
 
-def get_backend(name: str | None = None, **kwargs: Any) -> Any:
+def _accepts(factory: Any, param: str) -> bool:
+    import inspect
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == param or p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def get_backend(name: str | None = None, *, device: str | None = None, **kwargs: Any) -> Any:
     """Instantiate a backend.
 
     Parameters
     ----------
     name : str, optional
         Registered name; ``None`` picks :func:`default_backend_name`.
+    device : str, optional
+        ``"auto"``/``"cpu"``/``"cuda[:N]"``/``"mps"``, resolved by
+        :func:`~napari_medsegfm.backends.device.select_device` (so ``$MEDSEGFM_DEVICE``
+        applies) and passed to backends whose constructor takes ``device``.
     **kwargs
-        Passed to the backend's constructor (e.g. ``device="cpu"``).
+        Passed to the backend's constructor.
 
     Raises
     ------
@@ -194,4 +208,10 @@ def get_backend(name: str | None = None, **kwargs: Any) -> Any:
         raise BackendUnavailableError(
             f"backend {name!r} is not usable ({status.state}): {status.message or 'no details'}"
         )
+    if "device" not in kwargs and _accepts(factory, "device"):
+        from .device import select_device
+
+        kwargs["device"] = select_device(device)
+    elif device is not None and "device" not in kwargs:
+        log.info("backend %r takes no device argument; ignoring device=%r", name, device)
     return factory(**kwargs)
