@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-_COMMANDS: list[str] = ["batch", "dataset", "vocab", "weights", "convert"]
+_COMMANDS: list[str] = ["batch", "dataset", "vocab", "weights", "convert", "predict", "evaluate", "backends"]
 
 
 class CLIError(Exception):
