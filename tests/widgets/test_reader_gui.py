@@ -68,6 +68,13 @@ def test_open_every_format_and_screenshot(make_napari_viewer, cases, artifacts_d
         viewer.reset_view()
         shot = viewer.screenshot(path=str(artifacts_dir / f"io_reader_{name}.png"), canvas_only=True, flash=False)
         assert shot.shape[2] == 4 and shot[..., :3].std() > 5, f"{name}: blank screenshot"
+    # a bundled sample through napari's File > Open Sample machinery
+    viewer.layers.clear()
+    viewer.open_sample(PLUGIN, "ct_lesion")
+    assert [_layer_type(lay) for lay in viewer.layers] == ["image", "labels"]
+    viewer.dims.set_current_step(0, int(np.argmax(np.asarray(viewer.layers[1].data).sum(axis=(1, 2)))))
+    viewer.reset_view()
+    viewer.screenshot(path=str(artifacts_dir / "io_reader_sample_ct_lesion.png"), canvas_only=True, flash=False)
     # the writer through napari's machinery: save the last labels layer back as a CVPR npz
     viewer.layers.clear()
     path = cases["cvpr25_npz"][0]
