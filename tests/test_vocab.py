@@ -240,6 +240,25 @@ def _load_npz(path: Path) -> dict:
     return dict(safe_load_npz(path))
 
 
+def test_cvpr25_sentences_resolve_from_short_names_alone(cvpr_json):
+    """Held out: only each label's short name is known; its descriptive sentences must resolve."""
+    raw = json.loads(cvpr_json.read_text())
+    names_only = {ds: {k: (v[:1] if k != "instance_label" else v) for k, v in labels.items()}
+                  for ds, labels in raw.items()}
+    held = default_vocabulary().merged(Vocabulary.from_dict(names_only))
+    n = ok = 0
+    for ds, labels in raw.items():
+        space = f"cvpr25:{ds}"
+        for lid, sentences in labels.items():
+            if lid == "instance_label":
+                continue
+            for sent in sentences[1:]:
+                n += 1
+                r = held.resolve(sent, space=space)
+                ok += r.ok and int(lid) in r.cls.ids[space]
+    assert ok >= 0.95 * n, f"{ok}/{n}"
+
+
 def test_case_space_and_text_prompts_of_real_cases(cvpr_voc, shared_data):
     safe_load_npz = _load_npz
 

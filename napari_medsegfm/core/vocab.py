@@ -127,9 +127,11 @@ _STOP = {
 # Context words: count little towards the match ("... in abdominal CT").
 _CONTEXT = {
     "abdomen", "abdominal", "chest", "thorax", "thoracic", "pelvis", "pelvic", "head", "neck",
-    "body", "torso", "trunk", "tissue", "organ", "cavity", "wall",
+    "torso", "trunk", "tissue", "organ", "cavity", "wall",
 }
-_PREPOSITIONS = {"in", "within", "inside", "on", "at", "from", "into", "throughout", "across",
+# Generic head nouns: an alias's coverage barely needs them ("left parotid" = "left parotid gland").
+_GENERIC = {"gland", "muscle", "bone", "structure"}
+_PREPOSITIONS = {"in", "within", "inside", "on", "at", "from", "into", "throughout", "across", "via",
                  "around", "near", "along", "over", "under", "between"}
 _NON_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
 _JOIN = {("gall", "bladder"), ("ilio", "psoas"), ("sterno", "cleidomastoid"), ("endo", "lysosome"),
@@ -158,6 +160,7 @@ class _Parsed:
     tokens: tuple[str, ...]
     weights: tuple[float, ...]
     raw: tuple[str, ...] = ()  # each token before singular/adjective folding (for typo matching)
+    after_preposition: tuple[bool, ...] = ()  # token follows "in", "within", "via", ...
 
 
 def _raw_tokens(text: str) -> list[str]:
@@ -235,8 +238,16 @@ def _parse(text: str, join: frozenset[str] | None = None) -> _Parsed:
     content: list[str] = []
     weights: list[float] = []
     raw: list[str] = []
+    after: list[bool] = []
     in_context = False
     for t in toks:
+        if (join is not None and t not in join and t not in _STOP and 4 <= len(t) <= 6
+                and t not in _LEFT and t not in _RIGHT):
+            # a mistyped side word ("rigth", "lfet") when the vocabulary does not know the word
+            if _osa_distance(t, "right", 1) <= 1:
+                t = "right"
+            elif _osa_distance(t, "left", 1) <= 1:
+                t = "left"
         if t in _LEFT or t in _RIGHT or t in _BOTH:
             s = "left" if t in _LEFT else "right" if t in _RIGHT else "both"
             if side is None or side == s:
@@ -262,7 +273,8 @@ def _parse(text: str, join: frozenset[str] | None = None) -> _Parsed:
             w = 0.3
         content.append(t)
         weights.append(w)
-    return _Parsed(side, tuple(content), tuple(weights), tuple(raw))
+        after.append(in_context)
+    return _Parsed(side, tuple(content), tuple(weights), tuple(raw), tuple(after))
 
 
 def normalize_tokens(text: str) -> tuple[str | None, tuple[str, ...]]:
@@ -283,7 +295,9 @@ def canonical_key(text: str) -> str:
     ``canonical_key("kidney_left") == canonical_key("Left kidneys") == "kidney|left"``.
     """
     p = _parse(text)
-    toks = sorted(set(p.tokens))
+    # words after "in"/"via"/... describe where, not what ("left kidney via abdominal MR")
+    head = [t for t, c in zip(p.tokens, p.after_preposition) if not c]
+    toks = sorted(set(head or p.tokens))
     return " ".join(toks) + ("|" + p.side if p.side else "")
 
 
@@ -582,13 +596,8 @@ class Vocabulary:
 
     # ------------------------------------------------------------------ building
     def _add(self, c: VocabClass) -> None:
-        """Add or merge a class (same canonical key or a shared alias key -> merge)."""
+        """Add or merge a class: its name's canonical key equals a name/synonym key of a known class."""
         idx = self._by_key.get(c.key)
-        if idx is None:
-            for s in c.synonyms:
-                idx = self._by_key.get(canonical_key(s))
-                if idx is not None:
-                    break
         if idx is None:
             self.classes.append(c)
             idx = len(self.classes) - 1
@@ -643,6 +652,17 @@ class Vocabulary:
                 for i in ids:
                     self._spaces.setdefault(space, {}).setdefault(i, c)
         self._fuzzy_cache: dict[str, tuple[tuple[str, float], ...]] = {}
+        # (unlateralized class, side) -> the class with the same base name on that side
+        self._siblings: dict[tuple[int, str], int] = {}
+        base_of: dict[str, int] = {}
+        for ci, c in enumerate(self.classes):
+            if c.side is None:
+                base_of.setdefault(c.key, ci)
+        for ci, c in enumerate(self.classes):
+            if c.side in ("left", "right"):
+                base = base_of.get(c.key.rsplit("|", 1)[0])
+                if base is not None:
+                    self._siblings.setdefault((base, c.side), ci)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -830,14 +850,17 @@ class Vocabulary:
                     matched_w += qweights[qi] * sim
                     if sim < 1.0:
                         used_fuzzy = True
+            cov_w = 0.0
             for t in a.tokens:
                 sim = 0.0
                 for matches in qmatch:
                     for v, s in matches:
                         if v == t and s > sim:
                             sim = s
-                cov += sim
-            cov /= len(a.tokens)
+                w = 0.3 if (t in _GENERIC and len(a.tokens) > 1) else 1.0
+                cov += w * sim
+                cov_w += w
+            cov /= cov_w
             prec = matched_w / total_w if total_w > 0 else 0.0
             score = cov * (0.4 + 0.6 * prec)
             score *= _side_factor(p.side, a.side)
@@ -846,6 +869,15 @@ class Vocabulary:
                 best[a.cls_index] = (score, ai, used_fuzzy)
         if not best:
             return Resolution(query, "none", None, 0.0, (), space)
+        if p.side in ("left", "right"):
+            # "left jugular": the unlateralized class matched; its left sibling is what was meant
+            for ci, (sc, ai, fz) in list(best.items()):
+                sib = self._siblings.get((ci, p.side))
+                if sib is None or (allowed is not None and sib not in allowed):
+                    continue
+                lifted = sc / _side_factor(p.side, None)
+                if sib not in best or best[sib][0] < lifted - 1e-9:
+                    best[sib] = (lifted, ai, fz)
         ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], self.classes[kv[0]].name))
         cands = tuple(Candidate(self.classes[ci], round(sc, 6), self._aliases[ai].text)
                       for ci, (sc, ai, _f) in ranked[:max(max_candidates, 2)])
