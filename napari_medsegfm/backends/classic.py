@@ -321,7 +321,7 @@ class ClassicBackend:
         click_mix: float = 0.5,
         click_influence: float = 1.0,
         click_lean: float = 0.3,
-        homog_tol: float = 12.0,
+        homog_tol: float = 30.0,
         box_prior: float = 0.4,
         box_prior_k: float = 2.0,
         box_slack: float = 2.5,
