@@ -29,6 +29,7 @@ from typing import Any
 
 from . import CLIError
 from ._backend_args import EXIT_INPUT, EXIT_PARTIAL, add_backend_args, make_backend
+from ._text_task import add_text_args, run_text  # [text helper] --task text
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--include", default=None, metavar="TEXT", help="only cases whose name contains TEXT (comma-separated)")
     p.add_argument("--exclude", default=None, metavar="TEXT", help="skip cases whose name contains TEXT (comma-separated)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_text_args(p)  # [text helper] --task text, --segs, --save-segs, --spacing-order
     p.set_defaults(func=run)
 
 
@@ -65,6 +67,8 @@ def _clean(v: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..core import evaluation as ev
 
+    if getattr(args, "task", "interactive") == "text":  # [text helper] CVPR 2025 text-guided task
+        return run_text(args)
     if args.clicks < 1:
         raise CLIError(f"--clicks must be >= 1; got {args.clicks}", code=EXIT_INPUT)
     try:
