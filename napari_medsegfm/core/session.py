@@ -132,6 +132,7 @@ from ..types import (
 from .postprocess import BBox, bbox_of, label_dtype_for, merge_object_mask, union_bbox
 from .promptlog import LOG_VERSION, PromptLog, decode_array, encode_array, read_log
 from .undo import LabelDiff, ObjectState, UndoEntry, UndoStack, bbox_from_list, bbox_to_list
+from .vocab import attach_vocabulary
 from .worker import InferenceWorker, JobOutcome
 
 __all__ = ["AnnotationSession", "InferenceResult", "Change", "default_color", "replay_log"]
@@ -404,6 +405,7 @@ class AnnotationSession:
 
         self._backend: Any = None
         self._backend = self._resolve_backend(backend)
+        attach_vocabulary(self._backend)  # [text helper] free text -> label ids for backends with a label space
         self.log = PromptLog(log_path)
         # a session dropped without close() must not leave its thread or log file behind
         self._finalizer = weakref.finalize(self, _finalize_session, self._worker, self.log)
@@ -485,6 +487,7 @@ class AnnotationSession:
     def set_backend(self, backend: Any) -> None:
         """Switch backend (name, instance or ``None``); cancels in-flight inference."""
         resolved = self._resolve_backend(backend)
+        attach_vocabulary(resolved)  # [text helper]
         self.cancel()
         with self._lock:
             self._backend = resolved
