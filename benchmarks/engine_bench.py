@@ -386,6 +386,12 @@ SECTIONS: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "worker_overhead": bench_worker_overhead,
 }
 
+# [eval helper] backend latency section, kept in its own file
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classic_bench import bench_backend_latency  # noqa: E402
+
+SECTIONS["backend_latency"] = bench_backend_latency
+
 
 # ---------------------------------------------------------------------- output
 def _machine() -> dict[str, Any]:
