@@ -46,13 +46,16 @@ def make_small_cvpr(shared: Path, root: Path, n_cases: int = 4, *, depth: int = 
         srcs.append((n, img, gts, sp))
     for k in range(n_cases):
         n, img, gts, sp = srcs[k % len(srcs)]
-        z0 = min(img.shape[0] - depth, 20 + 3 * k)
+        zs = np.flatnonzero(gts.any(axis=(1, 2)))
+        zc = int(np.median(zs)) if zs.size else img.shape[0] // 2
+        z0 = int(np.clip(zc - depth // 2 + 2 * (k // 2), 0, max(img.shape[0] - depth, 0)))
         fg = np.argwhere(gts[z0:z0 + depth] > 0)
         cy, cx = (fg[:, 1:].mean(axis=0).astype(int) if len(fg) else np.array(img.shape[1:]) // 2)
-        y0 = int(np.clip(cy - size // 2, 0, img.shape[1] - size))
-        x0 = int(np.clip(cx - size // 2, 0, img.shape[2] - size))
-        im = np.ascontiguousarray(img[z0:z0 + depth, y0:y0 + size, x0:x0 + size])
-        gt = np.ascontiguousarray(gts[z0:z0 + depth, y0:y0 + size, x0:x0 + size])
+        sy, sx = min(size, img.shape[1]), min(size, img.shape[2])
+        y0 = int(np.clip(cy - sy // 2, 0, img.shape[1] - sy))
+        x0 = int(np.clip(cx - sx // 2, 0, img.shape[2] - sx))
+        im = np.ascontiguousarray(img[z0:z0 + depth, y0:y0 + sy, x0:x0 + sx])
+        gt = np.ascontiguousarray(gts[z0:z0 + depth, y0:y0 + sy, x0:x0 + sx])
         # relabel 1..N so box i prompts label i+1, as in the challenge files
         ids = [int(i) for i in np.unique(gt) if i]
         lut = np.zeros(256, np.uint8)

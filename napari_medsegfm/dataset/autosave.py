@@ -438,8 +438,14 @@ class Autosaver:
         self._timer = threading.Thread(target=run, name="medsegfm-autosave-timer", daemon=True)
         self._timer.start()
 
-    def close(self, save: bool = True, reason: str = "close") -> None:
-        """Final save (if dirty), wait for the writer, stop threads."""
+    def close(self, save: bool = True, reason: str = "close", *, wait: bool = True
+              ) -> concurrent.futures.Future[None]:
+        """Final save (if dirty) and stop.
+
+        The final snapshot is always taken now, on the calling thread. With ``wait=False`` the
+        write finishes in the background (switching cases does not wait for compression and
+        fsync); the returned future completes once every queued write is on disk.
+        """
         if self._timer is not None:
             self._timer_stop.set()
             self._timer.join(timeout=5)
@@ -449,6 +455,10 @@ class Autosaver:
                 self.save(reason)
             except (OSError, ValueError, RuntimeError) as exc:
                 logger.error("final autosave of %s failed: %s", self.case_id, exc)
-        self.flush()
         self.closed = True
-        self._executor.shutdown(wait=True)
+        done: concurrent.futures.Future[None] = self._executor.submit(lambda: None)  # after every queued write
+        self._executor.shutdown(wait=False)
+        if wait:
+            self.flush()
+            done.result()
+        return done

@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -208,6 +209,7 @@ class DatasetWorkspace:
         self._prefetched: dict[str, concurrent.futures.Future[Case]] = {}
         self._mutex = threading.Lock()
         self._headers: dict[str, dict[str, Any]] = {}
+        self._closing: dict[str, concurrent.futures.Future[None]] = {}
 
     # ------------------------------------------------------------------ rows
     def rows(self) -> list[CaseRow]:
@@ -372,6 +374,7 @@ class DatasetWorkspace:
         any, else the existing labels, else zeros.
         """
         entry = self.catalog[case_id]
+        self._wait_closing(case_id)  # its last autosave (from a quick switch) must be on disk first
         lock = holder = None
         if not read_only:
             lock = self.store.acquire(case_id, steal=steal)
@@ -411,14 +414,48 @@ class DatasetWorkspace:
                                    signature=entry.signature())
         return oc
 
-    def close_case(self, oc: OpenCase, *, save: bool = True) -> None:
-        """Final autosave (if anything is unsaved), then release the lock."""
-        try:
-            if oc.autosaver is not None:
-                oc.autosaver.close(save=save, reason="switch case")
-        finally:
-            if oc.lock is not None:
-                self.store.release(oc.case_id)
+    def close_case(self, oc: OpenCase, *, save: bool = True, wait: bool = True) -> concurrent.futures.Future[None]:
+        """Final autosave (if anything is unsaved), then release the lock.
+
+        The snapshot of the labels is taken now. With ``wait=False`` compression and writing
+        finish in the background and the lock is released once the correction is on disk
+        (reopening the case meanwhile waits for it): switching cases stays fast.
+        """
+        done: concurrent.futures.Future[None]
+        if oc.autosaver is not None:
+            done = oc.autosaver.close(save=save, reason="switch case", wait=wait)
+        else:
+            done = concurrent.futures.Future()
+            done.set_result(None)
+        cid = oc.case_id
+
+        def finish(_: Any = None) -> None:
+            try:
+                if oc.lock is not None and not self.store._closed:
+                    self.store.release(cid)
+            except (sqlite3.Error, ValueError) as exc:
+                logger.warning("could not release the lock on %s: %s", cid, exc)
+            finally:
+                with self._mutex:
+                    if self._closing.get(cid) is done:
+                        self._closing.pop(cid, None)
+
+        if done.done():
+            finish()
+        else:
+            with self._mutex:
+                self._closing[cid] = done
+            done.add_done_callback(finish)
+        return done
+
+    def _wait_closing(self, case_id: str | None = None, timeout: float = 120.0) -> None:
+        with self._mutex:
+            futs = [f for c, f in self._closing.items() if case_id is None or c == case_id]
+        for f in futs:
+            try:
+                f.result(timeout=timeout)
+            except concurrent.futures.TimeoutError:
+                logger.warning("a pending autosave is still running after %s s", timeout)
 
     # ------------------------------------------------------------------ status
     def set_status(self, case_id: str, status: str, comment: str | None = None) -> None:
@@ -428,7 +465,8 @@ class DatasetWorkspace:
         self.store.set_comment(case_id, comment)
 
     def close(self) -> None:
-        """Stop the prefetcher, release locks, close the database."""
+        """Finish pending autosaves, stop the prefetcher, release locks, close the database."""
+        self._wait_closing()
         with self._mutex:
             for f in self._prefetched.values():
                 f.cancel()

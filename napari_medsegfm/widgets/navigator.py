@@ -22,6 +22,7 @@ Keyboard shortcuts (on napari's main window, so they work whatever has focus):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -65,6 +66,12 @@ NAVIGATOR_SHORTCUTS: dict[str, tuple[str, str]] = {
     "jump": ("Ctrl+J", "Jump to a case by name"),
     "done_and_next": ("Ctrl+Shift+D", "Mark the case done and go to the next"),
 }
+
+def _batched(viewer: Any) -> Any:
+    """napari's batched layer-list update (one scene-graph rebuild and gc pass for many removals)."""
+    fn = getattr(viewer.layers, "batched_update", None)
+    return fn() if callable(fn) else contextlib.nullcontext()
+
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
     """A callable holding only a weak reference to a bound method's object (no reference cycles
@@ -249,9 +256,10 @@ class _LayerEditor:
                 img.contrast_limits_range = clim
                 img.contrast_limits = clim
             img.metadata = meta
-        for lay in self._extra:
-            if lay in self.viewer.layers:
-                self.viewer.layers.remove(lay)
+        with _batched(self.viewer):
+            for lay in self._extra:
+                if lay in self.viewer.layers:
+                    self.viewer.layers.remove(lay)
         self._extra = []
         for name, extra in oc.case.images.items():
             self._extra.append(self.viewer.add_image(extra.array, name=f"image: {name}", scale=tuple(extra.spacing),
@@ -295,9 +303,10 @@ class _LayerEditor:
         self.on_edit()
 
     def clear(self) -> None:
-        for lay in [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED), *self._extra]:
-            if lay is not None and lay in self.viewer.layers:
-                self.viewer.layers.remove(lay)
+        with _batched(self.viewer):
+            for lay in [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED), *self._extra]:
+                if lay is not None and lay in self.viewer.layers:
+                    self.viewer.layers.remove(lay)
         self._labels_layer = None
         self._extra = []
 
@@ -310,13 +319,22 @@ class _AnnotationEditor:
     segmentation layer holds the case's starting labels (saved correction, else existing
     labels), then the widget's controller attaches to the image. Edits and accepted
     prompts are reported through the session's listener.
+
+    Layers are reused from case to case where the kind and dimensionality match (new data
+    is swapped in): adding and removing napari layers is what makes switching slow
+    (napari runs a full garbage collection after each removal). The controller's clicks and
+    scribbles layers are made anew by each attach; the old ones are removed in one batch.
     """
 
     def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None]) -> None:
         self.viewer = viewer
         self.widget = widget
         self.on_change = on_change
-        self._layers: list[Any] = []
+        self._images: list[Any] = []
+        self._seg: Any = None
+        self._pred: Any = None
+        self._boxes: Any = None
+        self._others: list[Any] = []
         self._session: Any = None
 
     @property
@@ -336,9 +354,17 @@ class _AnnotationEditor:
             return
         self.on_change(change.kind in ("result", "object_accept"))
 
-    def clear(self) -> None:
+    def _alive(self, lay: Any) -> bool:
+        return lay is not None and lay in self.viewer.layers
+
+    def _detach(self) -> list[Any]:
+        """Detach the controller; returns its per-attach layers (clicks, scribbles) to remove."""
         ctrl = self.controller
-        own = [ctrl.box_layer, ctrl.click_layer, ctrl.scribble_layer, ctrl.seg_layer]
+        stale = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer) if ly is not None]
+        if ctrl.box_layer is not None and ctrl.box_layer is not self._boxes:
+            stale.append(ctrl.box_layer)
+        if ctrl.seg_layer is not None and ctrl.seg_layer is not self._seg:
+            stale.append(ctrl.seg_layer)
         if self._session is not None:
             try:
                 self._session.remove_listener(self._listener)
@@ -347,44 +373,104 @@ class _AnnotationEditor:
             self._session = None
         if ctrl.attached:
             ctrl.detach()
-        for lay in [*self._layers, *own]:
-            if lay is not None and lay in self.viewer.layers:
-                self.viewer.layers.remove(lay)
-        self._layers = []
+        return stale
+
+    def clear(self) -> None:
+        stale = self._detach()
+        with _batched(self.viewer):  # napari runs gc.collect() after each removal otherwise
+            for lay in [*stale, *self._images, self._seg, self._pred, self._boxes, *self._others]:
+                if self._alive(lay):
+                    self.viewer.layers.remove(lay)
+        self._images, self._seg, self._pred, self._boxes, self._others = [], None, None, None, []
+
+    def _put(self, old: Any, data: Any, kw: dict[str, Any], kind: str, remove: list[Any]) -> Any:
+        """Swap ``data`` into ``old`` when compatible, else queue ``old`` for removal and add a new layer."""
+        if self._alive(old) and type(old).__name__.lower() == kind and getattr(old, "ndim", None) == (
+                np.ndim(data) - (1 if kw.get("rgb") else 0)) and bool(getattr(old, "rgb", False)) == bool(kw.get("rgb")):
+            old.data = data
+            for key in ("scale", "metadata", "name", "visible", "contrast_limits"):
+                if key in kw:
+                    setattr(old, key, kw[key])
+            return old
+        if old is not None:
+            remove.append(old)
+        return getattr(self.viewer, f"add_{kind}")(data, **kw)
 
     def show(self, oc: OpenCase, prediction: np.ndarray | None = None) -> None:
         from ..io.layers import case_to_layers
 
-        self.clear()
+        remove = self._detach()
         case = oc.case
+        scale = tuple(float(v) for v in case.image.spacing)
         labels_kw: dict[str, Any] | None = None
-        image_layer = None
+        images, others, boxes = [], [], None
         for data, kw, kind in case_to_layers(case):
             if kind == "labels":
                 if labels_kw is None or kw.get("metadata", {}).get("medsegfm_key") == "gts":
                     labels_kw = kw
-                continue
-            lay = getattr(self.viewer, f"add_{kind}")(data, **kw)
-            self._layers.append(lay)
-            if kind == "image" and (image_layer is None or kw.get("visible", True)) and image_layer is None:
-                image_layer = lay
-        scale = tuple(float(v) for v in case.image.spacing)
+            elif kind == "image":
+                images.append((data, kw))
+            elif kind == "shapes" and (kw.get("metadata") or {}).get("medsegfm_kind") == "boxes" and boxes is None:
+                boxes = (data, kw)
+            else:
+                others.append((data, kw, kind))
+        if not images:
+            raise ValueError(f"case {oc.case_id!r} has no image to annotate")
+        # images: reuse by position
+        new_images = []
+        for i, (data, kw) in enumerate(images):
+            kw = dict(kw, contrast_limits=kw.get("contrast_limits") or _contrast_limits(data))
+            if kw.get("rgb"):
+                kw.pop("contrast_limits", None)
+            old = self._images[i] if i < len(self._images) else None
+            new_images.append(self._put(old, data, kw, "image", remove))
+        remove.extend(self._images[len(images):])
+        self._images = new_images
+        image_layer = next((ly for ly, (_, kw) in zip(new_images, images) if kw.get("visible", True)), new_images[0])
+        # boxes: reuse the shapes layer (data + features swapped), or hide an empty one
+        if boxes is not None:
+            data, kw = boxes
+            if self._alive(self._boxes) and self._boxes.ndim == np.asarray(data[0]).shape[-1]:
+                lay = self._boxes
+                lay.selected_data = set()
+                lay.data = [(np.asarray(r), "rectangle") for r in data]
+                lay.features = kw.get("features", {})
+                for key in ("scale", "metadata", "name"):
+                    setattr(lay, key, kw[key])
+                lay.visible = True
+            else:
+                if self._boxes is not None:
+                    remove.append(self._boxes)
+                lay = self.viewer.add_shapes(data, **kw)
+            self._boxes = lay
+        elif self._alive(self._boxes):
+            remove.append(self._boxes)
+            self._boxes = None
+        remove.extend(self._others)
+        self._others = [getattr(self.viewer, f"add_{kind}")(d, **kw) for d, kw, kind in others]
+        # pre-segmentation (hidden contours) for review
+        if prediction is not None and prediction.shape == oc.labels.shape:
+            pkw = {"name": f"{case.name} pre-segmentation", "scale": scale, "visible": False,
+                   "metadata": {"medsegfm_role": "prediction"}}
+            self._pred = self._put(self._pred, prediction, pkw, "labels", remove)
+            self._pred.contour = 1
+            self._pred.editable = False
+        elif self._pred is not None:
+            remove.append(self._pred)
+            self._pred = None
+        # the segmentation layer: the case's starting labels
         md = dict((labels_kw or {}).get("metadata") or {})
         md.update(medsegfm_case=str(case.source or oc.entry.path), medsegfm_format=case.format or oc.entry.fmt,
                   medsegfm_key="segs", medsegfm_role="segmentation", medsegfm_case_id=oc.case_id,
                   medsegfm_label_names={int(k): v for k, v in oc.label_names.items()})
-        kw = {k: v for k, v in (labels_kw or {}).items() if k in ("colormap", "features")}
-        if prediction is not None and prediction.shape == oc.labels.shape:
-            pred = self.viewer.add_labels(prediction, name=f"{case.name} pre-segmentation", scale=scale,
-                                          visible=False, opacity=0.8, metadata={"medsegfm_role": "prediction"})
-            pred.contour = 1
-            pred.editable = False
-            self._layers.append(pred)
-        seg = self.viewer.add_labels(oc.labels, name=f"{case.name} segmentation", scale=scale, metadata=md,
-                                     opacity=0.6, **kw)
-        self._layers.append(seg)
-        if image_layer is None:
-            raise ValueError(f"case {oc.case_id!r} has no image to annotate")
+        skw: dict[str, Any] = {"name": f"{case.name} segmentation", "scale": scale, "metadata": md, "opacity": 0.6}
+        if not self._alive(self._seg):
+            skw.update({k: v for k, v in (labels_kw or {}).items() if k in ("colormap", "features")})
+        self._seg = self._put(self._seg, oc.labels, skw, "labels", remove)
+        with _batched(self.viewer):
+            for lay in remove:
+                if self._alive(lay):
+                    self.viewer.layers.remove(lay)
         self.controller.attach(image_layer)
         sess = self.controller.session
         if sess is not None:
@@ -877,7 +963,8 @@ class DatasetNavigator(QWidget):
         oc = self.current
         self.current = None
         try:
-            self.workspace.close_case(oc)
+            # the snapshot is taken now; compression and fsync finish in the background
+            self.workspace.close_case(oc, wait=False)
         except (OSError, ValueError, LockLostError) as exc:
             self.show_message(f"final save of {oc.case_id} failed: {exc}", error=True)
         self.model.current_id = None
