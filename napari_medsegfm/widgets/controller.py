@@ -537,7 +537,7 @@ class AnnotationController:
             self._prepare_box_features(boxes)
             self.box_layer = boxes
             self._connect(boxes.events.data, self._on_boxes_data)
-            self._connect(boxes.events.highlight, self._on_box_selection)
+            self._connect(boxes.selected_data.events.items_changed, self._on_box_selection)
 
         if self.click_layer is None:
             pts = Points(np.zeros((0, nd)), ndim=nd, name=f"{base} clicks", size=7, border_width=0.15,

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..backends.base import BackendStatus, capability_names
+from ..types import Capability
 from .controller import AnnotationController
 from .shortcuts import SHORTCUTS, help_html, keys_text
 
@@ -70,13 +71,33 @@ class _Invoker(QObject):
         self.call.emit(fn)
 
 
+def _window_actions(qwin: Any) -> list[Any]:
+    """Every QAction of napari's main window: its children and its menus' (app-model actions are
+    parented to the application, so ``findChildren`` alone misses them)."""
+    from qtpy.QtGui import QAction
+
+    seen: dict[int, Any] = {id(a): a for a in qwin.findChildren(QAction)}
+
+    def walk(menu: Any) -> None:
+        for a in menu.actions():
+            seen.setdefault(id(a), a)
+            if a.menu() is not None:
+                walk(a.menu())
+
+    bar = qwin.menuBar() if hasattr(qwin, "menuBar") else None
+    if bar is not None:
+        walk(bar)
+    return list(seen.values())
+
+
 class _CloseGuard(QObject):
     """Asks before napari's window closes with unsaved annotations."""
 
-    def __init__(self, widget: AnnotationWidget, window: Any) -> None:
+    def __init__(self, widget: AnnotationWidget, window: Any, qt_viewer: Any = None) -> None:
         super().__init__()
         self._widget = widget
         self._window = window
+        self._qt_viewer = qt_viewer
         self._orig_close = None
         # File > Close Window / Exit call window.close(confirm_need=True): ask there too
         orig = window.close
@@ -90,16 +111,24 @@ class _CloseGuard(QObject):
 
         window.close = close
         window.installEventFilter(self)
+        if qt_viewer is not None:
+            qt_viewer.installEventFilter(self)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close and event.spontaneous():
-            if not self._widget.confirm_discard():
+        if event.type() == QEvent.Type.Close:
+            if obj is self._qt_viewer:
+                # napari is closing the viewer (Window.close): stop the session with it
+                self._widget.teardown()
+                return False
+            if event.spontaneous() and not self._widget.confirm_discard():
                 event.ignore()
                 return True
         return False
 
     def remove(self) -> None:
         try:
+            if self._qt_viewer is not None:
+                self._qt_viewer.removeEventFilter(self)
             self._window.removeEventFilter(self)
             if self._orig_close is not None and "close" in self._window.__dict__:
                 del self._window.close
@@ -122,6 +151,9 @@ class AnnotationWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, backend: Any = "default", *, auto_attach: bool = True) -> None:
         super().__init__()
+        # napari hands plugin widgets a public-only proxy; the controller needs the layers themselves
+        # (partial Labels refresh) and the view napari's main window (shortcuts, close guard)
+        napari_viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.viewer = napari_viewer
         self._invoker = _Invoker()
         self.controller = AnnotationController(napari_viewer, post=self._invoker.post, notify=self._notify,
@@ -430,11 +462,9 @@ class AnnotationWidget(QWidget):
             "toggle_help": lambda: self.help_btn.toggle(),
         }
         # napari's File > Save Selected Layers owns Ctrl+S: lend it to us while docked
-        from qtpy.QtGui import QAction
-
-        std_save = QKeySequence(QKeySequence.StandardKey.Save)
-        for act in qwin.findChildren(QAction):
-            if act.shortcut() == std_save or act.shortcut() == QKeySequence("Ctrl+S"):
+        taken = {QKeySequence(k) for sc in SHORTCUTS for k in sc.keys}
+        for act in _window_actions(qwin):
+            if act.shortcut() in taken:
                 self._save_action_keys.append((act, act.shortcut()))
                 act.setShortcut(QKeySequence())
         for sc in SHORTCUTS:
@@ -447,7 +477,7 @@ class AnnotationWidget(QWidget):
                     q.setEnabled(False)
                     q._only_when_busy = True  # type: ignore[attr-defined]
                 self._shortcuts.append(q)
-        self._close_guard = _CloseGuard(self, qwin)
+        self._close_guard = _CloseGuard(self, qwin, getattr(self.viewer.window, "_qt_viewer", None))
 
     def _run_shortcut(self, action: str, fn: Any) -> None:
         if self.controller.session is None and action not in ("toggle_help", "save"):
@@ -532,7 +562,7 @@ class AnnotationWidget(QWidget):
         for name, st in statuses.items():
             self.backend_combo.addItem(f"{name}{_STATE_MARK.get(st.state, ' — ' + st.state)}", name)
             i = self.backend_combo.count() - 1
-            caps = ", ".join(capability_names(st.capabilities)) or "—"
+            caps = ", ".join(capability_names(st.capabilities or Capability.NONE)) or "—"
             tip = f"{name}: {st.state}; device {st.device}; prompts: {caps}"
             if st.message:
                 tip += f"\n{st.message}"
@@ -564,7 +594,7 @@ class AnnotationWidget(QWidget):
         if status is None:
             self.backend_info.setText("no backend")
             return
-        caps = ", ".join(c.lower() for c in capability_names(status.capabilities)) or "—"
+        caps = ", ".join(c.lower() for c in capability_names(status.capabilities or Capability.NONE)) or "—"
         weights = status.weights or ("not needed" if status.state == "ready" else status.state)
         w = weights if len(weights) < 48 else "…" + weights[-46:]
         self.backend_info.setText(f"{status.state} · device {status.device} · weights {w}<br>prompts: {caps}")

@@ -22,10 +22,12 @@ CROP = (slice(24, 48), slice(150, 406), slice(110, 366))
 class FakeHolder:
     """The backend instances the registry made for ``slowfake`` (settings apply to new ones)."""
 
+    name = "slowfake"
+
     def __init__(self) -> None:
         self.instances: list[SlowFake] = []
         self.delay_s = 0.0
-        self.capabilities = None
+        self.capabilities = SlowFake.capabilities  # what the registry lists; set before the backend loads
         self.fail_on: str | None = None
 
     def __call__(self) -> SlowFake:
@@ -146,7 +148,13 @@ def key(qtbot, viewer, text: str) -> None:
     """Press a key sequence (e.g. ``"Ctrl+Shift+Z"``) with the canvas focused."""
     from qtpy.QtGui import QKeySequence
     from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
 
+    qwin = viewer.window._qt_window
+    if QApplication.activeWindow() is not qwin:  # no window manager under Xvfb: activate it ourselves
+        qwin.activateWindow()
+        qwin.raise_()
+        pump(qtbot, 0.05)
     native = viewer.window._qt_viewer.canvas.native
     native.setFocus()
     seq = QKeySequence(text)
