@@ -68,9 +68,9 @@ def _warm(backend: str) -> str:
 
 
 def bench_batch(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from _dataset_data import make_small_cvpr
     from distributed import Client, LocalCluster
 
-    from _dataset_data import make_small_cvpr
     from napari_medsegfm.dataset.batch import run_batch
     from napari_medsegfm.dataset.catalog import discover
 
@@ -219,12 +219,13 @@ def write_report(res: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "batch_bench.json").write_text(json.dumps(res, indent=1))
     lines = ["# Dataset benchmark: batch scaling and navigator case switch", "",
-             f"{res['when']}, {res['platform']}, {res['cpus']} CPUs. {res['note']}", ""]
+             f"{res['when']}, {res['platform']}, {res['cpus']} CPUs, load average before the run "
+             f"{res.get('load_average_before')}. {res['note']}", ""]
     b = res.get("batch")
     if b:
         lines += [
             f"## Batch pre-segmentation ({b['backend']}, {b['cases']} cases of {'x'.join(map(str, b['case_shape']))}, "
-            f"best of {b['repeats']})", "",
+            f"best of {b['repeats']}; measured {b.get('measured')})", "",
             "| run | seconds (best) | cases / minute | cluster start s | mean s per case in a worker |",
             "|---|---|---|---|---|",
             f"| in-process (sync, reference) | {b['sync_seconds']} | {b['sync_cases_per_minute']} | – | – |",
@@ -238,7 +239,7 @@ def write_report(res: dict[str, Any]) -> None:
     s = res.get("switch")
     if s:
         lines += [f"## Navigator: time to switch to the next case ({'x'.join(map(str, s['shape']))}, "
-                  f"{s['switches']} switches each)", "",
+                  f"{s['switches']} switches each; measured {s.get('measured')})", "",
                   "| mode | median s | max s | target |", "|---|---|---|---|"]
         for key, desc in (("warm_layers", "prefetched next case, plain layers"),
                           ("cold_layers", "no prefetch (jump), plain layers"),
@@ -278,8 +279,20 @@ def main(argv: list[str] | None = None) -> int:
             "when": _dt.datetime.now().isoformat(timespec="seconds"), "platform": platform.platform(),
             "cpus": os.cpu_count(), "note": "Other processes may have been running (noisy figures).",
         }
+        try:  # a part skipped in this run keeps its previous figures (with their own date)
+            prev = json.loads((RESULTS / "batch_bench.json").read_text())
+        except (OSError, ValueError):
+            prev = {}
+        for part in ("batch", "switch"):
+            if getattr(args, f"skip_{part}") and part in prev:
+                res[part] = dict(prev[part], measured=prev[part].get("measured", prev.get("when")))
+        try:
+            res["load_average_before"] = [round(v, 2) for v in os.getloadavg()]
+        except OSError:
+            pass
         if not args.skip_batch:
             res["batch"] = bench_batch(args, tmp)
+            res["batch"]["measured"] = res["when"]
             print(json.dumps(res["batch"], indent=1), flush=True)
         if not args.skip_switch:
             out_json = tmp / "switch.json"
@@ -291,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             env.pop("QT_QPA_PLATFORM", None)
             subprocess.run(cmd, check=True, env=env)
             res["switch"] = json.loads(out_json.read_text())
+            res["switch"]["measured"] = res["when"]
             print(json.dumps(res["switch"], indent=1), flush=True)
         write_report(res)
     finally:

@@ -342,7 +342,10 @@ class DatasetWorkspace:
 
     # ------------------------------------------------------------------ prefetch
     def prefetch(self, case_id: str) -> None:
-        """Start loading a case in the background (one case is kept)."""
+        """Start loading a case (image, labels and its saved correction) in the background.
+
+        One case is kept; :meth:`open` uses it when the files did not change meanwhile.
+        """
         if case_id not in self.catalog:
             return
         with self._mutex:
@@ -350,9 +353,27 @@ class DatasetWorkspace:
                 return
             for k in list(self._prefetched):
                 self._prefetched.pop(k).cancel()
-            self._prefetched[case_id] = self._prefetch_pool.submit(self.catalog.load, self.catalog[case_id])
+            self._prefetched[case_id] = self._prefetch_pool.submit(self._load_for_open, case_id)
 
-    def _take_prefetched(self, case_id: str) -> Case | None:
+    def _correction_sig(self, case_id: str) -> tuple[int, int] | None:
+        try:
+            st = self.corrections.path_for(case_id).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _load_for_open(self, case_id: str) -> tuple[Case, Correction | None, tuple[int, int] | None]:
+        self._wait_closing(case_id)
+        sig = self._correction_sig(case_id)
+        case = self.catalog.load(self.catalog[case_id])
+        corr = self.corrections.load(case_id) if sig is not None else None
+        if corr is None:
+            ex = existing_labels(case)
+            if ex is not None:  # the editable copy is made here rather than on the GUI thread
+                case.meta["_medsegfm_start"] = (ex[0], np.array(ex[1], copy=True))
+        return case, corr, sig
+
+    def _take_prefetched(self, case_id: str) -> tuple[Case, Correction | None, tuple[int, int] | None] | None:
         with self._mutex:
             fut = self._prefetched.pop(case_id, None)
         if fut is None or fut.cancelled():
@@ -381,18 +402,27 @@ class DatasetWorkspace:
         else:
             holder = self.store.lock_holder(case_id)
         try:
-            case = case or self._take_prefetched(case_id) or self.catalog.load(entry)
+            pre = self._take_prefetched(case_id) if case is None else None
+            if pre is not None:
+                case, corr, sig = pre
+                if sig != self._correction_sig(case_id):  # written again since the prefetch
+                    corr = self.corrections.load(case_id)
+            else:
+                case = case or self.catalog.load(entry)
+                corr = self.corrections.load(case_id)
             shape = tuple(case.image.spatial_shape)
-            corr = self.corrections.load(case_id)
             if corr is not None and tuple(corr.labels.shape) != shape:
                 logger.error("case %s: autosaved correction has shape %s, image %s; ignored", case_id,
                              corr.labels.shape, shape)
                 corr = None
             names = dict(case.label_names)
+            start = case.meta.pop("_medsegfm_start", None)
             if corr is not None:
-                labels = np.array(corr.labels)  # writable
+                labels = corr.labels if corr.labels.flags.writeable else np.array(corr.labels)
                 source = "correction"
                 names.update(corr.label_names)
+            elif start is not None:
+                source, labels = start
             else:
                 ex = existing_labels(case)
                 if ex is not None:

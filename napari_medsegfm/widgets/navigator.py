@@ -67,10 +67,19 @@ NAVIGATOR_SHORTCUTS: dict[str, tuple[str, str]] = {
     "done_and_next": ("Ctrl+Shift+D", "Mark the case done and go to the next"),
 }
 
-def _batched(viewer: Any) -> Any:
-    """napari's batched layer-list update (one scene-graph rebuild and gc pass for many removals)."""
+def _remove_layers(viewer: Any, layers: Any) -> None:
+    """Remove layers with one scene-graph rebuild: napari runs a full ``gc.collect()`` after each
+    removal (and after each batched update, so nothing is batched when nothing is removed)."""
+    alive: list[Any] = []
+    for lay in layers:
+        if lay is not None and lay in viewer.layers and all(lay is not a for a in alive):
+            alive.append(lay)
+    if not alive:
+        return
     fn = getattr(viewer.layers, "batched_update", None)
-    return fn() if callable(fn) else contextlib.nullcontext()
+    with fn() if callable(fn) and len(alive) > 1 else contextlib.nullcontext():
+        for lay in alive:
+            viewer.layers.remove(lay)
 
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -256,10 +265,7 @@ class _LayerEditor:
                 img.contrast_limits_range = clim
                 img.contrast_limits = clim
             img.metadata = meta
-        with _batched(self.viewer):
-            for lay in self._extra:
-                if lay in self.viewer.layers:
-                    self.viewer.layers.remove(lay)
+        _remove_layers(self.viewer, self._extra)
         self._extra = []
         for name, extra in oc.case.images.items():
             self._extra.append(self.viewer.add_image(extra.array, name=f"image: {name}", scale=tuple(extra.spacing),
@@ -303,10 +309,8 @@ class _LayerEditor:
         self.on_edit()
 
     def clear(self) -> None:
-        with _batched(self.viewer):
-            for lay in [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED), *self._extra]:
-                if lay is not None and lay in self.viewer.layers:
-                    self.viewer.layers.remove(lay)
+        _remove_layers(self.viewer, [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED),
+                                     *self._extra])
         self._labels_layer = None
         self._extra = []
 
@@ -377,10 +381,7 @@ class _AnnotationEditor:
 
     def clear(self) -> None:
         stale = self._detach()
-        with _batched(self.viewer):  # napari runs gc.collect() after each removal otherwise
-            for lay in [*stale, *self._images, self._seg, self._pred, self._boxes, *self._others]:
-                if self._alive(lay):
-                    self.viewer.layers.remove(lay)
+        _remove_layers(self.viewer, [*stale, *self._images, self._seg, self._pred, self._boxes, *self._others])
         self._images, self._seg, self._pred, self._boxes, self._others = [], None, None, None, []
 
     def _put(self, old: Any, data: Any, kw: dict[str, Any], kind: str, remove: list[Any]) -> Any:
@@ -467,10 +468,7 @@ class _AnnotationEditor:
         if not self._alive(self._seg):
             skw.update({k: v for k, v in (labels_kw or {}).items() if k in ("colormap", "features")})
         self._seg = self._put(self._seg, oc.labels, skw, "labels", remove)
-        with _batched(self.viewer):
-            for lay in remove:
-                if self._alive(lay):
-                    self.viewer.layers.remove(lay)
+        _remove_layers(self.viewer, remove)
         self.controller.attach(image_layer)
         sess = self.controller.session
         if sess is not None:
