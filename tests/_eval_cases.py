@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def amos_full(shared: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(imgs, gts, spacing (x, y, z), boxes object array) of CT_AMOS_amos_0018."""
     from napari_medsegfm.io import safe_load_npz
@@ -21,7 +21,7 @@ def amos_full(shared: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return d["imgs"], g["gts"], d["spacing"], d["boxes"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def amos_crop(shared: str, labels: tuple[int, ...] = (1, 3), z: tuple[int, int] = (30, 46),
               yx: tuple[int, int, int, int] = (170, 250, 360, 450)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 16-slice crop of CT_AMOS (spleen = 1, left kidney = 3 by default), labels renumbered 1..N.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _eval_cases import amos_crop
+
 from napari_medsegfm.backends.boxfill import BoxFillBackend
 from napari_medsegfm.backends.classic import ClassicBackend, graph_cut
 from napari_medsegfm.core.clicks import simulate_click
 from napari_medsegfm.core.evaluation import synthesize_boxes
 from napari_medsegfm.core.metrics import dsc
 from napari_medsegfm.core.predict import parse_boxes
-from napari_medsegfm.types import Box2D, CancelToken, Cancelled, Point, Scribble, Volume
+from napari_medsegfm.types import Box2D, Cancelled, CancelToken, Point, Scribble, Volume
 
 
 @pytest.fixture(scope="module")

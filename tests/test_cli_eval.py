@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _eval_cases import amos_crop, write_case
+
 from napari_medsegfm.cli import main
 from napari_medsegfm.core.evaluation import synthesize_boxes
 

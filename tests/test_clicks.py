@@ -5,9 +5,9 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 import pytest
+from _eval_cases import amos_crop
 from scipy import ndimage
 
-from _eval_cases import amos_crop
 from napari_medsegfm.core.clicks import empty_clicks, simulate_click, simulate_clicks
 
 

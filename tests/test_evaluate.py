@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 import pytest
-
 from _eval_cases import amos_crop, amos_full, write_case
+
 from napari_medsegfm.backends.boxfill import BoxFillBackend
 from napari_medsegfm.core import evaluation as ev
 from napari_medsegfm.core import metrics as M

@@ -16,19 +16,28 @@ Prompts:
 
 ``Box3D``
     The xy rectangle is segmented on its slice (``z_mid``, the CVPR 2025 convention;
-    the middle slice otherwise) with GrabCut-like iterations; the result is propagated
-    slice by slice to ``z_min`` and ``z_max``, each slice using the previous slice's
-    mask as a soft shape prior (so tubes that drift and organs that shrink are
-    followed), then a 3D cut over the ROI with that prior joins the slices.
+    the middle slice otherwise) with GrabCut-like iterations: foreground intensities
+    from the box weighted towards its centre, background from a ring around it and the
+    box corners, a shape prior from the ellipse inscribed in the box (shrunk by the
+    expected slack of a simulated box), the outside of the box forced to background.
+    Two intensity models are tried, the plain one and one focused on the box's main
+    intensity mode (a tight box is mostly filled by its object); the result whose
+    bounding box best spans the box wins. That slice is then propagated slice by slice
+    to ``z_min`` and ``z_max``, each slice using its neighbour's mask as a soft shape
+    prior (so tubes that drift and organs that shrink are followed), and a 3D cut over
+    the ROI with that prior joins the slices.
 ``Box2D``
     The same 2D step on one slice (or a 2D image).
 ``Point`` / ``Scribble``
-    Refine the current mask (``prev_mask``) locally around the newest click: a cut in
-    a box around it, whose size follows the error the click marks (distance from the
-    click to the current mask boundary), with every click and scribble inside as a
-    hard seed, the current mask as the prior and the ROI border fixed. A negative
-    click also cuts off the part of the mask it separates. With no current mask the
-    first positive click grows a region from the click's neighbourhood.
+    Refine the current mask (``prev_mask``) locally around the newest click. The
+    distance from the click to the nearest voxel of the other label (measured in plane
+    and through slices separately: thick slices make errors thin in z) sizes the error
+    the click marks; a cut in a window of a few such radii re-decides the voxels within
+    two radii, with the click's own neighbourhood as the intensity model of its class,
+    the current mask as the prior elsewhere, every click and scribble as a hard seed
+    and the window border fixed. A negative click also drops the part of the mask it
+    cut off. With no current mask, a lone positive click grows a blob in the
+    intensity-homogeneous region around it.
 
 Large ROIs are processed at a reduced in-plane resolution (block means) so a cut
 stays under ``max_roi_voxels`` nodes; the result is resampled back.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -330,7 +330,7 @@ def predict_case(
         from .vocab import attach_vocabulary
 
         attach_vocabulary(backend)
-    for lab, ps in prompts.items():
+    for ps in prompts.values():
         for p in ps:
             validate_prompt(p, shape)
         check_capabilities(backend, ps)
