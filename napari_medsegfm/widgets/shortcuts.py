@@ -9,6 +9,7 @@ brush size, M new label, Z pan) that are used for manual correction.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 __all__ = ["Shortcut", "SHORTCUTS", "shortcut_for", "keys_text", "help_rows", "help_html"]
@@ -80,9 +81,10 @@ def help_html() -> str:
     group = None
     for g, keys, desc in help_rows():
         if g != group:
-            rows.append(f"<tr><td colspan='2'><b>{g}</b></td></tr>")
+            rows.append(f"<tr><td colspan='2'><b>{html.escape(g)}</b></td></tr>")
             group = g
-        rows.append(f"<tr><td><code>{keys}</code>&nbsp;&nbsp;</td><td>{desc}</td></tr>")
-    rows.append("<tr><td colspan='2'><i>Mouse: Shift+click = negative click; napari brush keys "
+        rows.append(f"<tr><td style='white-space:nowrap'><code>{html.escape(keys)}</code>&nbsp;</td>"
+                    f"<td>{html.escape(desc)}</td></tr>")
+    rows.append("<tr><td colspan='2'><i>Mouse: Shift+click = negative click. napari's brush keys "
                 "P (paint), E (erase), [ ] (size) work on the segmentation layer.</i></td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    return "<table cellspacing='0' cellpadding='1'>" + "".join(rows) + "</table>"

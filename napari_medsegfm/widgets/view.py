@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QTextBrowser,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -319,6 +320,7 @@ class AnnotationWidget(QWidget):
         self.progress.setTextVisible(False)
         self.progress.setVisible(False)
         self.busy_label = QLabel("idle")
+        self.busy_label.setWordWrap(True)
         self.cancel_btn = self._button("Cancel", "cancel", "Cancel the running segmentation")
         self.cancel_btn.setEnabled(False)
         row.addWidget(self.progress, 1)
@@ -326,6 +328,7 @@ class AnnotationWidget(QWidget):
         row.addWidget(self.cancel_btn)
         sl.addLayout(row)
         self.latency_label = QLabel("last: —")
+        self.latency_label.setWordWrap(True)  # labels whose text grows must not widen the dock
         self.latency_label.setToolTip("Backend time / prompt-to-mask time of the last result")
         sl.addWidget(self.latency_label)
         lay.addWidget(ses)
@@ -342,9 +345,10 @@ class AnnotationWidget(QWidget):
         row.addWidget(self.status_label, 1)
         row.addWidget(self.help_btn, 0, Qt.AlignmentFlag.AlignTop)
         lay.addLayout(row)
-        self.help_panel = QLabel(help_html())
-        self.help_panel.setWordWrap(True)
-        self.help_panel.setTextFormat(Qt.TextFormat.RichText)
+        self.help_panel = QTextBrowser()
+        self.help_panel.setHtml(help_html())
+        self.help_panel.setMaximumHeight(230)
+        self.help_panel.setToolTip("Keyboard shortcuts (F1)")
         self.help_panel.setVisible(False)
         lay.addWidget(self.help_panel)
         lay.addStretch(1)

@@ -206,7 +206,8 @@ def test_shortcuts_help_close_guard_and_ctrl_s_handback(make_napari_viewer, qtbo
     wait_until(qtbot, lambda: c.backend_name == "slowfake")
     assert all(a.shortcut().isEmpty() for a in napari_save)  # lent to the widget while docked
     key(qtbot, viewer, "F1")
-    assert w.help_panel.isVisible() and "Ctrl+Shift+Z" in w.help_panel.text()
+    assert w.help_panel.isVisible() and "Ctrl+Shift+Z" in w.help_panel.toPlainText()
+    assert "(the '<' key)" in w.help_panel.toPlainText()
     key(qtbot, viewer, "N")
     assert c.negative and w.negative_btn.isChecked()
     key(qtbot, viewer, "G")
