@@ -92,3 +92,26 @@ def test_console_script_subprocess(case_dir, tmp_path):
     proc = subprocess.run(cmd + ["predict", "-i", str(tmp_path / "nope.npz"), "-o", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_predict_a_challenge_click_step_file(case_dir, tmp_path):
+    """A click-step input saved the way the challenge's evaluator saves it (np.savez of lists)."""
+    from napari_medsegfm.io import safe_load_npz
+
+    src = safe_load_npz(case_dir / "imgs" / "CT_crop.npz")
+    gts = safe_load_npz(case_dir / "gts" / "CT_crop.npz")["gts"]
+    prev = np.zeros_like(gts)
+    prev[gts == 1] = 1  # class 2 missing entirely
+    z, y, x = (int(np.median(v)) for v in np.nonzero(gts == 2))
+    clicks = [{"fg": [], "bg": []}, {"fg": [[np.int64(z), np.int64(y), np.int64(x)]], "bg": []}]
+    order = [[], ["fg"]]
+    step = tmp_path / "in" / "CT_crop.npz"
+    step.parent.mkdir()
+    arr_order = np.empty(2, dtype=object)
+    arr_order[0], arr_order[1] = order
+    np.savez_compressed(step, imgs=src["imgs"], spacing=src["spacing"], clicks=clicks, clicks_order=arr_order,
+                        prev_pred=prev, boxes=src["boxes"])
+    assert main(["predict", "-i", str(step.parent), "-o", str(tmp_path / "out"), "-b", "classic"]) == 0
+    segs = np.load(tmp_path / "out" / "CT_crop.npz")["segs"]
+    assert (segs[prev == 1] == 1).all()  # the object without a click is kept
+    assert segs[z, y, x] == 2 and np.count_nonzero(segs == 2) > 50

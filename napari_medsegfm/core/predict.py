@@ -25,8 +25,9 @@ one code path. Inputs (the members of a CVPR 2024/2025 npz, see FORMATS.md):
 Objects are predicted independently and merged with
 :func:`~napari_medsegfm.core.postprocess.merge_object_mask`: larger objects are
 written first and smaller ones may overwrite them (a small organ inside a big box
-keeps its voxels; nested classes keep their core), and every foreground click
-keeps its voxel for its own object.
+keeps its voxels; nested classes keep their core); objects of ``prev_pred`` that got
+no click this step (the protocol clicks every class with an error) keep all their
+voxels; every foreground click keeps its voxel for its own object.
 """
 
 from __future__ import annotations
@@ -381,8 +382,12 @@ def predict_case(
                 inf.kept.append(lab)
 
     segs = np.zeros(shape, dtype=dtype)
-    # larger objects first, smaller ones on top (ties: lower label first, so deterministic)
-    order = sorted(masks, key=lambda lab: (-int(np.count_nonzero(masks[lab])), lab))
+    # re-predicted objects: larger first, smaller on top (ties: lower label first, so
+    # deterministic); then the objects kept from prev_pred, which got no click because
+    # they needed none, on top of everything so a neighbour's refinement cannot eat them
+    kept = set(inf.kept)
+    order = sorted((lab for lab in masks if lab not in kept), key=lambda lab: (-int(np.count_nonzero(masks[lab])), lab))
+    order += sorted(kept)
     for lab in order:
         roi = bbox_of(masks[lab])
         if roi is not None:  # segs holds no `lab` yet: the mask's box bounds every change
