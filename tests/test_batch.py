@@ -125,8 +125,6 @@ def test_cli_batch(tmp_path, shared_data, capsys):
 
 def test_worker_over_memory_limit_is_recorded(tmp_path, shared_data):
     """A case that blows the per-worker memory limit fails alone; the other case still finishes."""
-    from distributed import Client, LocalCluster
-
     root = make_small_cvpr(shared_data, tmp_path / "ds", 1)
     big = np.zeros((160, 1024, 1024), np.uint8)  # 160 MiB image, boxes over all of it
     boxes = np.empty(3, dtype=object)
@@ -134,10 +132,17 @@ def test_worker_over_memory_limit_is_recorded(tmp_path, shared_data):
         boxes[j] = {"z_min": np.int64(0), "z_max": np.int64(159), "z_mid": np.int64(80), "z_mid_x_min": np.int64(0),
                     "z_mid_y_min": np.int64(0), "z_mid_x_max": np.int64(1023), "z_mid_y_max": np.int64(1023)}
     np.savez_compressed(root / "imgs" / "ZZ_huge.npz", imgs=big, spacing=np.ones(3), boxes=boxes)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="600MiB",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        rep = run_batch(root, "boxfill", tmp_path / "out", client=c, progress=False)
+    # run_batch's own LocalCluster: 1 worker process with a 600 MiB limit, no retries of a killed case
+    rep = run_batch(root, "boxfill", tmp_path / "out", n_workers=1, memory_limit="600MiB", progress=False)
     assert rep.ok == ["CT_small00"]
     assert rep.failed == ["ZZ_huge"]
     err = rep.records["ZZ_huge"]["error"]
     assert "KilledWorker" in err or "memory" in err.lower(), err
+
+
+def test_existing_scheduler_by_address(tmp_path, shared_data, client):
+    """--scheduler ADDRESS: the batch connects to a running cluster instead of starting one."""
+    root = make_small_cvpr(shared_data, tmp_path / "ds", 2)
+    rep = run_batch(root, "boxfill", tmp_path / "out", scheduler=client.scheduler.address, progress=False)
+    assert sorted(rep.ok) == ["CT_small00", "MR_small01"] and rep.n_workers == 2
+    assert all(r["worker"].startswith("tcp://") for r in rep.records.values())

@@ -155,3 +155,28 @@ def test_dataset_cli(tmp_path, small, capsys):
     assert cli_main(["dataset", "export", str(small), str(tmp_path / "ex")]) == 0
     assert (tmp_path / "ex" / "CT_small02.npz").is_file() and "exported 1" in capsys.readouterr().out
     assert cli_main(["dataset", "set", str(small), "nosuchcase", "--status", "done"]) == 2
+
+
+def test_export_same_format_multi_file_layouts(tmp_path, shared_data):
+    """``fmt="same"`` writes IVDM3Seg, SA-Med2D and medsegpy cases back in their own formats."""
+    from _dataset_data import make_ivdm3seg, make_medsegpy_h5, make_medsegpy_slices, make_samed2d
+
+    from napari_medsegfm.dataset.catalog import discover
+
+    for maker, name in ((make_ivdm3seg, "iv"), (make_samed2d, "sa"), (make_medsegpy_h5, "h5"),
+                        (make_medsegpy_slices, "sl")):
+        root = maker(shared_data, tmp_path / name)
+        with DatasetWorkspace(root) as ws:
+            cid = ws.catalog.ids()[0]
+            oc = ws.open(cid)
+            oc.labels[oc.labels > 0] = 1  # merge the objects: a visible correction
+            oc.start_autosave().mark_dirty()
+            ws.close_case(oc)
+            rep = export_corrections(ws, tmp_path / f"out_{name}", fmt="same")
+            assert not rep.failed, rep.failed
+            out = tmp_path / f"out_{name}" / rep.exported[0]["output"]
+            assert out.exists() and len(rep.exported[0]["sha256"]) == 64
+            # what was written reads back (through the catalog of the export folder where it is a dataset)
+            if name == "h5":
+                back = discover(out.parent).load(out.stem).labels["gts"]
+                np.testing.assert_array_equal(back > 0, oc.labels > 0)

@@ -578,7 +578,7 @@ def _run_dask(todo: list[CaseEntry], cfg: Mapping[str, Any], finished: Callable[
     from distributed import Client, LocalCluster, as_completed
 
     own_client = own_cluster = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if client is None:
             if scheduler:
                 own_client = client = Client(scheduler, timeout="30s")

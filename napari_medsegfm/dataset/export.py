@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: format name -> file extension. "same" keeps each case's own format.
 EXPORT_FORMATS: dict[str, str] = {"npz": ".npz", "nifti": ".nii.gz", "same": ""}
-_EXT_OF_FMT = {"cvpr25_npz": ".npz", "cvpr24_npz": ".npz", "nifti": ".nii.gz", "medsegpy_h5": ".h5",
-               "ivdm3seg": ".nii.gz", "medsegpy_slices": ".npz", "samed2d": ".npz"}
 
 
 @dataclass
@@ -53,15 +51,35 @@ class ExportReport:
 
 
 def export_path(out_dir: Path, entry: CaseEntry, fmt: str) -> tuple[Path, str]:
-    """Output file of a case and the io format used to write it."""
+    """Output path of a case and the io format used to write it.
+
+    ``npz``: ``<out>/<case_id>.npz``; ``nifti``: ``<out>/<case_id>.nii.gz``; ``same``: the case's
+    own format — npz / ``.nii.gz`` / medsegpy ``.h5`` files, a ``<out>/<case_id>/`` folder of
+    ``.seg`` slices (medsegpy slices), ``<out>/<case_id>/masks/`` PNGs (SA-Med2D),
+    ``<out>/<case_id>/<case>_Labels.nii.gz`` (IVDM3Seg).
+    """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
-    io_fmt = {"npz": "cvpr25_npz", "nifti": "nifti"}.get(fmt, entry.fmt)
-    ext = EXPORT_FORMATS[fmt] or _EXT_OF_FMT.get(entry.fmt, ".npz")
-    if ext == ".npz" and io_fmt not in ("cvpr25_npz", "cvpr24_npz"):
-        io_fmt = "cvpr25_npz"
     parts = entry.case_id.split("/")
-    return out_dir.joinpath(*parts[:-1], parts[-1] + ext), io_fmt
+    base = out_dir.joinpath(*parts[:-1], parts[-1])
+    if fmt == "npz":
+        return base.with_name(base.name + ".npz"), "cvpr25_npz"
+    if fmt == "nifti":
+        return base.with_name(base.name + ".nii.gz"), "nifti"
+    own = entry.fmt
+    if own in ("cvpr25_npz", "cvpr24_npz"):
+        return base.with_name(base.name + ".npz"), own
+    if own == "nifti":
+        return base.with_name(base.name + ".nii.gz"), "nifti"
+    if own == "medsegpy_h5":
+        return base.with_name(base.name + ".h5"), "medsegpy_h5"
+    if own == "medsegpy_slices":
+        return base, "medsegpy_slices"
+    if own == "samed2d":
+        return base / "masks", "samed2d"
+    if own == "ivdm3seg":
+        return base / f"{entry.name}_Labels.nii.gz", "nifti"
+    return base.with_name(base.name + ".npz"), "cvpr25_npz"
 
 
 def export_corrections(
@@ -159,10 +177,13 @@ def export_corrections(
             else:
                 target, io_fmt = export_path(out, e, fmt)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                medio.save_labels(corr.labels, target, case=case, key=key, fmt=io_fmt, overwrite_gt=True,
-                                  label_names=names)
+                if io_fmt in ("medsegpy_slices", "samed2d"):
+                    target.mkdir(parents=True, exist_ok=True)
+                written = medio.save_labels(corr.labels, target, case=case, key=key, fmt=io_fmt, overwrite_gt=True,
+                                            label_names=names)
+                target = Path(written) if written is not None else target
                 row["output"] = str(target.relative_to(out))
-            row["sha256"] = sha256_file(target)
+            row["sha256"] = _sha256_path(target)
             report.exported.append(row)
             ws.store.add_history(e.case_id, "export", f"{'over original ' if in_place else ''}{target}")
         except (OSError, ValueError, KeyError, AssertionError) as exc:
@@ -173,6 +194,19 @@ def export_corrections(
             progress(i + 1, len(todo), e.case_id)
     _write_manifest(report, ws, fmt if not in_place else "in place", key)
     return report
+
+
+def _sha256_path(p: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
+    if p.is_file():
+        return sha256_file(p)
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
 
 
 def _inside(p: Path, folder: Path) -> bool:
