@@ -629,7 +629,7 @@ class DatasetNavigator(QWidget):
         bottom = QHBoxLayout()
         self.scan_btn = QPushButton("Count labels")
         self.scan_btn.setToolTip("Load every case once to count its labels and compute Dice of stored predictions")
-        self.scan_btn.clicked.connect(lambda: self.scan())
+        self.scan_btn.clicked.connect(lambda: self.scan_in_background())
         self.save_btn = QPushButton("Save now")
         self.save_btn.clicked.connect(lambda: self.save_now())
         self.export_btn = QPushButton("Export…")
