@@ -1,0 +1,105 @@
+"""Build the LiteMedSAM network and load the released weights (strict, SHA-256 verified)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .tinyvit import TinyViTEncoder
+from .weights import INSTALL_HINT, locate_weights, verify_weights
+
+__all__ = ["LiteMedSAM", "build_litemedsam", "load_litemedsam", "count_parameters"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 256  # model input side (pixels)
+EMBED_GRID = 64  # image-embedding side
+
+
+class LiteMedSAM(nn.Module):
+    """TinyViT encoder + SAM prompt encoder + SAM mask decoder at ``256 x 256`` input.
+
+    Attribute names (``image_encoder``, ``prompt_encoder``, ``mask_decoder``) match the
+    released checkpoint's key prefixes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_encoder = TinyViTEncoder()
+        self.prompt_encoder = PromptEncoder(256, (EMBED_GRID, EMBED_GRID), (IMAGE_SIZE, IMAGE_SIZE), 16)
+        self.mask_decoder = MaskDecoder(256, 3, 3, 256)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 256, 256)`` in ``[0, 1]`` -> ``(B, 256, 64, 64)``."""
+        return self.image_encoder(images)
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        masks: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompted decoding in the 256 frame; returns logits ``(B, M, 256, 256)`` and IoU ``(B, M)``."""
+        sparse, dense = self.prompt_encoder(points, boxes, masks)
+        return self.mask_decoder(embeddings, self.prompt_encoder.dense_pe(), sparse, dense, multimask)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_litemedsam() -> LiteMedSAM:
+    """An untrained LiteMedSAM in eval mode."""
+    return LiteMedSAM().eval()
+
+
+_cache: dict[tuple[str, str], LiteMedSAM] = {}
+_cache_lock = threading.Lock()
+
+
+def load_litemedsam(path: str | Path | None = None, device: str = "cpu", *, reuse: bool = True) -> LiteMedSAM:
+    """Load the released checkpoint into our architecture with a strict state-dict load.
+
+    Parameters
+    ----------
+    path : path to ``lite_medsam.pth``; default: located by :func:`weights.locate_weights`.
+    device : torch device string.
+    reuse : return the process-wide instance already loaded for this path/device.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file, wrong size or SHA-256 (message says what to install where).
+    RuntimeError
+        The state dict does not match the architecture (strict load).
+    """
+    if path is None:
+        found, how = locate_weights()
+        if found is None:
+            raise FileNotFoundError(f"LiteMedSAM checkpoint not found ({how}); {INSTALL_HINT}")
+        path = found
+    path = Path(path)
+    key = (str(path), str(device))
+    with _cache_lock:
+        if reuse and key in _cache:
+            return _cache[key]
+        verify_weights(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        model = LiteMedSAM()
+        model.load_state_dict(state, strict=True)
+        model.eval().requires_grad_(False).to(device)
+        log.info("loaded LiteMedSAM (%d parameters) from %s on %s", count_parameters(model), path, device)
+        if reuse:
+            _cache[key] = model
+        return model

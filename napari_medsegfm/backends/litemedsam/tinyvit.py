@@ -1,0 +1,275 @@
+"""TinyViT image encoder in the LiteMedSAM configuration (our own implementation).
+
+Layout (input ``(B, 3, 256, 256)`` float in ``[0, 1]``, output ``(B, 256, 64, 64)``):
+
+==========  =====================  ==========================================
+stage       resolution x channels  content
+==========  =====================  ==========================================
+stem        256 x 256 x 64         two 1x1 conv+BN (3 -> 32 -> 64), GELU between
+stage 0     256 -> 128, 64 -> 128  2 inverted-residual conv blocks, then merge (stride 2)
+stage 1     128 -> 64, 128 -> 160  2 windowed-attention blocks (window 7, 4 heads), merge (stride 2)
+stage 2     64, 160 -> 320         6 blocks (window 14, 5 heads), merge (stride 1)
+stage 3     64, 320                2 blocks (window 7, 10 heads)
+neck        64 x 64 x 256          1x1 conv, channel LayerNorm, 3x3 conv, channel LayerNorm
+==========  =====================  ==========================================
+
+Attention blocks pad the feature map at the bottom/right to a multiple of the window,
+attend inside each window with a learned bias per head and per absolute 2D offset,
+then apply a depth-wise 3x3 conv+BN and an MLP, each with a residual.
+
+Parameter names follow the released checkpoint so that a strict state-dict load works.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TinyViTEncoder", "LayerNorm2d"]
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a ``(B, C, H, W)`` map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).square().mean(dim=1, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class ConvBN(nn.Module):
+    """Bias-free convolution followed by batch norm (keys ``c.*`` and ``bn.*``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.c(x))
+
+
+class Stem(nn.Module):
+    """Pixel-wise stem: 1x1 conv+BN to half width, GELU, 1x1 conv+BN (no downsampling)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(ConvBN(cin, cout // 2), nn.GELU(), ConvBN(cout // 2, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) -> depth-wise 3x3 -> project (1x1), residual, GELU after each and after the sum."""
+
+    def __init__(self, dim: int, expand: float) -> None:
+        super().__init__()
+        hidden = int(dim * expand)
+        self.conv1 = ConvBN(dim, hidden)
+        self.conv2 = ConvBN(hidden, hidden, 3, groups=hidden)
+        self.conv3 = ConvBN(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        y = F.gelu(self.conv1(x))
+        y = F.gelu(self.conv2(y))
+        y = self.conv3(y)
+        return F.gelu(x + y)
+
+
+class Merge(nn.Module):
+    """Change width (and optionally halve resolution): 1x1, depth-wise 3x3 (stride s), 1x1.
+
+    Input and output are channel-first maps ``(B, C, H, W)``.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(cin, cout)
+        self.conv2 = ConvBN(cout, cout, 3, stride=stride, groups=cout)
+        self.conv3 = ConvBN(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv1(x))
+        x = F.gelu(self.conv2(x))
+        return self.conv3(x)
+
+
+def _offset_index(window: int) -> torch.Tensor:
+    """``(N, N)`` index into the per-offset bias table for a ``window x window`` grid.
+
+    The table is ordered by absolute offset ``(|dy|, |dx|)`` as ``|dy| * window + |dx|``.
+    """
+    ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    dy = (ys[:, None] - ys[None, :]).abs()
+    dx = (xs[:, None] - xs[None, :]).abs()
+    return dy * window + dx
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside one window, with pre-LayerNorm and learned offset bias.
+
+    ``qkv`` produces, per head, ``[q | k | v]`` of ``head_dim`` each (head-major layout).
+    """
+
+    def __init__(self, dim: int, heads: int, window: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(heads, window * window))
+        self.register_buffer("bias_index", _offset_index(window), persistent=False)
+        self._bias_cache: torch.Tensor | None = None
+
+    def _bias(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.training or self._bias_cache is None or self._bias_cache.device != self.attention_biases.device:
+            b = self.attention_biases[:, self.bias_index]  # (heads, N, N)
+            if self.training:
+                return b.to(dtype)
+            self._bias_cache = b.detach()
+        return self._bias_cache.to(dtype)
+
+    def train(self, mode: bool = True) -> WindowAttention:
+        self._bias_cache = None
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B', N, C)
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, self.heads, 3 * self.head_dim)
+        q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)  # (B', h, N, d) each
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class MLP(nn.Module):
+    """Pre-LayerNorm two-layer MLP with GELU."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class AttentionBlock(nn.Module):
+    """Windowed attention + depth-wise conv + MLP on a channel-last map ``(B, H, W, C)``."""
+
+    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.window = window
+        self.attn = WindowAttention(dim, heads, window)
+        self.local_conv = ConvBN(dim, dim, 3, groups=dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+
+    def _windowed(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws = self.window
+        pb, pr = (-h) % ws, (-w) % ws
+        if pb or pr:
+            x = F.pad(x, (0, 0, 0, pr, 0, pb))  # zero padding, normalised inside attention
+        hp, wp = h + pb, w + pr
+        nh, nw = hp // ws, wp // ws
+        win = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        win = self.attn(win)
+        y = win.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
+        if pb or pr:
+            y = y[:, :h, :w]
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        x = x + self._windowed(x)
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x + self.mlp(x)
+
+
+class ConvStage(nn.Module):
+    """Stage 0: inverted-residual blocks then a merge; channel-first in and out."""
+
+    def __init__(self, dim: int, out_dim: int, depth: int, expand: float, stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(InvertedResidual(dim, expand) for _ in range(depth))
+        self.downsample = Merge(dim, out_dim, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x)
+
+
+class AttentionStage(nn.Module):
+    """Attention blocks (channel-last inside) then an optional merge; channel-first in and out."""
+
+    def __init__(
+        self, dim: int, out_dim: int | None, depth: int, heads: int, window: int, mlp_ratio: float, stride: int
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(AttentionBlock(dim, heads, window, mlp_ratio) for _ in range(depth))
+        self.downsample = Merge(dim, out_dim, stride) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            x = blk(x)
+        x = x.permute(0, 3, 1, 2)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+class TinyViTEncoder(nn.Module):
+    """LiteMedSAM image encoder: ``(B, 3, 256, 256)`` -> ``(B, 256, 64, 64)``."""
+
+    def __init__(
+        self,
+        dims: tuple[int, ...] = (64, 128, 160, 320),
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        heads: tuple[int, ...] = (2, 4, 5, 10),
+        windows: tuple[int, ...] = (7, 7, 14, 7),
+        strides: tuple[int, ...] = (2, 2, 1),
+        mlp_ratio: float = 4.0,
+        expand: float = 4.0,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = Stem(3, dims[0])
+        layers: list[nn.Module] = [ConvStage(dims[0], dims[1], depths[0], expand, strides[0])]
+        for i in range(1, len(dims)):
+            last = i == len(dims) - 1
+            layers.append(
+                AttentionStage(
+                    dims[i],
+                    None if last else dims[i + 1],
+                    depths[i],
+                    heads[i],
+                    windows[i],
+                    mlp_ratio,
+                    1 if last else strides[i],
+                )
+            )
+        self.layers = nn.ModuleList(layers)
+        self.neck = nn.Sequential(
+            nn.Conv2d(dims[-1], out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.neck(x)
