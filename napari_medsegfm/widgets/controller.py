@@ -292,7 +292,7 @@ class AnnotationController:
         self._backend_loading: str | None = None
         self._backend_token = 0
         self._statuses: dict[str, BackendStatus] = {}
-        self._volumes_ml: dict[int, float] = {}
+        self._colormap_key: Any = None
         self._voxels: dict[int, int] = {}
         self._version = 0
         self._saved_version = 0
@@ -598,6 +598,10 @@ class AnnotationController:
         cd: dict[Any, Any] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.8, 0.8, 0.8, 1.0)}
         for lid, info in self.session.objects.items():
             cd[lid] = tuple(info.color) if info.color is not None else (0.8, 0.8, 0.8, 1.0)
+        key = (id(self.seg_layer), tuple(sorted((k, v) for k, v in cd.items() if k is not None)))
+        if key == self._colormap_key:
+            return  # a new colormap re-uploads the layer's textures: only when colours changed
+        self._colormap_key = key
         self.seg_layer.colormap = DirectLabelColormap(color_dict=cd)
 
     def _on_layer_removed(self, event: Any) -> None:
@@ -1233,8 +1237,13 @@ class AnnotationController:
             return
         lid = self.ensure_object()
         prompts = scribbles_from_atoms(event.value, self.volume.spatial_shape, lid)
+        shown = self._shown_scribbles
         for p in prompts:
             self.submit(p)
+        if shown is not None and lid == self.current_id:
+            # napari already draws the stroke: count it as shown, no rewrite of the layer
+            mine = self.session.prompts_of(lid) + self.session.pending_prompts(lid)
+            self._shown_scribbles = tuple(id(p) for p in mine if isinstance(p, Scribble))
 
     def add_scribble(self, voxels: np.ndarray, positive: bool = True) -> int | None:
         """Submit a scribble (``(N, ndim)`` voxel indices) for the current object and show it."""
@@ -1406,12 +1415,11 @@ class AnnotationController:
                 self.current_id = None
                 self.select_object(ids[-1] if ids else None)
                 self.events.current.emit(self.current_id)
-            elif self.current_id is None and change.kind == "object_add" and change.label_ids:
-                pass
             if self.current_id is not None and (self.current_id in change.label_ids or
                                                 change.kind in ("undo", "redo")):
                 self._sync_prompt_layers()
-            self._select_current_in_layers()
+            if change.kind in ("undo", "redo", "object_add", "object_delete", "object_color"):
+                self._select_current_in_layers()
         self.events.objects.emit()
         self.events.history.emit()
 
@@ -1436,6 +1444,16 @@ class AnnotationController:
         except (AttributeError, TypeError, ValueError):
             layer.refresh()
 
+    def _points_layer_shows(self, coords: np.ndarray, positive: np.ndarray) -> bool:
+        layer = self.click_layer
+        data = np.asarray(layer.data)
+        if data.shape != coords.shape or "positive" not in layer.features:
+            return False
+        if len(data) == 0:
+            return True
+        return bool(np.array_equal(np.floor(data + 0.5), coords)
+                    and np.array_equal(np.asarray(layer.features["positive"], dtype=bool), positive))
+
     def _sync_prompt_layers(self) -> None:
         """Show the current object's clicks and scribbles (applied + pending) in the prompt layers."""
         s = self.session
@@ -1451,6 +1469,10 @@ class AnnotationController:
             nd = self.click_layer.ndim
             if len(pts) == 0:
                 coords = np.zeros((0, nd))
+            if self._points_layer_shows(coords, pos):
+                self._shown_points = pts  # napari already shows them (the user just clicked): no redraw
+                coords = None
+        if self.click_layer is not None and pts != self._shown_points:
             colors = np.array([POSITIVE_RGBA if p else NEGATIVE_RGBA for p in pos]).reshape(-1, 4)
             self._syncing += 1
             try:

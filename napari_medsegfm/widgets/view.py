@@ -164,6 +164,7 @@ class AnnotationWidget(QWidget):
         self._close_guard: _CloseGuard | None = None
         self._torn_down = False
         self._updating = False
+        self._shown_rows: Any = None
         self.ask_discard = self._ask_discard_dialog  # replaceable (tests)
         self._build()
         self._wire()
@@ -618,6 +619,11 @@ class AnnotationWidget(QWidget):
         if self._torn_down:
             return
         rows = self.controller.object_rows()
+        key = (tuple(rows), self.controller.current_id)
+        if key == self._shown_rows:
+            self._refresh_history()
+            return
+        self._shown_rows = key
         self._updating = True
         self.table.setRowCount(len(rows))
         cur_row = -1
