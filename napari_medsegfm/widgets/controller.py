@@ -283,6 +283,7 @@ class AnnotationController:
         self.label_names: dict[int, str] = {}
         self.last_backend_s: float | None = None
         self.last_roundtrip_s: float | None = None
+        self.last_queued_s: float = 0.0
         self.last_message = ""
 
         self._inflight: dict[int, _Inflight] = {}
@@ -371,7 +372,10 @@ class AnnotationController:
         active = self.viewer.layers.selection.active
         if active in images:
             return active
-        return tagged[-1] if tagged else images[-1]
+        for group in ([ly for ly in tagged if ly.visible], tagged, [ly for ly in images if ly.visible], images):
+            if group:
+                return group[-1]
+        return None
 
     def attach(self, image_layer: Any = None, *, backend: Any = None) -> None:
         """Start annotating ``image_layer`` (default: :meth:`find_image_layer`).
@@ -426,9 +430,8 @@ class AnnotationController:
         self.case_format = str(src_meta.get("medsegfm_format") or volume.meta.get("format") or "")
         names = src_meta.get("medsegfm_label_names") or {}
         self.label_names = {int(k): short_class_name(str(v)) for k, v in dict(names).items()}
-        if seg_src is not None:
-            key = (seg_src.metadata or {}).get("medsegfm_key")
-            self.save_key = "segs" if key in (None, "gts") else str(key)
+        # corrections are saved as ``segs`` (never over ``gts``; ``prev_pred`` is a challenge input)
+        self.save_key = "segs"
 
         initial = np.asarray(seg_src.data) if seg_src is not None else None
         self.session = AnnotationSession(
@@ -837,7 +840,13 @@ class AnnotationController:
                    select: bool = True) -> int:
         """Create an object (undoable) and make it current; returns its label id."""
         self._require_session()
-        if not name and label_id is not None and label_id in self.label_names:
+        if label_id is None:
+            # ids named by the file's boxes (CVPR: box i -> label i+1) stay theirs
+            reserved = set(self.session.objects) | set(self.label_names)
+            if self.box_layer is not None and len(self.box_layer.data):
+                reserved |= {int(i) for i in np.asarray(self.box_layer.features["object_id"])}
+            label_id = max(reserved, default=0) + 1
+        if not name and label_id in self.label_names:
             name = self.label_names[label_id]
         info = self.session.add_object(name, color=color, label_id=label_id)
         if select:
@@ -999,10 +1008,55 @@ class AnnotationController:
             idx = [i % n for i in (event.data_indices or (-1,))] if n else []
             for i in idx:
                 self._on_box_added(i)
-        elif action == "changed":
+        elif action == "changed" and self.auto_run:
+            ids = set()
             for i in event.data_indices or ():
-                if 0 <= i < len(layer.data) and self.auto_run:
-                    self.run_box(i)
+                if 0 <= i < len(layer.data):
+                    ids.add(int(layer.features["object_id"].iloc[i]))
+            for lid in sorted(ids):
+                self.rerun_object_boxes(lid, why="box edited")
+        elif action == "removing":
+            self._removing_box_ids = {int(layer.features["object_id"].iloc[i])
+                                      for i in (event.data_indices or ()) if 0 <= i < len(layer.data)}
+        elif action == "removed" and self.auto_run:
+            for lid in sorted(getattr(self, "_removing_box_ids", set())):
+                self.rerun_object_boxes(lid, why="box deleted")
+            self._removing_box_ids = set()
+
+    def _object_box_indices(self, label_id: int) -> list[int]:
+        layer = self.box_layer
+        if layer is None or len(layer.data) == 0:
+            return []
+        ids = np.asarray(layer.features["object_id"])
+        return [int(i) for i in np.flatnonzero(ids == label_id) if layer.shape_type[i] == "rectangle"]
+
+    def rerun_object_boxes(self, label_id: int, why: str = "boxes changed", *, force: bool = False) -> list[int]:
+        """Re-segment an object from the boxes the box layer now holds for it (plus its clicks
+        and scribbles): the box layer is the truth for box prompts, so an edited, moved or
+        deleted rectangle replaces the old box instead of adding to it.
+
+        One undo step resets the object, the next is the new result.
+        """
+        s = self.session
+        if s is None or label_id not in s.objects:
+            return []
+        old = s.prompts_of(label_id) + s.pending_prompts(label_id)
+        boxes = []
+        for i in self._object_box_indices(label_id):
+            try:
+                boxes.append(self._box_prompt(i))
+            except ValueError as exc:
+                self._message(f"box {i + 1}: {exc}", "error")
+        old_boxes = [p for p in old if isinstance(p, (Box3D, Box2D))]
+        if boxes == old_boxes and not force:
+            return []
+        others = [p for p in old if not isinstance(p, (Box3D, Box2D))]
+        name = s.objects[label_id].name
+        s.reset_object(label_id)
+        gens = [g for g in (self.submit(p) for p in boxes + others) if g is not None]
+        self._message(f"{why}: re-segmenting {name!r} from {len(boxes)} box(es)"
+                      + (f" and {len(others)} other prompt(s)" if others else ""))
+        return gens
 
     def _on_box_added(self, index: int) -> None:
         layer = self.box_layer
@@ -1071,6 +1125,8 @@ class AnnotationController:
             lid = int(self.box_layer.features["object_id"].iloc[sel[0]])
             if lid in self.objects and lid != self.current_id:
                 self.select_object(lid)
+            elif lid > 0 and lid not in self.objects:  # a file box not run yet: its object starts here
+                self.add_object(label_id=lid)
 
     def set_z_bound(self, which: str, z: int | None = None) -> None:
         """Set ``z_min`` (``which="min"``) or ``z_max`` of the target box to slice ``z``.
@@ -1119,7 +1175,12 @@ class AnnotationController:
         self.events.tools.emit()
         self._message(f"box {index + 1}: z {lo}–{hi}")
         if self.auto_run:
-            self.run_box(index)
+            lid = int(feats["object_id"].iloc[index])
+            if lid in self.objects and any(isinstance(p, (Box3D, Box2D)) for p in
+                                           self.session.prompts_of(lid) + self.session.pending_prompts(lid)):
+                self.rerun_object_boxes(lid, why=f"box {index + 1} now spans z {lo}–{hi}")
+            else:
+                self.run_box(index)
 
     def box_extent(self, index: int | None = None) -> tuple[int, int] | None:
         """``(z_min, z_max)`` of a box (default: the target box)."""
@@ -1156,6 +1217,7 @@ class AnnotationController:
             return []
         feats = layer.features
         gens: list[int] = []
+        done: set[int] = set()
         for i in range(len(layer.data)):
             if layer.shape_type[i] != "rectangle":
                 continue
@@ -1170,9 +1232,17 @@ class AnnotationController:
                 self._color_box(i, lid)
             finally:
                 self._syncing -= 1
-            g = self.run_box(i)
-            if g is not None:
-                gens.append(g)
+            if lid in done:
+                continue
+            done.add(lid)
+            s = self.session
+            if any(isinstance(p, (Box3D, Box2D)) for p in s.prompts_of(lid) + s.pending_prompts(lid)) \
+                    or len(self._object_box_indices(lid)) > 1:
+                gens += self.rerun_object_boxes(lid, why="run all boxes", force=True)
+            else:
+                g = self.run_box(i)
+                if g is not None:
+                    gens.append(g)
         self._syncing += 1
         try:
             layer.features = feats
@@ -1368,6 +1438,7 @@ class AnnotationController:
         elif applied:
             self.last_backend_s = res.elapsed_s
             self.last_roundtrip_s = time.perf_counter() - t0
+            self.last_queued_s = res.queued_s
             self._message(f"{name}: {format_volume(self._voxels.get(res.label_id, 0) * self.volume.voxel_volume_ml)}"
                           f" in {res.elapsed_s:.2f} s ({res.backend})")
         elif res.cancelled and not self._inflight:
@@ -1420,6 +1491,14 @@ class AnnotationController:
                 self._sync_prompt_layers()
             if change.kind in ("undo", "redo", "object_add", "object_delete", "object_color"):
                 self._select_current_in_layers()
+            if change.kind in ("object_color", "undo", "redo") and self.box_layer is not None:
+                self._syncing += 1
+                try:
+                    for lid in change.label_ids:
+                        for i in self._object_box_indices(lid):
+                            self._color_box(i, lid)
+                finally:
+                    self._syncing -= 1
         self.events.objects.emit()
         self.events.history.emit()
 

@@ -230,7 +230,8 @@ class AnnotationWidget(QWidget):
         hh.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setColumnWidth(0, 22)
         self.table.setMinimumHeight(110)
-        self.table.setToolTip("Objects: label colour, name (double-click to rename), status, volume from spacing")
+        self.table.setToolTip("Objects: label colour (double-click to change), name (double-click to rename), "
+                              "status, volume from the voxel spacing. Right-click for more.")
         ol.addWidget(self.table)
         row = QHBoxLayout()
         self.new_btn = self._button("New", "new_object", "New object")
@@ -386,7 +387,7 @@ class AnnotationWidget(QWidget):
         ev.backend.connect(self._on_backend)
         ev.history.connect(self._refresh_history)
         ev.saved.connect(self._on_saved)
-        ev.attached.connect(lambda _a: self._refresh_all())
+        ev.attached.connect(self._on_attached)
 
         self.attach_btn.clicked.connect(self._attach_selected)
         self.backend_combo.activated.connect(self._on_backend_picked)
@@ -398,6 +399,9 @@ class AnnotationWidget(QWidget):
         self.name_edit.returnPressed.connect(self._on_text)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         self.table.itemChanged.connect(self._on_table_edit)
+        self.table.cellDoubleClicked.connect(lambda row, col: self._pick_color(row) if col == 0 else None)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._table_menu)
         for tool, b in self.tool_buttons.items():
             b.clicked.connect(lambda _=False, t=tool: self._guard(c.activate_tool, t))
         self.negative_btn.toggled.connect(lambda on: c.set_negative(on) if on != c.negative else None)
@@ -417,6 +421,12 @@ class AnnotationWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self.viewer.dims.events.current_step.connect(self._on_step)
+
+    def _on_attached(self, attached: bool) -> None:
+        if attached:
+            # the case's own class names first in the name/text completer
+            self._set_completer(sorted(set(self.controller.label_names.values())))
+        self._refresh_all()
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         """Run a controller action; a ValueError becomes a notification instead of a traceback."""
@@ -619,7 +629,11 @@ class AnnotationWidget(QWidget):
         if self._torn_down:
             return
         rows = self.controller.object_rows()
-        key = (tuple(rows), self.controller.current_id)
+        has = self.controller.current_id is not None
+        for b in (self.accept_btn, self.reset_btn, self.delete_btn):
+            b.setEnabled(has)
+        self.new_btn.setEnabled(self.controller.attached)
+        key = (tuple(rows), self.controller.current_id, self.controller.attached)
         if key == self._shown_rows:
             self._refresh_history()
             return
@@ -651,10 +665,6 @@ class AnnotationWidget(QWidget):
         else:
             self.table.clearSelection()
         self._updating = False
-        has = self.controller.current_id is not None
-        for b in (self.accept_btn, self.reset_btn, self.delete_btn):
-            b.setEnabled(has)
-        self.new_btn.setEnabled(self.controller.attached)
         self._refresh_history()
 
     def _on_current(self, label_id: int | None) -> None:
@@ -673,6 +683,47 @@ class AnnotationWidget(QWidget):
         lid = items[0].data(Qt.ItemDataRole.UserRole)
         if lid is not None and lid != self.controller.current_id:
             self._guard(self.controller.select_object, int(lid))
+
+    def _row_label(self, row: int) -> int | None:
+        it = self.table.item(row, 0)
+        lid = it.data(Qt.ItemDataRole.UserRole) if it is not None else None
+        return int(lid) if lid is not None else None
+
+    def _pick_color(self, row: int, color: QColor | None = None) -> None:
+        """Choose an object's colour (double-click the swatch); ``color`` skips the dialog."""
+        lid = self._row_label(row)
+        if lid is None:
+            return
+        info = self.controller.objects.get(lid)
+        if color is None:
+            from qtpy.QtWidgets import QColorDialog
+
+            start = QColor.fromRgbF(*info.color) if info is not None and info.color else QColor("white")
+            color = QColorDialog.getColor(start, self, f"Colour of {info.name if info else lid}")
+        if color.isValid():
+            self._guard(self.controller.set_object_color, lid, (color.redF(), color.greenF(), color.blueF(), 1.0))
+
+    def _table_menu(self, pos: Any) -> None:
+        from qtpy.QtWidgets import QMenu
+
+        row = self.table.rowAt(pos.y())
+        lid = self._row_label(row) if row >= 0 else None
+        if lid is None:
+            return
+        c = self.controller
+        info = c.objects[lid]
+        menu = QMenu(self)
+        menu.addAction("Rename", lambda: self.table.editItem(self.table.item(row, 1)))
+        menu.addAction("Change colour…", lambda: self._pick_color(row))
+        ow = menu.addAction("Take voxels of other objects (overwrite)")
+        ow.setCheckable(True)
+        ow.setChecked(bool(info.overwrite))
+        ow.toggled.connect(lambda on: self._guard(c.session.set_overwrite, lid, on))
+        menu.addSeparator()
+        menu.addAction(f"Accept ({keys_text('accept_object')})", lambda: self._guard(c.accept_object, lid))
+        menu.addAction(f"Reset ({keys_text('reset_object')})", lambda: self._guard(c.reset_object, lid))
+        menu.addAction(f"Delete ({keys_text('delete_object')})", lambda: self._guard(c.delete_object, lid))
+        menu.popup(self.table.viewport().mapToGlobal(pos))
 
     def _on_table_edit(self, item: QTableWidgetItem) -> None:
         if self._updating or item.column() != 1:
@@ -773,8 +824,10 @@ class AnnotationWidget(QWidget):
         self._tick_busy()
         c = self.controller
         if c.last_backend_s is not None:
-            self.latency_label.setText(f"last: backend {c.last_backend_s:.2f} s · prompt→mask "
-                                       f"{(c.last_roundtrip_s or 0):.2f} s")
+            text = f"last: backend {c.last_backend_s:.2f} s · prompt→mask {(c.last_roundtrip_s or 0):.2f} s"
+            if c.last_queued_s > 0.5:
+                text += f" (queued {c.last_queued_s:.1f} s behind other prompts)"
+            self.latency_label.setText(text)
         self._refresh_objects()
 
     def _tick_busy(self) -> None:

@@ -120,6 +120,37 @@ def test_box_z_extent_clicks_scribbles_brush_undo_redo(viewer):
     c.close()
 
 
+def test_edited_or_deleted_box_replaces_the_old_one(viewer):
+    c = make(viewer)
+    lid = c.add_object("liver")
+    goto(viewer, 10)
+    c.box_layer.add(rect(10, 5, 5, 30, 20), shape_type="rectangle")
+    c.add_click((10, 50, 60))  # a click on the same object survives box edits
+    assert c.wait_idle(10)
+    lab = c.session.labels
+    n_click = 7 ** 3
+    assert (lab == lid).sum() == 26 * 16 + n_click
+    # the user shrinks the rectangle: the mask follows (no union with the old box)
+    c.box_layer.data = [rect(10, 5, 5, 15, 10)]
+    assert c.wait_idle(10)
+    assert (lab == lid).sum() == 11 * 6 + n_click
+    boxes = [p for p in c.session.prompts_of(lid) if isinstance(p, Box3D)]
+    assert len(boxes) == 1 and (boxes[0].y_max, boxes[0].x_max) == (15, 10)
+    # a second rectangle adds to the object; deleting it takes it away again
+    c.box_layer.add(rect(10, 40, 40, 44, 44), shape_type="rectangle")
+    assert c.wait_idle(10)
+    assert (lab == lid).sum() == 11 * 6 + 25 + n_click
+    c.box_layer.selected_data = {1}
+    c.box_layer.remove_selected()
+    assert c.wait_idle(10)
+    assert (lab == lid).sum() == 11 * 6 + n_click
+    # two undos: the result, then the reset that came with the edit
+    c.undo()
+    c.undo()
+    assert (lab == lid).sum() == 11 * 6 + 25 + n_click
+    c.close()
+
+
 def test_stale_results_never_overwrite_newer_ones(viewer):
     c = make(viewer, backend=SlowFake(delay_s=0.3))
     lid = c.add_object()
@@ -212,10 +243,14 @@ def test_cvpr_file_boxes_run_all_and_save_back(amos_case):
     c = make(v)
     assert c.case_path == amos_case and c.default_save_path() == amos_case
     assert c.box_layer is not None and len(c.box_layer.data) == 15 and not gt_layer.visible
+    # selecting a file box starts its object (named from the file); new objects keep clear of the file's ids
+    c.box_layer.selected_data = {2}
+    assert c.current_id == 3 and c.objects[3].name == "left kidney"
+    assert c.add_object("mine") == 16
     gens = c.run_all_boxes()
     assert len(gens) == 15 and c.wait_idle(30)
     names = [r.name for r in c.object_rows()]
-    assert names[:3] == ["spleen", "right kidney", "left kidney"]
+    assert names[:3] == ["spleen", "right kidney", "left kidney"] and names[-1] == "mine"
     # each object is its (clipped) file box, first come first served where boxes overlap
     src = safe_load_npz(amos_case)
     expect = np.zeros_like(c.session.labels)
@@ -289,4 +324,35 @@ def test_volume_from_box3d_prompt_direct(viewer):
     c.submit(Box3D(2, 3, 1, 1, 2, 2, object_id=lid))
     assert c.wait_idle(10)
     assert c.object_rows()[0].voxels == 8
+    c.close()
+
+
+def test_nifti_case_saves_beside_the_image_in_its_orientation(shared_data, tmp_path):
+    """A NIfTI image (LPS on disk) saves as <name>_segs.nii.gz with the source's header/orientation."""
+    import shutil
+
+    import nibabel as nib
+    from napari.components import ViewerModel
+
+    from napari_medsegfm.io.reader import read_layers
+
+    src = tmp_path / "mr.nii.gz"
+    shutil.copy(shared_data / "totalsegmentator/example_mr_sm.nii.gz", src)
+    v = ViewerModel()
+    for data, kw, kind in read_layers(src):
+        getattr(v, f"add_{kind}")(data, **kw)
+    c = make(v)
+    target = c.default_save_path()
+    assert target == tmp_path / "mr_segs.nii.gz"
+    lid = c.add_object("liver")
+    c.submit(Box3D(2, 6, 10, 20, 30, 45, object_id=lid))
+    assert c.wait_idle(10)
+    fut = c.save(wait=True)
+    assert fut.exception() is None and target.exists() and not c.dirty
+    img_src, img_out = nib.load(str(src)), nib.load(str(target))
+    np.testing.assert_allclose(img_out.affine, img_src.affine)
+    assert img_out.shape == img_src.shape
+    # read back through the plugin: the same voxels in array (z, y, x) order
+    lab = next(d for d, kw, k in read_layers(target) if k in ("labels", "image"))
+    np.testing.assert_array_equal(np.asarray(lab).astype(np.uint8), c.session.labels)
     c.close()

@@ -60,49 +60,54 @@ def test_end_to_end_session_on_a_real_case(make_napari_viewer, qtbot, amos_case,
 
     # object 1: named by typing, a box drawn with the mouse, z extent set with , and .
     qtbot.mouseClick(w.new_btn, _left())
+    a = c.current_id
+    assert a == 16  # labels 1..15 stay with the file's 15 boxes
     w.name_edit.setText("right kidney")
     w._on_text()
-    assert c.objects[1].name == "right kidney"
+    assert c.objects[a].name == "right kidney"
     viewer.dims.set_point(0, 10 * z_scale)
     key(qtbot, viewer, "B")
     assert viewer.layers.selection.active is c.box_layer and c.box_layer.mode == "add_rectangle"
     drag(qtbot, viewer, world(60, 50), world(120, 100))
-    wait_until(qtbot, lambda: not c.busy and (c.session.labels == 1).any())
+    wait_until(qtbot, lambda: not c.busy and (c.session.labels == a).any())
     viewer.dims.set_point(0, 8 * z_scale)
     key(qtbot, viewer, ",")
     viewer.dims.set_point(0, 13 * z_scale)
     key(qtbot, viewer, ".")
     wait_until(qtbot, lambda: not c.busy and c.box_extent() == (8, 13))
-    box = c.session.prompts_of(1)[-1]
+    boxes = [p for p in c.session.prompts_of(a) if type(p).__name__ == "Box3D"]
+    assert len(boxes) == 1  # the new extent replaced the one-slice box
+    box = boxes[0]
     assert (box.z_min, box.z_max, box.z_mid) == (8, 13, 10)
     assert abs(box.y_min - 60) <= 1 and abs(box.x_max - 100) <= 1  # where the mouse went
 
     # object 2: new object (O), click tool (C), a real click on the canvas
     key(qtbot, viewer, "O")
-    assert c.current_id == 2
+    b = c.current_id
+    assert b == a + 1
     key(qtbot, viewer, "C")
     assert viewer.layers.selection.active is c.click_layer and c.click_layer.mode == "add"
     viewer.dims.set_point(0, 5 * z_scale)
     click(qtbot, viewer, world(180, 200))
-    wait_until(qtbot, lambda: not c.busy and (c.session.labels == 2).any())
-    pt = c.session.prompts_of(2)[-1]
+    wait_until(qtbot, lambda: not c.busy and (c.session.labels == b).any())
+    pt = c.session.prompts_of(b)[-1]
     assert pt.positive and pt.zyx[0] == 5 and abs(pt.zyx[1] - 180) <= 1 and abs(pt.zyx[2] - 200) <= 1
 
     expect = np.zeros_like(c.session.labels)
-    expect[10:15, 126:131, 126:131] = 1  # the fake backend reads the typed name as a text prompt
-    expect[box.z_min:box.z_max + 1, box.y_min:box.y_max + 1, box.x_min:box.x_max + 1] = 1
+    expect[10:15, 126:131, 126:131] = a  # the fake backend reads the typed name as a text prompt
+    expect[box.z_min:box.z_max + 1, box.y_min:box.y_max + 1, box.x_min:box.x_max + 1] = a
     z, y, x = pt.zyx
     reg = expect[max(z - 3, 0):z + 4, y - 3:y + 4, x - 3:x + 4]
-    reg[reg == 0] = 2
+    reg[reg == 0] = b
     np.testing.assert_array_equal(c.session.labels, expect)
     _shot(viewer, artifacts_dir / "widget_e2e_two_objects.png")
     row_texts = [w.table.item(r, 1).text() for r in range(w.table.rowCount())]
-    assert row_texts == ["right kidney", "object 2"]
+    assert row_texts == ["right kidney", f"object {b}"]
     assert w.table.item(0, 3).text().endswith("mL")
 
     # undo / redo with the keyboard
     key(qtbot, viewer, "Ctrl+Z")
-    assert not (c.session.labels == 2).any() and len(c.click_layer.data) == 0
+    assert not (c.session.labels == b).any() and len(c.click_layer.data) == 0
     key(qtbot, viewer, "Ctrl+Shift+Z")
     np.testing.assert_array_equal(c.session.labels, expect)
     assert len(c.click_layer.data) == 1
@@ -216,6 +221,13 @@ def test_shortcuts_help_close_guard_and_ctrl_s_handback(make_napari_viewer, qtbo
     assert viewer.layers.selection.active is c.seg_layer and c.seg_layer.mode == "paint"
     # tooltips name the key
     assert "(B)" in w.box_btn.toolTip() and "Ctrl+Z" in w.undo_btn.toolTip()
+    # the object's colour (double-click on its swatch) is the label colour in the layer
+    from qtpy.QtGui import QColor
+
+    w._pick_color(0, QColor("red"))
+    lid = c.current_id
+    assert c.objects[lid].color == (1.0, 0.0, 0.0, 1.0)
+    np.testing.assert_allclose(c.seg_layer.colormap.map(np.array([lid]))[0], (1, 0, 0, 1))
 
     # unsaved work: File > Close asks; Cancel keeps the window
     asked = []
