@@ -426,7 +426,7 @@ def readme_screenshot(path: Path, backend: str | None, window: str) -> None:
     viewer.dims.set_current_step(0, z)
     c.box_layer.visible = True
     viewer.reset_view()
-    viewer.camera.zoom *= 1.25
+    viewer.scene.camera.zoom *= 1.25
     c.activate_tool("click")
     pump(1.0)
     path.parent.mkdir(parents=True, exist_ok=True)

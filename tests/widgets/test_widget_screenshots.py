@@ -74,7 +74,7 @@ def test_screenshots_of_the_main_states(make_napari_viewer, qtbot, amos_case, fa
     viewer.window._qt_window.resize(1150, 650)
     viewer.dims.ndisplay = 3
     viewer.reset_view()
-    viewer.camera.angles = (0, -30, 60)
+    viewer.scene.camera.angles = (0, -30, 60)
     shot3d = viewer.window._qt_window.grab()
     shot3d.save(str(artifacts_dir / "widget_4_3d_view.png"))
     assert not w.box_btn.isEnabled() and "2D view" in w.box_btn.toolTip()
