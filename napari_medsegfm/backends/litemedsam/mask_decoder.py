@@ -9,7 +9,6 @@ pixel is that mask's logit. LiteMedSAM uses the single-mask output (token 0).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

