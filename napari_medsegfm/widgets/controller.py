@@ -797,8 +797,11 @@ class AnnotationController:
         self.events.backend.emit(self._backend_name, st)
         self.events.tools.emit()
         if inst is not None:
+            n_boxes = len(self.box_layer.data) if self.box_layer is not None else 0
+            unrun = n_boxes and not any(self.session.prompts_of(i) for i in self.session.objects)
             self._message(f"backend {self._backend_name} ready "
-                          f"({', '.join(capability_names(self.capabilities)) or 'no prompt kinds'})")
+                          f"({', '.join(capability_names(self.capabilities)) or 'no prompt kinds'})"
+                          + (f"; {n_boxes} box(es) from the file: Run all boxes (Ctrl+Shift+Enter)" if unrun else ""))
             # encode/prepare the image on the worker right away
             self.session.prepare(lambda res: self._post(lambda: self._on_prepared(res)))
         self._flush_deferred()
