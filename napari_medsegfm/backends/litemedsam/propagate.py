@@ -106,6 +106,9 @@ class PropagationParams:
     box_memory: float = 0.0
     accept: float = 0.6
     consistency: bool = True
+    local: bool = True
+    local_depth: float = 2.0
+    model_points: bool = False
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -160,6 +163,24 @@ def _plausible(new: np.ndarray, old: np.ndarray, grow: bool, budget: float) -> b
     return inter >= 0.85 * a_new and a_old - inter <= 2 * budget + 0.1 * a_old + 16
 
 
+def _local_change(new: np.ndarray, old: np.ndarray, yx: tuple[int, int], grow: bool, frac: float = 0.7) -> bool:
+    """Whether the change from ``old`` to ``new`` is the click's own correction.
+
+    Most (``frac``) of the added (``grow``) or removed pixels must form one connected
+    region through the click's ``(y, x)``, and the other direction may change at most
+    10 % of the mask: a click justifies fixing its error region, not edits elsewhere.
+    """
+    diff = (new & ~old) if grow else (old & ~new)
+    back = (old & ~new) if grow else (new & ~old)
+    n_diff = int(np.count_nonzero(diff))
+    if n_diff == 0 or not diff[yx]:
+        return False
+    lab, _ = ndimage.label(diff, structure=np.ones((3, 3), bool))
+    own = int(np.count_nonzero(lab == lab[yx]))
+    ref = old if grow else new
+    return own >= frac * n_diff and np.count_nonzero(back) <= 0.1 * np.count_nonzero(ref) + 16
+
+
 def _keep_near_box(mask: np.ndarray, box: Box2 | None, points: Sequence[SlicePoint]) -> np.ndarray:
     """Keep the components of ``mask`` that hold the largest part or a positive point.
 
@@ -183,6 +204,8 @@ def _points_on(points_by_z: dict[int, list[SlicePoint]], z: int) -> list[SlicePo
 # ------------------------------------------------------------------------ 2D primitives
 def _segment(seg: SliceSegmenter, z: int, box: Box2 | None, points: Sequence[SlicePoint],
              params: PropagationParams) -> tuple[np.ndarray, float]:
+    if not params.model_points and box is not None:
+        points = ()
     m, q = seg.segment(z, box, points)
     m = np.asarray(m, dtype=bool)
     if params.keep_largest and m.any():
@@ -191,14 +214,15 @@ def _segment(seg: SliceSegmenter, z: int, box: Box2 | None, points: Sequence[Sli
 
 
 def segment_slice_from_point(seg: SliceSegmenter, z: int, point: SlicePoint, points: Sequence[SlicePoint],
-                             params: PropagationParams, sizes256: Iterable[float] = (10, 20, 32, 48, 72, 100)
-                             ) -> np.ndarray:
+                             params: PropagationParams, sizes256: Iterable[float] = (5, 10, 20, 32, 48, 72, 100),
+                             max_area: float | None = None) -> np.ndarray:
     """Segment an object known only by a positive click: try boxes of several sizes around it.
 
     Each candidate box (half-size ``s`` in the 256 frame, centred on the click) is
-    decoded with the slice's points; a candidate must contain the click. The score is
-    the model's quality estimate, lowered when the mask fills its box to the border
-    (box too small) or is tiny against the box (box too large). Returns the best mask
+    decoded (boxes only: LiteMedSAM's point prompts tend to hurt); a candidate must
+    contain the click and stay under ``max_area`` pixels. The score is the model's
+    quality estimate, lowered when the mask touches three or four sides of its box (box
+    too small) or is tiny against the box (box too large). Returns the best mask
     (possibly empty).
     """
     _, H, W = seg.shape
@@ -217,7 +241,9 @@ def segment_slice_from_point(seg: SliceSegmenter, z: int, point: SlicePoint, poi
         touch = sum((bb[0] <= box[0] + 1 and box[0] > 0, bb[1] <= box[1] + 1 and box[1] > 0,
                      bb[2] >= box[2] - 1 and box[2] < H - 1, bb[3] >= box[3] - 1 and box[3] < W - 1))
         fill = (my * mx) / float(by * bx)
-        score = q - 0.15 * touch - (0.3 if fill < 0.15 else 0.0)
+        if max_area is not None and np.count_nonzero(m) > max_area:
+            continue
+        score = q - (0.3 if touch >= 3 else 0.02 * touch) - (0.3 if fill < 0.15 else 0.0)
         log.debug("point init z=%d s=%s q=%.3f touch=%d fill=%.2f score=%.3f", z, s, q, touch, fill, score)
         if score > best_score:
             best, best_score = m, score
@@ -241,6 +267,7 @@ def propagate(
     grow: bool = True,
     click_yx: tuple[int, int] | None = None,
     budget: float = np.inf,
+    local: bool = False,
 ) -> list[int]:
     """Walk from slice ``start`` (already segmented in ``out``) towards ``limit`` (inclusive).
 
@@ -311,6 +338,8 @@ def propagate(
             # first slice that fails ends the walk, leaving the rest as it was
             cy, cx = click_yx
             if bool(ref[z, cy, cx]) == grow or bool(m[cy, cx]) != grow:
+                break
+            if local and ref[z].any() and not _local_change(m, ref[z], (cy, cx), grow):
                 break
             if dice(m, ref[z]) >= params.agree:
                 break
@@ -419,6 +448,14 @@ def _clicked_slice(
     margin = _margin_px(params, (H, W))
     cur = prev[z]
     cands: list[np.ndarray] = []
+    if p.positive and cur.any():
+        d0 = float(ndimage.distance_transform_edt(~cur)[p.y, p.x])
+        if d0 > params.local_depth * margin:
+            # far from the mask: a missed part; segment it from the click and add it
+            part = segment_slice_from_point(seg, z, p, pts, params, max_area=_max_part(prev))
+            if part.any() and _satisfies(cur | part, pts):
+                return cur | part
+            return _enforce(cur, pts, max(2.0, margin))
     if p.positive:
         if cur.any():
             d = float(ndimage.distance_transform_edt(~cur)[p.y, p.x])
@@ -441,12 +478,6 @@ def _clicked_slice(
                     box = b2
         cands.append(_segment(seg, z, box, [], params)[0])
         cands.append(_segment(seg, z, box, pts, params)[0])
-        if d > 2 * margin:
-            local = segment_slice_from_point(seg, z, p, pts, params)
-            if local.any():
-                cands.append(local)
-                if cur.any():
-                    cands.append(local | cur)
     else:
         d = float(ndimage.distance_transform_edt(cur)[p.y, p.x])
         target = cur & ~_disc((H, W), p, d + 1.0)
@@ -461,6 +492,8 @@ def _clicked_slice(
     if target is not None and not p.positive:
         budget = float(np.count_nonzero(target ^ cur))
         ok = [c for c in ok if _plausible(c, cur, p.positive, budget)]
+    if target is not None and params.local and d <= params.local_depth * margin:
+        ok = [c for c in ok if _local_change(c, cur, (p.y, p.x), p.positive)]
     if target is None:  # empty slice: the candidate continuing the nearest segmented slice
         near = _nearest_nonempty(prev, z)
         if not ok:
@@ -476,6 +509,38 @@ def _clicked_slice(
     if best is None or best_d < params.accept:
         return _enforce(target, pts, max(2.0, margin))
     return best
+
+
+def _max_part(prev: np.ndarray) -> float:
+    """Largest plausible missed part of an object: 1.5 x its largest slice area so far."""
+    return 1.5 * float(prev.reshape(prev.shape[0], -1).sum(axis=1).max()) + 64
+
+
+def _propagate_part(seg: SliceSegmenter, out: np.ndarray, prev: np.ndarray, part: np.ndarray, z: int, step: int,
+                    limit: int, yx: tuple[int, int], points_by_z: dict[int, list[SlicePoint]], cancel: CancelToken,
+                    params: PropagationParams, anchors: frozenset[int]) -> None:
+    """Walk a newly added part (a far positive click) to the neighbours, adding it to ``out``.
+
+    Each slice is prompted by the previous part's box; the walk stops where the part
+    vanishes, no longer covers the click's ``(y, x)``, or lies mostly inside the old mask.
+    """
+    Z, H, W = out.shape
+    margin = _margin_px(params, (H, W))
+    zz = z + step
+    while 0 <= zz < Z and (zz <= limit if step > 0 else zz >= limit) and zz not in anchors:
+        cancel.check()
+        tight = bbox2d(part)
+        if tight is None:
+            break
+        seg.prefetch([zz], cancel)
+        m, _ = _segment(seg, zz, grow_box(tight, margin, (H, W)), _points_on(points_by_z, zz), params)
+        if not m.any() or not m[yx] or np.count_nonzero(m & prev[zz]) >= 0.5 * np.count_nonzero(m):
+            break
+        if np.count_nonzero(m) > min(_max_part(prev), 1.5 * np.count_nonzero(part) + 64):
+            break
+        out[zz] |= m
+        part = m
+        zz += step
 
 
 def refine_with_click(
@@ -544,9 +609,29 @@ def refine_with_click(
             if sizes2[c2 - 1] < sizes2.max():
                 out[z] = prev[z] & (lab2 != c2)
                 return out
+    cur = prev[z]
+    margin = _margin_px(params, (H, W))
+    if positive and cur.any():
+        far = float(ndimage.distance_transform_edt(~cur)[y, x]) > params.local_depth * margin
+    else:
+        far = False
     out[z] = _clicked_slice(seg, prev, z, p, pts, params)
+    if far:
+        part = out[z] & ~cur
+        lab, _ = ndimage.label(part)
+        if lab[y, x]:
+            part = lab == lab[y, x]
+            for step, lim in ((1, hi), (-1, lo)):
+                _propagate_part(seg, out, prev, part, z, step, lim, (y, x), points_by_z, cancel, params, anchors)
+        return out
     budget = float(np.count_nonzero(out[z] ^ prev[z]))
-    kw = dict(ref=prev, anchors=anchors, grow=positive, click_yx=(y, x), budget=budget)
+    cur = prev[z]
+    if cur.any():
+        depth = float(ndimage.distance_transform_edt(~cur if positive else cur)[y, x])
+    else:
+        depth = np.inf
+    local = params.local and depth <= params.local_depth * _margin_px(params, (H, W))
+    kw = dict(ref=prev, anchors=anchors, grow=positive, click_yx=(y, x), budget=budget, local=local)
     propagate(seg, out, z, +1, hi, points_by_z, cancel, params, **kw)  # type: ignore[arg-type]
     propagate(seg, out, z, -1, lo, points_by_z, cancel, params, **kw)  # type: ignore[arg-type]
     return out
