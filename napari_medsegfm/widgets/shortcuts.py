@@ -83,8 +83,8 @@ def help_html() -> str:
         if g != group:
             rows.append(f"<tr><td colspan='2'><b>{html.escape(g)}</b></td></tr>")
             group = g
-        rows.append(f"<tr><td style='white-space:nowrap'><code>{html.escape(keys)}</code>&nbsp;</td>"
+        rows.append(f"<tr><td width='32%' style='white-space:nowrap'><code>{html.escape(keys)}</code>&nbsp;</td>"
                     f"<td>{html.escape(desc)}</td></tr>")
     rows.append("<tr><td colspan='2'><i>Mouse: Shift+click = negative click. napari's brush keys "
                 "P (paint), E (erase), [ ] (size) work on the segmentation layer.</i></td></tr>")
-    return "<table cellspacing='0' cellpadding='1'>" + "".join(rows) + "</table>"
+    return "<table width='100%' cellspacing='0' cellpadding='1'>" + "".join(rows) + "</table>"
