@@ -13,7 +13,7 @@
 Environment: ``MEDSEGFM_LITEMEDSAM_WEIGHTS`` (checkpoint path),
 ``MEDSEGFM_LITEMEDSAM_PRECISION`` (``fp32`` default, ``bf16`` opt-in: faster on CPUs with
 bf16 support but the masks differ from float32 on borderline objects),
-``MEDSEGFM_LITEMEDSAM_BATCH`` (encoder batch, default 2), ``MEDSEGFM_THREADS`` (torch
+``MEDSEGFM_LITEMEDSAM_BATCH`` (encoder batch, default 1: larger batches were slower per slice on CPU), ``MEDSEGFM_THREADS`` (torch
 threads; default: physical cores), ``MEDSEGFM_DEVICE``, and the cache variables of
 :mod:`.cache`.
 """
@@ -168,7 +168,7 @@ class LiteMedSAMBackend:
     precision : {"fp32", "bf16", "fp16"}, optional
         Image-encoder autocast; default ``$MEDSEGFM_LITEMEDSAM_PRECISION`` or fp32.
     batch_size : int, optional
-        Slices per encoder call (default ``$MEDSEGFM_LITEMEDSAM_BATCH`` or 2).
+        Slices per encoder call (default ``$MEDSEGFM_LITEMEDSAM_BATCH`` or 1).
     threads : int, optional
         torch threads (default ``$MEDSEGFM_THREADS`` or the physical cores).
     cache_dir : path or False, optional
@@ -204,7 +204,7 @@ class LiteMedSAMBackend:
         if batch_size is None:
             raw = os.environ.get(BATCH_ENV, "").strip()
             try:
-                batch_size = int(raw) if raw else 2
+                batch_size = int(raw) if raw else 1
             except ValueError:
                 raise ValueError(f"${BATCH_ENV}={raw!r} is not an integer") from None
         if batch_size < 1:
@@ -283,7 +283,7 @@ class LiteMedSAMBackend:
 
         n = _set_threads(self._threads_arg)
         try:
-            model = load_litemedsam(self.weights_path, self.device)
+            model = load_litemedsam(self.weights_path, self.device, optimize=True)
         except (FileNotFoundError, ValueError) as exc:
             raise BackendUnavailableError(str(exc)) from exc
         dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
@@ -336,33 +336,35 @@ class LiteMedSAMBackend:
             self._keys[z] = k
         return k
 
-    def _ensure_embeddings(self, zs: Sequence[int], cancel: CancelToken | None = None) -> None:
-        """Encode the slices of ``zs`` that no cache holds, ``batch_size`` at a time."""
+    def _ensure_embeddings(self, zs: Sequence[int], cancel: CancelToken | None = None) -> dict[int, np.ndarray]:
+        """Encode the slices of ``zs`` that no cache holds, ``batch_size`` at a time.
+
+        Returns the embeddings computed here (float16 ``(256, 64, 64)``), by slice.
+        """
         pred = self._ensure_model()
         assert self._stack is not None
         missing = [z for z in dict.fromkeys(zs) if self.cache.get(self._key(z)) is None]
-        if not missing:
-            return
+        fresh: dict[int, np.ndarray] = {}
         check = cancel.check if cancel is not None else None
         for i in range(0, len(missing), self.batch_size):
             chunk = missing[i : i + self.batch_size]
             t0 = time.perf_counter()
             emb = next(pred.encode(self._stack[chunk], check=check))
             for z, e in zip(chunk, emb.cpu().numpy()):
-                self.cache.put(self._key(z), e)
+                e16 = e.astype(np.float16)
+                self.cache.put(self._key(z), e16)
+                fresh[z] = e16
             self.stats["encoded"] += len(chunk)
             self.stats["encode_s"] += time.perf_counter() - t0
+        return fresh
 
-    def _embedding(self, z: int) -> Any:
+    def _embedding(self, z: int, cancel: CancelToken | None = None) -> Any:
+        """``(1, 256, 64, 64)`` float32 tensor of slice ``z`` (cached, or encoded now)."""
         import torch
 
         e = self.cache.get(self._key(z))
         if e is None:
-            self._ensure_embeddings([z])
-            e = self.cache.get(self._key(z))
-            if e is None:  # memory bound smaller than one embedding
-                pred = self._ensure_model()
-                return next(pred.encode(self._stack[[z]]))  # type: ignore[index]
+            e = self._ensure_embeddings([z], cancel)[z]
         return torch.from_numpy(np.asarray(e, dtype=np.float32))[None]
 
     def _segment_slice(self, z: int, box: tuple[int, int, int, int] | None,

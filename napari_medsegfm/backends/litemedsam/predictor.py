@@ -138,6 +138,8 @@ class LiteMedSAMPredictor:
             if check is not None:
                 check()
             x = preprocess_slices(slices[i : i + self.batch_size]).to(self.device)
+            if getattr(self.model, "optimized", False):
+                x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 emb = self.model.encode(x)
             yield emb.float()

@@ -100,7 +100,7 @@ class PropagationParams:
 
     margin: float = 3.0
     agree: float = 0.95
-    prefetch: int = 4
+    prefetch: int = 1
     keep_largest: bool = True
     max_growth: float = 2.5
     box_memory: float = 0.0

@@ -56,6 +56,20 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.c(x))
 
+    @torch.no_grad()
+    def fuse_(self) -> None:
+        """Fold the (eval-mode) batch norm into the convolution, in place (inference only)."""
+        if isinstance(self.bn, nn.Identity):
+            return
+        c, bn = self.c, self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+                          groups=c.groups, bias=True).to(c.weight.device, c.weight.dtype)
+        fused.weight.copy_(c.weight * scale[:, None, None, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.c = fused
+        self.bn = nn.Identity()
+
 
 class Stem(nn.Module):
     """Pixel-wise stem: 1x1 conv+BN to half width, GELU, 1x1 conv+BN (no downsampling)."""
@@ -148,7 +162,13 @@ class WindowAttention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.heads, 3 * self.head_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)  # (B', h, N, d) each
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(q.dtype))
+        attn = torch.baddbmm(
+            self._bias(q.dtype).unsqueeze(0).expand(b, -1, -1, -1).reshape(b * self.heads, n, n),
+            q.reshape(b * self.heads, n, self.head_dim),
+            k.reshape(b * self.heads, n, self.head_dim).transpose(1, 2),
+            alpha=self.head_dim**-0.5,
+        ).softmax(dim=-1)
+        out = torch.bmm(attn, v.reshape(b * self.heads, n, self.head_dim)).view(b, self.heads, n, self.head_dim)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
