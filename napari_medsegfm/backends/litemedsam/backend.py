@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -244,7 +245,9 @@ class LiteMedSAMBackend:
     def status(cls) -> BackendStatus:
         """Cheap readiness check: torch importable, checkpoint present with the right size.
 
-        The SHA-256 is verified when the model is first loaded (then cached per file).
+        Does not import torch (``device`` is ``"auto"`` unless torch is already loaded or
+        ``$MEDSEGFM_DEVICE`` names the device). The SHA-256 is verified when the model is
+        first loaded (then cached per file).
         """
         import importlib.util
 
@@ -254,10 +257,13 @@ class LiteMedSAMBackend:
             return BackendStatus(cls.name, cls.capabilities, "package missing",
                                  message="LiteMedSAM needs torch: pip install torch")
         path, how = W.locate_weights()
-        try:
-            dev = select_device(None)
-        except ValueError as exc:
-            dev = f"invalid ({exc})"
+        if "torch" in sys.modules or os.environ.get("MEDSEGFM_DEVICE", "").strip().lower() in ("cpu",):
+            try:
+                dev = select_device(None)
+            except ValueError as exc:
+                dev = f"invalid ({exc})"
+        else:  # checking CUDA/MPS would import torch (~1 s): say what a new instance will do
+            dev = os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
         if path is None:
             return BackendStatus(cls.name, cls.capabilities, "weights missing", device=dev,
                                  message=f"checkpoint not found ({how}); {W.INSTALL_HINT}")
