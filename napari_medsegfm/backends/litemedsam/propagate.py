@@ -103,12 +103,15 @@ class PropagationParams:
     prefetch: int = 1
     keep_largest: bool = True
     max_growth: float = 2.5
-    box_memory: float = 0.0
+    box_memory: float = 0.85
     accept: float = 0.6
     consistency: bool = True
     local: bool = True
     local_depth: float = 2.0
     model_points: bool = False
+    dual_box: bool = True
+    dual_margin: float = 0.02
+    split_deep: bool = True
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -307,10 +310,17 @@ def propagate(
         box = grow_box(tight, margin, (H, W))
         if ref is not None and grow and ref[z].any():
             box = union_box(box, grow_box(bbox2d(ref[z]), margin, (H, W)))  # type: ignore[arg-type,assignment]
+        mem_box = None
         if last_box is not None and params.box_memory > 0:
             lam = params.box_memory
-            box = tuple(int(round(lam * a + (1 - lam) * b)) for a, b in zip(last_box, box))  # type: ignore[assignment]
-        m, _ = _segment(seg, z, box, pts, params)
+            mem_box = tuple(int(round(lam * a + (1 - lam) * b)) for a, b in zip(last_box, box))
+        if mem_box is not None and not params.dual_box:
+            box = mem_box  # type: ignore[assignment]
+        m, q = _segment(seg, z, box, pts, params)
+        if mem_box is not None and params.dual_box and mem_box != box:
+            m2, q2 = _segment(seg, z, mem_box, pts, params)  # type: ignore[arg-type]
+            if q2 > q + params.dual_margin:
+                m, q, box = m2, q2, mem_box  # type: ignore[assignment]
         area_prev = int(np.count_nonzero(prev))
         grown = m.any() and np.count_nonzero(m) > params.max_growth * area_prev + 16 * (max(H, W) / 256.0) ** 2
         if not m.any() or grown:
@@ -511,6 +521,34 @@ def _clicked_slice(
     return best
 
 
+def _split_off(mask: np.ndarray, p: SlicePoint, max_frac: float = 0.6) -> np.ndarray | None:
+    """The part of a 2D ``mask`` around a wrongly included click, cut at the narrowest neck.
+
+    Watershed of the mask's distance map from two seeds: the click, and the thickest
+    point of the mask away from it. Returns the click's region, or ``None`` when no
+    such split exists or it would take more than ``max_frac`` of the mask.
+    """
+    from skimage.segmentation import watershed
+
+    if not mask[p.y, p.x]:
+        return None
+    edt = ndimage.distance_transform_edt(mask)
+    depth = max(float(edt[p.y, p.x]), 2.0)
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    far = mask & ((yy - p.y) ** 2 + (xx - p.x) ** 2 > (2.5 * depth) ** 2)
+    if not far.any():
+        return None
+    k = int(np.argmax(np.where(far, edt, -1.0)))
+    markers = np.zeros(mask.shape, np.int32)
+    markers[p.y, p.x] = 1
+    markers.flat[k] = 2
+    lab = watershed(-edt, markers, mask=mask)
+    region = lab == 1
+    if np.count_nonzero(region) > max_frac * np.count_nonzero(mask):
+        return None
+    return region
+
+
 def _max_part(prev: np.ndarray) -> float:
     """Largest plausible missed part of an object: 1.5 x its largest slice area so far."""
     return 1.5 * float(prev.reshape(prev.shape[0], -1).sum(axis=1).max()) + 64
@@ -611,6 +649,24 @@ def refine_with_click(
                 return out
     cur = prev[z]
     margin = _margin_px(params, (H, W))
+    if not positive and params.split_deep:
+        depth0 = float(ndimage.distance_transform_edt(cur)[y, x])
+        if depth0 > params.local_depth * margin / 2:
+            region = _split_off(cur, p)
+            if region is not None and _satisfies(cur & ~region, pts):
+                out[z] = cur & ~region
+                for step, lim in ((1, hi), (-1, lo)):
+                    zz = z + step
+                    while 0 <= zz < Z and (zz <= lim if step > 0 else zz >= lim) and zz not in anchors:
+                        cancel.check()
+                        if not out[zz, y, x]:
+                            break
+                        r2 = _split_off(out[zz], p)
+                        if r2 is None:
+                            break
+                        out[zz] &= ~r2
+                        zz += step
+                return out
     if positive and cur.any():
         far = float(ndimage.distance_transform_edt(~cur)[y, x]) > params.local_depth * margin
     else:
