@@ -231,3 +231,21 @@ def test_cancel_between_slices():
     tok.cancel("user")
     with pytest.raises(Cancelled):
         segment_box3d(Oracle(gt), (0, 19, *bbox2d(gt[10])), 10, {}, tok, PropagationParams())
+
+
+def test_intensity_normalisation_and_options(monkeypatch):
+    from napari_medsegfm.backends.litemedsam.backend import _precision_from_env, to_uint8
+
+    u8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert to_uint8(u8) is u8
+    hu = np.linspace(-1000, 1500, 256).astype(np.int16).reshape(16, 16)
+    out = to_uint8(hu)
+    assert out.dtype == np.uint8 and out[hu <= -160].max() == 0 and out[hu >= 240].min() == 255
+    mr = np.linspace(0, 3000, 10000).astype(np.float32).reshape(100, 100)
+    o = to_uint8(mr)
+    assert o.min() == 0 and o.max() == 255
+    monkeypatch.setenv("MEDSEGFM_LITEMEDSAM_PRECISION", "int4")
+    with pytest.raises(ValueError, match="expected fp32, bf16 or fp16"):
+        _precision_from_env(None)
+    monkeypatch.setenv("MEDSEGFM_LITEMEDSAM_PRECISION", "bfloat16")
+    assert _precision_from_env(None) == "bf16"

@@ -105,10 +105,16 @@ def _set_threads(threads: int | None) -> int:
         return threads
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """The model's 0..255 input range: uint8 stays, other types are clipped to their 0.5-99.5 percentiles.
+CT_WINDOW = (-160.0, 240.0)  # soft-tissue window (level 40, width 400), as in MedSAM's CT preprocessing
 
-    Percentiles come from a strided sample (at most ~2 M values) so big volumes stay cheap.
+
+def to_uint8(arr: np.ndarray, modality: str = "") -> np.ndarray:
+    """The model's 0..255 input range.
+
+    uint8 stays as it is (CVPR npz images are already normalised). CT in Hounsfield
+    units (``modality`` "CT", or values spanning below -500 and above 500) gets the
+    soft-tissue window -160..240 HU; anything else is clipped to its 0.5-99.5
+    percentiles (from a strided sample of at most ~2 M values) and rescaled.
     """
     a = np.asarray(arr)
     if a.dtype == np.uint8:
@@ -120,9 +126,13 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return np.zeros(a.shape, dtype=np.uint8)
-    lo, hi = np.percentile(sample, [0.5, 99.5])
+    smin, smax = float(sample.min()), float(sample.max())
+    if modality.upper() == "CT" or (smin <= -500 and smax >= 500 and np.issubdtype(a.dtype, np.signedinteger)):
+        lo, hi = CT_WINDOW
+    else:
+        lo, hi = np.percentile(sample, [0.5, 99.5])
     if hi <= lo:
-        lo, hi = float(sample.min()), float(sample.max())
+        lo, hi = smin, smax
     scale = 255.0 / max(float(hi - lo), 1e-6)
     out = np.empty(a.shape, dtype=np.uint8)
     for i in range(a.shape[0]) if a.ndim == 3 else [None]:
@@ -308,14 +318,15 @@ class LiteMedSAMBackend:
                 return
             self._vol = volume
             arr = volume.array
+            modality = str(volume.meta.get("modality", "") or "")
             if volume.is_rgb:
                 stack = to_uint8(arr[..., :3])[None]
                 self._stack_shape = (1, arr.shape[0], arr.shape[1])
             elif arr.ndim == 2:
-                stack = to_uint8(arr)[None]
+                stack = to_uint8(arr, modality)[None]
                 self._stack_shape = (1, *arr.shape)
             else:
-                stack = to_uint8(arr)
+                stack = to_uint8(arr, modality)
                 self._stack_shape = tuple(arr.shape)  # type: ignore[assignment]
             self._stack = stack
             self._keys = {}
