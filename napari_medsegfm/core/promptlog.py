@@ -9,12 +9,14 @@ Every record has ``"type"``, ``"seq"`` (0, 1, 2, ... within the log) and ``"t"``
                      labels), ``backend``, ``backend_params``, ``objects`` (initial ones)
 ``backend``          backend switched: ``name``, ``params``
 ``prompt``           a prompt was submitted: ``generation``, ``label_id``, ``prompt``
-                     (:func:`~napari_medsegfm.types.prompt_to_dict`), ``mode`` (sync|async)
+                     (:func:`~napari_medsegfm.types.prompt_to_dict`), ``mode`` (sync|async),
+                     ``replace: true`` when it starts (or follows) a replacing request
 ``result``           an inference ended: ``generation``, ``label_id``, ``status``
                      (applied|stale|cancelled|error), ``prompts`` (the prompts this result
                      added to the object, oldest first), ``backend``, ``elapsed_s``,
                      ``queued_s``, ``apply_s``, ``bbox``, ``mask_voxels``, ``prev_changed``,
-                     ``error``
+                     ``error``; ``replace: true`` when the prompts *replaced* the object's
+                     prompts and mask (``submit(..., replace=True)``)
 ``edit``             a manual edit: ``bbox``, ``dtype``, ``data`` (base64 of zlib of the new
                      region content, C order), ``description``
 ``object_add`` ...   ``object_add``, ``object_delete``, ``object_rename``, ``object_color``,

@@ -65,20 +65,37 @@ Worker
 and calls ``callback(InferenceResult)`` **on that thread**, exactly once per submit
 (also for superseded/cancelled requests, with ``cancelled=True``). The GUI marshals
 the result to its thread and calls :meth:`apply_result` there, for every result
-including errors (that is where a failed prompt is removed). The heavy parts (the
+including errors (that is where a failed prompt is removed). The heavy parts run on
+the worker: reading the object's current mask (the backend's ``prev_mask``), the
 backend call, the mask's bounding box, the box where the mask differs from the
-object's mask at submit) run on the worker; :meth:`apply_result` then touches only
-that box (a click on a large organ: a few thousand voxels, well under a millisecond),
-or the union of the object's old and new bounding boxes when the object was changed
-in the meantime (an edit, another object's overwrite). :meth:`add_prompt` is
-the synchronous path for scripts and the CLI (runs the backend in the calling thread).
+object's mask, and the merge itself (into a snapshot of that box of the labels) with
+its undo diff and voxel-count changes. :meth:`apply_result` on the GUI thread then
+only checks that no change touched that box since the snapshot and copies the changed
+voxels in (a liver-sized result: a few milliseconds). If something did touch it (an
+edit, another object's result in the same region) or the object itself changed, it
+merges itself, over the changed box or the union of the object's old and new bounding
+boxes. :meth:`add_prompt` is the synchronous path for scripts and the CLI (runs the
+backend in the calling thread).
+
+``submit(prompt, replace=True)`` re-segments an object from new prompts (an edited or
+moved box): the backend gets only the new prompts and no previous mask, and the
+applied result replaces the object's mask and prompt list in one undo step.
 
 Undo
 ----
 Prompts' results, edits, and object add/delete/rename/colour/overwrite/reset/accept
 are undoable, ``undo_levels`` steps (default 200), each a zlib-compressed XOR diff of
-the tight box of changed voxels (:mod:`~napari_medsegfm.core.undo`). Undo/redo cancel
+the tight box of changed voxels (:mod:`~napari_medsegfm.core.undo`). The compression
+runs on the worker thread when it has nothing else to do (without a worker: at once);
+until then the diff keeps its raw XOR block, so undo/redo right after a step are exact
+and do not wait (:meth:`flush_undo_compression` waits for it). Undo/redo cancel
 in-flight inference of the objects they touch.
+
+Voxel counts
+------------
+:meth:`object_voxels` (and :meth:`object_volume_ml`) count an object once, in its
+bounding box, and then follow every change from what the change already computed
+(merge, edit, undo diff): no rescan per result.
 
 Prompt log and replay
 ---------------------
@@ -91,11 +108,11 @@ object was edited by hand while its own inference was in flight (such results ar
 logged with ``prev_changed: true`` and replay warns).
 
 Additions beyond the team contract (all additive): ``label_names=``, ``debounce_s=`` keywords;
-:meth:`prepare`, :meth:`pending_prompts`, :meth:`object_voxels`,
-:meth:`object_volume_ml`, :meth:`remove_listener`, :attr:`busy`,
+:meth:`prepare`, :meth:`pending_prompts`, :meth:`prompts_in_effect`, :meth:`object_voxels`,
+:meth:`object_volume_ml`, :meth:`flush_undo_compression`, :meth:`remove_listener`, :attr:`busy`,
 :attr:`undo_description`, :attr:`redo_description`, :attr:`generation`;
-``add_prompt(..., raise_errors=False)``; ``InferenceResult.prompts/bbox/queued_s/
-backend/applied/mode``; ``Change.description/labels_changed/objects_changed/
+``add_prompt(..., raise_errors=False, replace=False)``, ``submit(..., replace=False)``;
+``InferenceResult.prompts/bbox/queued_s/backend/applied/mode/replace``; ``Change.description/labels_changed/objects_changed/
 labels_replaced``. ``backend=None`` means *no backend* (editing only, prompts raise
 ``ValueError``); pass ``"default"`` for the registry's default backend.
 """
@@ -109,6 +126,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +214,39 @@ def _present_ids(values: np.ndarray) -> set[int]:
     return {int(i) for i in ids if i != 0}
 
 
+def _value_counts(values: np.ndarray) -> dict[int, int]:
+    """``label -> count`` of the non-zero values in ``values`` (bincount for 8/16-bit, else unique)."""
+    v = values.ravel()
+    if v.size == 0:
+        return {}
+    if v.dtype.itemsize <= 2 and np.issubdtype(v.dtype, np.unsignedinteger):
+        c = np.bincount(v)
+        return {int(i): int(c[i]) for i in np.flatnonzero(c) if i != 0}
+    u, c = np.unique(v, return_counts=True)
+    return {int(i): int(n) for i, n in zip(u, c) if i != 0}
+
+
+def _changes(old: np.ndarray, new: np.ndarray) -> tuple[set[int], dict[int, int]]:
+    """Labels involved and per-label voxel-count changes, from the values before/after at changed voxels."""
+    co, cn = _value_counts(old), _value_counts(new)
+    ids = set(co) | set(cn)
+    return ids, {i: cn.get(i, 0) - co.get(i, 0) for i in ids if cn.get(i, 0) != co.get(i, 0)}
+
+
+def _sha256(arr: np.ndarray) -> str:
+    """SHA-256 of an array's bytes (C order) without copying a contiguous array."""
+    a = np.ascontiguousarray(arr)
+    return hashlib.sha256(memoryview(a).cast("B") if a.size else b"").hexdigest()
+
+
+def _intersects(a: BBox, b: BBox) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b))
+
+
+def _offset(outer: BBox, inner: BBox) -> BBox:
+    return tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
+
+
 def _fast_bbox(mask: np.ndarray) -> BBox | None:
     """:func:`bbox_of` of a bool mask in about one pass (first axis first, then only its range)."""
     if mask.ndim < 2 or mask.size == 0:
@@ -252,6 +303,9 @@ class InferenceResult:
         Set by :meth:`AnnotationSession.apply_result` once applied.
     mode : str
         ``"async"`` (submit), ``"sync"`` (add_prompt) or ``"replay"``.
+    replace : bool
+        The request replaced the object's prompts (``submit(..., replace=True)``): the
+        backend got only the new prompts and no previous mask.
     """
 
     generation: int
@@ -269,12 +323,14 @@ class InferenceResult:
     backend: str = ""
     applied: bool = False
     mode: str = "async"
+    replace: bool = False
     _version: int = field(default=0, repr=False)
     _logged: bool = field(default=False, repr=False)
     _bbox_done: bool = field(default=False, repr=False)
     _changed: BBox | None = field(default=None, repr=False)  # bbox of mask XOR prev mask
     _changed_done: bool = field(default=False, repr=False)
     _mask_voxels: int = field(default=-1, repr=False)
+    _pre: _Premerge | None = field(default=None, repr=False)  # merge + undo diff computed on the worker
 
     @property
     def ok(self) -> bool:
@@ -322,10 +378,28 @@ class _Request:
     generation: int
     prompt: Prompt
     prompts: tuple[Prompt, ...]
-    prev_roi: tuple[BBox, np.ndarray] | None
     backend: Any
     version: int
     mode: str
+    replace: bool = False
+
+
+@dataclass
+class _Premerge:
+    """A result merged into a snapshot of the labels, off the GUI thread (see ``_premerge``).
+
+    Valid at apply time when no change since ``epoch`` touched ``roi``, the object's
+    version is the one the mask was compared with, and ``overwrite``/dtype are unchanged.
+    """
+
+    epoch: int
+    roi: BBox
+    overwrite: bool
+    dtype: np.dtype
+    diff: LabelDiff | None  # pending compression
+    new: np.ndarray | None  # content of diff.bbox after the merge
+    ids: frozenset[int]
+    deltas: dict[int, int]
 
 
 # ----------------------------------------------------------------------- session
@@ -386,6 +460,12 @@ class AnnotationSession:
         self._current: dict[int, int] = {}
         self._applied_gen: dict[int, int] = {}
         self._sync_tokens: dict[int, CancelToken] = {}
+        self._replacing: dict[int, int] = {}  # label_id -> generation of a pending replace
+        self._counts: dict[int, int] = {}  # label_id -> voxels in the committed labels (lazily filled)
+        # every write to the committed labels: epoch += 1 and (epoch, bbox or None = all) is logged,
+        # so a merge prepared on the worker knows whether its region changed meanwhile
+        self._epoch = 0
+        self._mods: deque[tuple[int, BBox | None]] = deque(maxlen=512)
         self._gen = 0
         self._closed = False
         self._use_worker = bool(use_worker)
@@ -414,7 +494,7 @@ class AnnotationSession:
             version=LOG_VERSION,
             shape=list(self._shape),
             dtype=self._shadow.dtype.str,
-            labels_sha256=hashlib.sha256(np.ascontiguousarray(self._shadow).tobytes()).hexdigest(),
+            labels_sha256=_sha256(self._shadow),
             backend=self.backend_name,
             backend_params=self._backend_params(self._backend),
             objects=[self._object_record(o) for o in self._objects.values()],
@@ -653,36 +733,55 @@ class AnnotationSession:
         with self._lock:
             return [p for _, p in self._pending[lid]]
 
-    def object_voxels(self, label_id: int) -> int:
-        """Number of voxels of an object in :attr:`labels`."""
+    def prompts_in_effect(self, label_id: int) -> list[Prompt]:
+        """The prompts the object's next result will reflect, oldest first.
+
+        :meth:`prompts_of` plus :meth:`pending_prompts`; while a replacing request
+        (``submit(..., replace=True)``) is pending, only the pending prompts.
+        """
         lid = self._check_object(label_id)
         with self._lock:
-            bb = self._obj_bbox.get(lid)
-            if bb is None:
-                return 0
-            return int(np.count_nonzero(self._labels[bb] == lid))
+            base = [] if self._replace_active_locked(lid) else list(self._prompts[lid])
+            return base + [p for _, p in self._pending[lid]]
+
+    def object_voxels(self, label_id: int) -> int:
+        """Number of voxels of an object in the committed labels.
+
+        Counted once (in the object's bounding box) on first use, then kept up to date
+        from what each change already knows (the merge, the edit, the undo diff): no
+        rescan per result. In-place brush strokes count once committed (:meth:`apply_edit`).
+        """
+        lid = self._check_object(label_id)
+        with self._lock:
+            n = self._counts.get(lid)
+            if n is None:
+                bb = self._obj_bbox.get(lid)
+                n = 0 if bb is None else int(np.count_nonzero(self._shadow[bb] == lid))
+                self._counts[lid] = n
+            return n
 
     def object_volume_ml(self, label_id: int) -> float:
         """Object volume in mL (voxel count x voxel volume from the spacing)."""
         return self.object_voxels(label_id) * self.volume.voxel_volume_ml
 
     # ---------------------------------------------------------------- prompts
-    def add_prompt(self, prompt: Prompt, *, raise_errors: bool = False) -> InferenceResult:
+    def add_prompt(self, prompt: Prompt, *, raise_errors: bool = False, replace: bool = False) -> InferenceResult:
         """Run the backend on ``prompt`` in the calling thread and apply the result.
 
         Raises ``ValueError`` (unknown object, outside the volume, no backend) and
         ``UnsupportedPromptError`` before running. A backend exception gives a
         result with ``error`` set (labels untouched), or is re-raised when
-        ``raise_errors`` is True.
+        ``raise_errors`` is True. ``replace``: as in :meth:`submit`.
         """
-        req = self._make_request(prompt, [prompt], mode="sync")
+        req = self._make_request(prompt, [prompt], mode="sync", replace=replace)
         res = self._run_sync(req)
         self.apply_result(res)
         if raise_errors and res.error is not None:
             raise res.error
         return res
 
-    def submit(self, prompt: Prompt, callback: Callable[[InferenceResult], None] | None = None) -> int:
+    def submit(self, prompt: Prompt, callback: Callable[[InferenceResult], None] | None = None, *,
+               replace: bool = False) -> int:
         """Queue ``prompt`` on the worker; returns its generation.
 
         ``callback(InferenceResult)`` is called once, **on the worker thread**; hand
@@ -690,8 +789,15 @@ class AnnotationSession:
         cancels) earlier requests of the same object. Validation errors raise here.
         Without a worker (``use_worker=False``) the request runs now and the callback
         is called in the calling thread.
+
+        ``replace=True`` starts the object's prompts anew: the backend gets ``prompt``
+        (plus prompts submitted for the object after it, until its result is applied)
+        without the applied prompts and without the previous mask; the applied result
+        then *replaces* the object's mask and prompt list in **one** undo step (an
+        edited box: re-segment the object from its new prompts). Earlier pending
+        prompts of the object are dropped. If the request fails, nothing changes.
         """
-        req = self._make_request(prompt, [prompt], mode="async")
+        req = self._make_request(prompt, [prompt], mode="async", replace=replace)
         if self._worker is None:
             res = self._run_sync(req)
             if callback is not None:
@@ -861,7 +967,7 @@ class AnnotationSession:
             if strict:
                 if list(header.get("shape", [])) != list(self._shape):
                     raise ValueError(f"log was recorded on shape {header.get('shape')}; this session has {list(self._shape)}")
-                sha = hashlib.sha256(np.ascontiguousarray(self._shadow).tobytes()).hexdigest()
+                sha = _sha256(self._shadow)
                 if header.get("labels_sha256") not in (None, sha):
                     raise ValueError("log was recorded on different initial labels (labels_sha256 differs); "
                                      "replay on a session built with the same initial labels")
@@ -957,23 +1063,25 @@ class AnnotationSession:
         return arr
 
     def _init_objects_from_labels(self, names: dict[int, str]) -> None:
+        """Objects (and their bounding boxes) from the initial labels: one ``find_objects`` pass.
+
+        Voxel counts are not computed here (:meth:`object_voxels` counts an object's box
+        on first use and then keeps the count up to date).
+        """
         lab = self._shadow
-        if lab.dtype.itemsize <= 2:
-            counts = np.bincount(lab.ravel(), minlength=1)
-            ids = [int(i) for i in np.flatnonzero(counts) if i != 0]
-        else:
-            ids = [int(i) for i in np.unique(lab) if i != 0]
         bboxes: dict[int, BBox | None] = {}
-        if ids:
+        mx = int(lab.max()) if lab.size else 0
+        if mx == 0:
+            ids: list[int] = []
+        elif mx <= 65535:
             from scipy import ndimage
 
-            if ids[-1] <= 65535:
-                found = ndimage.find_objects(lab.astype(np.int32, copy=False) if lab.dtype.itemsize > 2 else lab)
-                for i in ids:
-                    bboxes[i] = found[i - 1] if i - 1 < len(found) else None
-            else:
-                for i in ids:
-                    bboxes[i] = bbox_of(lab == i)
+            found = ndimage.find_objects(lab if lab.dtype.itemsize <= 2 else lab.astype(np.int32))
+            ids = [i + 1 for i, sl in enumerate(found) if sl is not None]
+            bboxes = {i: found[i - 1] for i in ids}
+        else:
+            ids = [int(i) for i in np.unique(lab) if i != 0]
+            bboxes = {i: bbox_of(lab == i) for i in ids}
         for i in ids:
             self._objects[i] = ObjectInfo(label_id=i, name=str(names.get(i, "")) or f"object {i}",
                                           color=default_color(i), status=ObjectStatus.EDITED)
@@ -1009,6 +1117,7 @@ class AnnotationSession:
         log.info("promoting labels from %s to %s for label %d", self._shadow.dtype, need, max_label)
         self._shadow = self._shadow.astype(need)
         self._labels = self._labels.astype(need)
+        self._touch_locked(None)
         return True
 
     def _normalize_bbox(self, bbox: Any) -> BBox:
@@ -1033,7 +1142,18 @@ class AnnotationSession:
         return tuple(out)
 
     # ------------------------------------------------------------ prompts (int)
-    def _make_request(self, prompt: Prompt, new_prompts: Sequence[Prompt], mode: str) -> _Request:
+    def _replace_active_locked(self, lid: int) -> bool:
+        """A replacing request of ``lid`` is pending (neither applied, failed nor cancelled)."""
+        g = self._replacing.get(lid)
+        if g is None:
+            return False
+        if any(pg >= g for pg, _ in self._pending.get(lid, ())):
+            return True
+        del self._replacing[lid]
+        return False
+
+    def _make_request(self, prompt: Prompt, new_prompts: Sequence[Prompt], mode: str,
+                      replace: bool = False) -> _Request:
         if self._closed:
             raise ValueError("this session is closed")
         try:
@@ -1051,33 +1171,45 @@ class AnnotationSession:
             check_capabilities(backend, list(new_prompts))
             gen = self._new_generation()
             self._current[lid] = gen
+            if replace:
+                self._pending[lid] = []  # superseded: the object starts anew from these prompts
+                self._replacing[lid] = gen
+            else:
+                replace = self._replace_active_locked(lid)  # follows a pending replace: builds on it
             self._pending[lid].extend((gen, p) for p in new_prompts)
-            prompts = tuple(self._prompts[lid]) + tuple(p for _, p in self._pending[lid])
-            bb = self._obj_bbox.get(lid)
-            prev_roi = None
+            base = () if replace else tuple(self._prompts[lid])
+            prompts = base + tuple(p for _, p in self._pending[lid])
+            extra = {"replace": True} if replace else {}
+            for p in new_prompts:
+                self.log.write("prompt", generation=gen, label_id=lid, prompt=prompt_to_dict(p), mode=mode, **extra)
+            return _Request(lid, gen, prompt, prompts, backend, self._version.get(lid, 0), mode, replace)
+
+    def _infer(self, req: _Request, token: CancelToken) -> InferenceResult:
+        """Backend call, mask checks, bbox, and the merge prepared for apply (worker thread or caller's)."""
+        res = InferenceResult(req.generation, req.label_id, req.prompt, prompts=req.prompts,
+                              backend=str(getattr(req.backend, "name", type(req.backend).__name__)),
+                              mode=req.mode, replace=req.replace, _version=req.version)
+        t0 = time.perf_counter()
+        token.check()
+        # the object's mask now (not at submit: this thread, not the GUI thread, pays for it)
+        lid = req.label_id
+        prev_roi = None
+        with self._lock:
+            res._version = self._version.get(lid, 0)
+            bb = self._obj_bbox.get(lid) if lid in self._objects else None
             if bb is not None:
                 roi_mask = self._shadow[bb] == lid
                 if roi_mask.any():
                     prev_roi = (bb, roi_mask)
-            for p in new_prompts:
-                self.log.write("prompt", generation=gen, label_id=lid, prompt=prompt_to_dict(p), mode=mode)
-            return _Request(lid, gen, prompt, prompts, prev_roi, backend, self._version.get(lid, 0), mode)
-
-    def _infer(self, req: _Request, token: CancelToken) -> InferenceResult:
-        """Backend call + mask checks + bbox (worker thread or caller's thread)."""
-        res = InferenceResult(req.generation, req.label_id, req.prompt, prompts=req.prompts,
-                              backend=str(getattr(req.backend, "name", type(req.backend).__name__)),
-                              mode=req.mode, _version=req.version)
-        t0 = time.perf_counter()
         prev = None
-        if req.prev_roi is not None:
+        if prev_roi is not None:
             prev = np.zeros(self._shape, dtype=bool)
-            prev[req.prev_roi[0]] = req.prev_roi[1]
+            prev[prev_roi[0]] = prev_roi[1]
         with self._backend_lock:
             token.check()
             self._ensure_image(req.backend)
             token.check()
-            mask = req.backend.predict(req.prompts, prev, token)
+            mask = req.backend.predict(req.prompts, None if req.replace else prev, token)
         token.check()
         mask = np.asarray(mask)
         if mask.shape != self._shape:
@@ -1088,17 +1220,44 @@ class AnnotationSession:
         res.bbox = _fast_bbox(mask)
         res._bbox_done = True
         # where the object changes (vs its mask at submit): lets apply_result touch only that box
-        if prev is None:
+        if prev_roi is None:
             res._changed = res.bbox
         else:
-            region = union_bbox(res.bbox, req.prev_roi[0])  # type: ignore[index]
-            inner = _fast_bbox(mask[region] != prev[region]) if region is not None else None
-            res._changed = None if inner is None else tuple(
-                slice(r.start + i.start, r.start + i.stop) for r, i in zip(region, inner))  # type: ignore[arg-type]
+            region = union_bbox(res.bbox, prev_roi[0])
+            assert region is not None and prev is not None
+            inner = _fast_bbox(mask[region] != prev[region])
+            res._changed = None if inner is None else _offset(region, inner)
         res._changed_done = True
         res._mask_voxels = int(np.count_nonzero(mask[res.bbox])) if res.bbox is not None else 0
+        token.check()
+        if res._changed is not None:
+            res._pre = self._premerge(lid, mask, res._changed, res._version)
         res.elapsed_s = time.perf_counter() - t0
         return res
+
+    def _premerge(self, lid: int, mask: np.ndarray, roi: BBox, version: int) -> _Premerge | None:
+        """Merge ``mask`` into a snapshot of ``labels[roi]`` and build the undo diff (off the GUI thread).
+
+        :meth:`_apply_mask_locked` then only copies the changed box in, when nothing
+        touched ``roi`` meanwhile (else it merges itself).
+        """
+        with self._lock:
+            info = self._objects.get(lid)
+            if info is None or self._version.get(lid, 0) != version:
+                return None
+            epoch, overwrite = self._epoch, info.overwrite
+            old = self._shadow[roi].copy()
+        new = old.copy()
+        merge_object_mask(new, mask[roi], lid, overwrite=overwrite, roi=tuple(slice(0, n) for n in new.shape))
+        changed = old != new
+        inner = _fast_bbox(changed)
+        if inner is None:
+            return _Premerge(epoch, roi, overwrite, old.dtype, None, None, frozenset({lid}), {})
+        ch = changed[inner]
+        o, n = old[inner], np.ascontiguousarray(new[inner])
+        ids, deltas = _changes(o[ch], n[ch])
+        diff = LabelDiff.from_xor(_offset(roi, inner), np.bitwise_xor(o, n), ids | {lid}, defer=True)
+        return _Premerge(epoch, roi, overwrite, old.dtype, diff, n, frozenset(ids | {lid}), deltas)
 
     def _run_sync(self, req: _Request) -> InferenceResult:
         token = CancelToken()
@@ -1168,26 +1327,49 @@ class AnnotationSession:
         if not result._bbox_done:
             result.bbox = _fast_bbox(result.mask)  # result built outside _infer: one full scan
             result._bbox_done = True
-        if result._changed_done and self._version.get(lid, 0) == result._version:
-            # the object is as it was at submit: outside the box where mask and old mask
-            # differ, merging changes nothing (see _infer), so only that box is touched
-            roi = result._changed
-        else:
-            roi = union_bbox(result.bbox, self._obj_bbox.get(lid))
-        diff = None
-        ids = {lid}
-        if roi is not None:
-            self._absorb_locked(roi)
-            old = self._shadow[roi].copy()
-            merge_object_mask(self._shadow, result.mask, lid, overwrite=info.overwrite, roi=roi)
-            new = self._shadow[roi]
-            # without overwrite only lid <-> 0 changes; with it, the victims are needed too
-            ids = _present_ids(old[old != new]) | {lid} if info.overwrite else {lid}
-            diff = LabelDiff.between(old, new, offset=roi, label_ids=ids)
+        diff: LabelDiff | None = None
+        ids: set[int] = {lid}
+        deltas: dict[int, int] = {}
+        pre = result._pre if self._premerge_valid_locked(result) else None
+        if pre is not None and pre.diff is not None:
+            self._absorb_locked(pre.diff.bbox)  # an uncommitted stroke there is committed first...
+            if not self._premerge_valid_locked(result):
+                pre = None  # ...and then the region changed: merge here instead
+        result._pre = None
+        if pre is not None:
+            # merged on the worker against these very labels: copy the changed box in
+            diff, ids, deltas = pre.diff, set(pre.ids), pre.deltas
             if diff is not None:
-                self._labels[diff.bbox] = self._shadow[diff.bbox]
-                for i in ids - {lid}:
-                    self._version[i] = self._version.get(i, 0) + 1
+                self._shadow[diff.bbox] = pre.new
+                self._labels[diff.bbox] = pre.new
+        else:
+            if result._changed_done and self._version.get(lid, 0) == result._version:
+                # the object is as it was when its mask was compared (see _infer): outside the
+                # box where mask and old mask differ, merging changes nothing
+                roi = result._changed
+            else:
+                roi = union_bbox(result.bbox, self._obj_bbox.get(lid))
+            if roi is not None:
+                self._absorb_locked(roi)
+                old = self._shadow[roi].copy()
+                merge_object_mask(self._shadow, result.mask, lid, overwrite=info.overwrite, roi=roi)
+                new = self._shadow[roi]
+                changed = old != new
+                inner = _fast_bbox(changed)
+                if inner is not None:
+                    ch = changed[inner]
+                    o, n = old[inner], new[inner]
+                    ids, deltas = _changes(o[ch], n[ch])
+                    ids.add(lid)
+                    # the raw XOR is kept; zlib runs on a background thread
+                    diff = LabelDiff.from_xor(_offset(roi, inner), np.bitwise_xor(o, n), ids, defer=True)
+                    self._labels[diff.bbox] = n
+        if diff is not None:
+            self._touch_locked(diff.bbox)
+            self._compress_later(diff)
+            self._add_counts_locked(deltas)
+            for i in ids - {lid}:  # objects it took voxels from (overwrite)
+                self._version[i] = self._version.get(i, 0) + 1
         before = self._state(lid)
         prev_changed = self._version.get(lid, 0) != result._version
         new_prompts = [p for g, p in self._pending[lid] if g <= result.generation]
@@ -1199,6 +1381,8 @@ class AnnotationSession:
         info.status = ObjectStatus.PROMPTED
         self._applied_gen[lid] = result.generation
         desc = f"{prompt_kind(result.prompt) if result.prompt is not None else 'prompt'} on {info.name!r}"
+        if result.replace:
+            desc = f"re-segment {info.name!r} from {len(result.prompts)} prompt(s)"
         self._undo.push(UndoEntry("result", desc, diff=diff, before={lid: before}, after={lid: self._state(lid)}))
         result.applied = True
         result.stale = False
@@ -1206,12 +1390,69 @@ class AnnotationSession:
             result, "applied", prompts=[prompt_to_dict(p) for p in new_prompts],
             apply_s=round(time.perf_counter() - t0, 6), bbox=bbox_to_list(result.bbox),
             mask_voxels=result._mask_voxels if result._mask_voxels >= 0 else None,
-            prev_changed=prev_changed,
+            prev_changed=prev_changed, **({"replace": True} if result.replace else {}),
         )
         # label_ids: the object, plus the objects it took voxels from (overwrite)
         return Change("result", bbox=None if diff is None else diff.bbox, label_ids=tuple(sorted(ids)),
                       description=desc,
                       labels_changed=diff is not None, objects_changed=True)
+
+    def _premerge_valid_locked(self, result: InferenceResult) -> bool:
+        """The worker's merge of ``result`` still holds: no change touched its region since."""
+        pre = result._pre
+        if pre is None:
+            return False
+        lid = result.label_id
+        if (self._version.get(lid, 0) != result._version or self._objects[lid].overwrite != pre.overwrite
+                or self._shadow.dtype != pre.dtype):
+            return False
+        if pre.epoch == self._epoch:
+            return True
+        mods = self._mods
+        if not mods or mods[0][0] > pre.epoch + 1:
+            return False  # the change history since then was trimmed
+        for ep, bb in reversed(mods):
+            if ep <= pre.epoch:
+                break
+            if bb is None or _intersects(bb, pre.roi):
+                return False
+        return True
+
+    def _touch_locked(self, bbox: BBox | None) -> None:
+        """Record a write to the committed labels (``None``: everywhere)."""
+        self._epoch += 1
+        self._mods.append((self._epoch, bbox))
+
+    def _add_counts_locked(self, deltas: dict[int, int]) -> None:
+        for i, d in deltas.items():
+            if i in self._counts:
+                self._counts[i] += d
+
+    def _compress_later(self, diff: LabelDiff) -> None:
+        """Compress a pending undo diff on the worker thread when it is idle (now, without a worker)."""
+        if diff.compressed:
+            return
+        if self._worker is None or self._closed:
+            diff.compress()
+            return
+        try:
+            self._worker.run_when_idle(diff.compress)  # a bound method of the diff: no session reference
+        except RuntimeError:  # closed meanwhile
+            diff.compress()
+
+    def flush_undo_compression(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the undo diffs queued so far are compressed (tests, memory figures).
+
+        Returns False on timeout. Never call it on the worker thread.
+        """
+        if self._worker is None or self._closed:
+            return True
+        done = threading.Event()
+        try:
+            self._worker.run_when_idle(done.set)
+        except RuntimeError:
+            return True
+        return done.wait(timeout)
 
     def _ids_in_diff(self, diff: LabelDiff) -> set[int]:
         """Label ids present before or after at the changed voxels of ``diff`` (current state + XOR)."""
@@ -1237,7 +1478,7 @@ class AnnotationSession:
         mx = int(region.max()) if region.size else 0
         replaced = self._ensure_dtype(mx) if mx > np.iinfo(self._shadow.dtype).max else False
         old = self._shadow[box]
-        diff = LabelDiff.between(old, region, offset=box)
+        diff = LabelDiff.between(old, region, offset=box, defer=True)
         if diff is None:
             return None
         # (label_ids are filled in below, once known)
@@ -1245,8 +1486,9 @@ class AnnotationSession:
         new_content = np.array(region[inner], dtype=self._shadow.dtype)
         old_content = self._shadow[diff.bbox]
         changed = old_content != new_content
-        ids_old = _present_ids(old_content[changed])
-        ids_new = _present_ids(new_content[changed])
+        count_old = _value_counts(old_content[changed])
+        count_new = _value_counts(new_content[changed])
+        ids_old, ids_new = set(count_old), set(count_new)
         ids = ids_old | ids_new
         before: dict[int, ObjectState | None] = {}
         after: dict[int, ObjectState | None] = {}
@@ -1254,6 +1496,8 @@ class AnnotationSession:
             before[i] = self._state(i) if i in self._objects else None
         self._shadow[diff.bbox] = new_content
         self._labels[diff.bbox] = new_content
+        self._touch_locked(diff.bbox)
+        self._add_counts_locked({i: count_new.get(i, 0) - count_old.get(i, 0) for i in ids})
         for i in sorted(ids):
             if i not in self._objects:
                 self._objects[i] = ObjectInfo(label_id=i, name=f"object {i}", color=default_color(i),
@@ -1267,7 +1511,8 @@ class AnnotationSession:
             if int(i) in ids_new:
                 self._obj_bbox[i] = union_bbox(self._obj_bbox.get(i), diff.bbox)
             after[i] = self._state(i)
-        diff = dataclasses.replace(diff, label_ids=frozenset(ids))
+        diff = diff.with_label_ids(ids)
+        self._compress_later(diff)
         self._undo.push(UndoEntry("edit", description, diff=diff, before=before, after=after))
         self.log.write("edit", bbox=bbox_to_list(diff.bbox), description=description,
                        region=encode_array(new_content), label_ids=sorted(ids))
@@ -1282,15 +1527,18 @@ class AnnotationSession:
         old = self._shadow[bb].copy()
         reg = self._shadow[bb]
         reg[reg == lid] = 0
-        diff = LabelDiff.between(old, reg, offset=bb, label_ids={lid})
+        diff = LabelDiff.between(old, reg, offset=bb, label_ids={lid}, defer=True)
         if diff is not None:
             self._labels[diff.bbox] = self._shadow[diff.bbox]
             self._version[lid] = self._version.get(lid, 0) + 1
+            self._touch_locked(diff.bbox)
+            self._compress_later(diff)
         self._obj_bbox[lid] = None
+        self._counts[lid] = 0  # the box held every voxel of the object
         return diff
 
     def _drop_object_locked(self, lid: int) -> None:
-        for d in (self._objects, self._prompts, self._pending, self._obj_bbox):
+        for d in (self._objects, self._prompts, self._pending, self._obj_bbox, self._counts):
             d.pop(lid, None)  # type: ignore[attr-defined]
 
     def _update_object(self, label_id: int, kind: str, desc: str, **changes: Any) -> None:
@@ -1327,8 +1575,16 @@ class AnnotationSession:
             self.cancel(lid)
         with self._lock:
             if entry.diff is not None:
-                entry.diff.apply(self._shadow)
-                self._labels[entry.diff.bbox] = self._shadow[entry.diff.bbox]
+                d = entry.diff
+                x = d.xor()  # the raw block while its compression is pending: no wait
+                cur = self._shadow[d.bbox]
+                ch = x != 0
+                before_vals = cur[ch]
+                _, deltas = _changes(before_vals, before_vals ^ x[ch].astype(cur.dtype, copy=False))
+                d.apply(self._shadow)
+                self._labels[d.bbox] = self._shadow[d.bbox]
+                self._touch_locked(d.bbox)
+                self._add_counts_locked(deltas)
             states = entry.after if redo else entry.before
             for lid, st in states.items():
                 if st is None:
@@ -1372,7 +1628,7 @@ class AnnotationSession:
             if rec.get("prev_changed"):
                 log.warning("log record seq %s: the object was edited while its inference ran; "
                             "replay may differ for backends that use prev_mask", seq)
-            req = self._make_request(prompts[-1], prompts, mode="replay")
+            req = self._make_request(prompts[-1], prompts, mode="replay", replace=bool(rec.get("replace")))
             res = self._run_sync(req)
             if res.error is not None or res.cancelled:
                 raise ValueError(f"log record seq {seq}: replaying the prompt failed: "

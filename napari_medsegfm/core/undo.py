@@ -17,10 +17,16 @@ guarantees that by diffing against its private shadow copy of the labels.
 
 Label images only ever grow in dtype (uint8 -> uint16 -> uint32); a diff made in
 a narrower dtype is zero-extended, which leaves XOR exact.
+
+Compression may be deferred: a diff made with ``defer=True`` holds its raw XOR block
+(immutable) until :meth:`LabelDiff.compress` runs, typically on a background thread.
+Undo and redo work on it at any time (they use the raw block while it is there), so a
+step can be undone the moment it was made.
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,9 +58,14 @@ def bbox_from_list(value: Any) -> BBox | None:
         raise ValueError(f"bbox must be a list of [start, stop] pairs; got {value!r}") from None
 
 
-@dataclass(frozen=True)
 class LabelDiff:
-    """``old XOR new`` of a box of a label image, zlib-compressed.
+    """``old XOR new`` of a box of a label image, zlib-compressed (possibly later).
+
+    A diff is created either compressed, or *pending*: holding the raw XOR block until
+    :meth:`compress` runs (the session does that on a background thread, so the GUI
+    thread never pays for zlib). Both states apply, undo and redo identically: a pending
+    diff uses its raw block, which is never modified, so an undo right after the step
+    needs no wait.
 
     Attributes
     ----------
@@ -63,29 +74,81 @@ class LabelDiff:
     dtype : np.dtype
         dtype the XOR was computed in.
     payload : bytes
-        ``zlib.compress((old ^ new).tobytes())`` (C order).
+        ``zlib.compress((old ^ new).tobytes())`` (C order); reading it compresses a
+        pending diff first (in the calling thread).
     label_ids : frozenset of int or None
         Non-zero labels present before or after at the changed voxels, when the
         creator knows them (saves a scan on undo/redo); ``None``: unknown.
     """
 
-    bbox: BBox
-    dtype: np.dtype
-    payload: bytes
-    label_ids: frozenset[int] | None = None
+    __slots__ = ("bbox", "dtype", "label_ids", "_payload", "_raw", "_lock")
+
+    def __init__(self, bbox: BBox, dtype: Any, payload: bytes | None = None, label_ids: Any = None, *,
+                 xor: np.ndarray | None = None) -> None:
+        if payload is None and xor is None:
+            raise ValueError("a LabelDiff needs its compressed payload or its raw XOR block")
+        self.bbox: BBox = tuple(bbox)
+        self.dtype = np.dtype(dtype)
+        self.label_ids: frozenset[int] | None = (
+            None if label_ids is None else frozenset(int(i) for i in label_ids if int(i) != 0))
+        if xor is not None:
+            xor = np.ascontiguousarray(xor, dtype=self.dtype)
+            if xor.shape != self.shape:
+                raise ValueError(f"XOR block has shape {xor.shape}; the bbox has shape {self.shape}")
+            xor.flags.writeable = False
+        self._payload = payload
+        self._raw = None if payload is not None else xor
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"{len(self._payload)} B" if self._payload is not None else "pending compression"
+        return f"LabelDiff(bbox={bbox_to_list(self.bbox)}, dtype={self.dtype}, {state})"
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(s.stop - s.start for s in self.bbox)
 
     @property
+    def payload(self) -> bytes:
+        p = self._payload
+        return p if p is not None else self.compress()
+
+    @property
+    def compressed(self) -> bool:
+        """False while the raw XOR block waits for :meth:`compress`."""
+        return self._payload is not None
+
+    @property
     def nbytes(self) -> int:
-        """Bytes held (compressed payload plus a small fixed overhead)."""
-        return len(self.payload) + 64 * len(self.bbox) + 64
+        """Bytes held (compressed payload, or the raw block while pending, plus a small overhead)."""
+        p, raw = self._payload, self._raw
+        held = len(p) if p is not None else (raw.nbytes if raw is not None else 0)
+        return held + 64 * len(self.bbox) + 64
+
+    def compress(self) -> bytes:
+        """Compress a pending diff (any thread; idempotent) and drop its raw block; returns the payload."""
+        with self._lock:
+            if self._payload is None:
+                raw = self._raw
+                assert raw is not None
+                self._payload = zlib.compress(memoryview(raw).cast("B"), _ZLIB_LEVEL)
+                self._raw = None  # after the payload is set: xor() always finds one of them
+            return self._payload
+
+    def with_label_ids(self, label_ids: Any) -> LabelDiff:
+        """The same diff (sharing its storage state) with :attr:`label_ids` set."""
+        out = LabelDiff.__new__(LabelDiff)
+        out.bbox, out.dtype = self.bbox, self.dtype
+        out.label_ids = None if label_ids is None else frozenset(int(i) for i in label_ids if int(i) != 0)
+        with self._lock:
+            out._payload, out._raw = self._payload, self._raw
+        out._lock = threading.Lock()
+        return out
 
     @classmethod
     def between(
-        cls, old: np.ndarray, new: np.ndarray, offset: BBox | None = None, label_ids: Any = None
+        cls, old: np.ndarray, new: np.ndarray, offset: BBox | None = None, label_ids: Any = None,
+        *, defer: bool = False,
     ) -> LabelDiff | None:
         """Diff of two same-shape regions, tightened to the voxels that differ.
 
@@ -98,6 +161,8 @@ class LabelDiff:
             Where the regions sit in the full label image (default: at the origin).
         label_ids : iterable of int, optional
             The labels the change involves, if the caller knows (see :attr:`label_ids`).
+        defer : bool
+            Keep the raw XOR block and leave compression to a later :meth:`compress`.
 
         Returns
         -------
@@ -115,13 +180,24 @@ class LabelDiff:
         if offset is None:
             offset = tuple(slice(0, n) for n in old.shape)
         bbox = tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(offset, inner))
-        payload = zlib.compress(np.ascontiguousarray(xor).tobytes(), _ZLIB_LEVEL)
-        ids = None if label_ids is None else frozenset(int(i) for i in label_ids if int(i) != 0)
-        return cls(bbox=bbox, dtype=np.dtype(dtype), payload=payload, label_ids=ids)
+        return cls.from_xor(bbox, xor, label_ids, defer=defer)
+
+    @classmethod
+    def from_xor(cls, bbox: BBox, xor: np.ndarray, label_ids: Any = None, *, defer: bool = False) -> LabelDiff:
+        """A diff from its XOR block (``xor`` must not be modified afterwards when ``defer``)."""
+        if defer:
+            return cls(bbox, xor.dtype, None, label_ids, xor=xor)
+        payload = zlib.compress(memoryview(np.ascontiguousarray(xor)).cast("B"), _ZLIB_LEVEL)
+        return cls(bbox, xor.dtype, payload, label_ids)
 
     def xor(self) -> np.ndarray:
-        """The decompressed XOR block, shape :attr:`shape`."""
-        return np.frombuffer(zlib.decompress(self.payload), dtype=self.dtype).reshape(self.shape)
+        """The XOR block, shape :attr:`shape` (read-only)."""
+        raw = self._raw
+        if raw is not None:
+            return raw
+        p = self._payload
+        assert p is not None
+        return np.frombuffer(zlib.decompress(p), dtype=self.dtype).reshape(self.shape)
 
     def apply(self, labels: np.ndarray) -> None:
         """Toggle ``labels[bbox]`` between its before and after state, in place."""

@@ -20,6 +20,9 @@ allocator caches are per-thread warm). Semantics:
   same key waits that long before starting, so a burst of prompts (a drag, rapid
   clicks) starts only the last one instead of starting and cancelling each. An
   isolated job (nothing to supersede) starts at once: no added latency.
+* :meth:`InferenceWorker.run_when_idle` queues low-priority housekeeping (the
+  session compresses undo diffs there) that runs on the same thread only while no
+  job is ready; it is not a job (no generation, no callback, not :attr:`busy`).
 
 Nothing here imports Qt or torch.
 """
@@ -113,6 +116,7 @@ class InferenceWorker:
         self._next_gen = 0
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._idle: deque[Callable[[], Any]] = deque()
         self.jobs_started = 0
         self.jobs_finished = 0  # ran to completion (value or error, not cancelled)
 
@@ -160,6 +164,19 @@ class InferenceWorker:
             self._ensure_thread_locked()
             self._cond.notify_all()
             return generation
+
+    def run_when_idle(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` on the worker thread once no job is ready (FIFO among such tasks).
+
+        For short housekeeping; exceptions are logged. Tasks left when the worker
+        closes are dropped. ``RuntimeError`` when the worker is closed.
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"worker {self.name!r} is closed; cannot queue housekeeping")
+            self._idle.append(fn)
+            self._ensure_thread_locked()
+            self._cond.notify_all()
 
     def cancel(self, key: Hashable | None = None, reason: str = "cancelled") -> None:
         """Cancel the queued and running job of ``key`` (every key when ``None``).
@@ -283,9 +300,10 @@ class InferenceWorker:
 
     def _loop(self) -> None:
         while True:
+            task = None
             with self._cond:
                 while True:
-                    if self._dropped or self._closed:
+                    if self._dropped or self._closed or self._idle:
                         break
                     if self._queue:
                         now = time.perf_counter()
@@ -295,21 +313,33 @@ class InferenceWorker:
                         self._cond.wait(wake - now)
                     else:
                         self._cond.wait()
+                key = None
+                now = time.perf_counter()
+                if not self._dropped and self._queue:
+                    key = next((k for k, j in self._queue.items() if j.not_before <= now), None)
+                    if key is None and (self._closed or not self._idle):
+                        key = next(iter(self._queue))  # closed while a debounced job waits: run it (cancelled)
                 if self._dropped:
                     job, reason = self._dropped.popleft()
                     running = None
-                elif self._queue:
-                    now = time.perf_counter()
-                    key = next((k for k, j in self._queue.items() if j.not_before <= now), None)
-                    if key is None:  # closed while a debounced job waits: run it (it is cancelled)
-                        key = next(iter(self._queue))
+                elif key is not None:
                     job = self._queue.pop(key)
                     job.started = now
                     self._running = running = job
                     self.jobs_started += 1
+                elif self._idle and not self._closed:
+                    task = self._idle.popleft()
                 else:  # closed and drained
+                    self._idle.clear()
                     self._cond.notify_all()
                     return
+            if task is not None:
+                try:
+                    task()
+                except Exception:
+                    log.exception("housekeeping task %r failed", task)
+                del task
+                continue
             if running is None:
                 now = time.perf_counter()
                 self._deliver(job, JobOutcome(job.key, job.generation, cancelled=True, stale=True,
