@@ -287,7 +287,7 @@ class AnnotationController:
         self.last_message = ""
 
         self._inflight: dict[int, _Inflight] = {}
-        self._deferred: list[Prompt] = []
+        self._deferred: list[tuple[Prompt, bool]] = []  # (prompt, replace) while a backend loads
         self._backend_name = ""
         self._backend_status: BackendStatus | None = None
         self._backend_loading: str | None = None
@@ -817,8 +817,8 @@ class AnnotationController:
             if pending:
                 self._message(f"{len(pending)} prompt(s) dropped: no backend", "warning")
             return
-        for p in pending:
-            self.submit(p)
+        for p, replace in pending:
+            self.submit(p, replace=replace)
 
     # ================================================================ objects
     @property
@@ -1038,12 +1038,14 @@ class AnnotationController:
         and scribbles): the box layer is the truth for box prompts, so an edited, moved or
         deleted rectangle replaces the old box instead of adding to it.
 
-        One undo step resets the object, the next is the new result.
+        One undo step: the new prompts *replace* the object's prompts and mask
+        (``session.submit(..., replace=True)``); undo brings back the old box's mask and
+        prompts. With no prompt left the object is reset (also one step).
         """
         s = self.session
         if s is None or label_id not in s.objects:
             return []
-        old = s.prompts_of(label_id) + s.pending_prompts(label_id)
+        old = s.prompts_in_effect(label_id)
         boxes = []
         for i in self._object_box_indices(label_id):
             try:
@@ -1055,8 +1057,18 @@ class AnnotationController:
             return []
         others = [p for p in old if not isinstance(p, (Box3D, Box2D))]
         name = s.objects[label_id].name
-        s.reset_object(label_id)
-        gens = [g for g in (self.submit(p) for p in boxes + others) if g is not None]
+        gens: list[int] = []
+        first = True
+        for p in boxes + others:
+            # the first accepted prompt starts the object anew; the others build on it
+            n_deferred = len(self._deferred)
+            g = self.submit(p, replace=first)
+            if g is not None:
+                gens.append(g)
+            if g is not None or len(self._deferred) > n_deferred:
+                first = False
+        if not boxes + others:
+            s.reset_object(label_id)
         self._message(f"{why}: re-segmenting {name!r} from {len(boxes)} box(es)"
                       + (f" and {len(others)} other prompt(s)" if others else ""))
         return gens
@@ -1180,7 +1192,7 @@ class AnnotationController:
         if self.auto_run:
             lid = int(feats["object_id"].iloc[index])
             if lid in self.objects and any(isinstance(p, (Box3D, Box2D)) for p in
-                                           self.session.prompts_of(lid) + self.session.pending_prompts(lid)):
+                                           self.session.prompts_in_effect(lid)):
                 self.rerun_object_boxes(lid, why=f"box {index + 1} now spans z {lo}–{hi}")
             else:
                 self.run_box(index)
@@ -1239,7 +1251,7 @@ class AnnotationController:
                 continue
             done.add(lid)
             s = self.session
-            if any(isinstance(p, (Box3D, Box2D)) for p in s.prompts_of(lid) + s.pending_prompts(lid)) \
+            if any(isinstance(p, (Box3D, Box2D)) for p in s.prompts_in_effect(lid)) \
                     or len(self._object_box_indices(lid)) > 1:
                 gens += self.rerun_object_boxes(lid, why="run all boxes", force=True)
             else:
@@ -1315,7 +1327,7 @@ class AnnotationController:
             self.submit(p)
         if shown is not None and lid == self.current_id:
             # napari already draws the stroke: count it as shown, no rewrite of the layer
-            mine = self.session.prompts_of(lid) + self.session.pending_prompts(lid)
+            mine = self.session.prompts_in_effect(lid)
             self._shown_scribbles = tuple(id(p) for p in mine if isinstance(p, Scribble))
 
     def add_scribble(self, voxels: np.ndarray, positive: bool = True) -> int | None:
@@ -1384,17 +1396,18 @@ class AnnotationController:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def submit(self, prompt: Prompt) -> int | None:
+    def submit(self, prompt: Prompt, *, replace: bool = False) -> int | None:
         """Validate ``prompt`` and queue it on the session's worker; returns the generation.
 
         Problems (unsupported kind, outside the volume) become an error
-        notification and return ``None``; nothing is lost.
+        notification and return ``None``; nothing is lost. ``replace``: the prompt
+        starts the object's prompts anew (see ``AnnotationSession.submit``).
         """
         self._require_session()
         s = self.session
         if s.backend is None:
             if self._backend_loading is not None:
-                self._deferred.append(prompt)
+                self._deferred.append((prompt, replace))
                 self._message(f"{_KIND_NAMES.get(prompt_kind(prompt), 'prompt')} queued: "
                               f"backend {self._backend_loading} is loading")
                 return None
@@ -1418,7 +1431,7 @@ class AnnotationController:
             self._post(lambda: self._on_result(sess, res, t0))
 
         try:
-            gen = s.submit(prompt, done)
+            gen = s.submit(prompt, done, replace=replace)
         except ValueError as exc:
             self._message(str(exc), "error")
             return None
@@ -1544,7 +1557,7 @@ class AnnotationController:
         lid = self.current_id
         prompts: list[Prompt] = []
         if lid is not None and lid in s.objects:
-            prompts = s.prompts_of(lid) + s.pending_prompts(lid)
+            prompts = s.prompts_in_effect(lid)
         pts = tuple(p for p in prompts if isinstance(p, Point))
         if self.click_layer is not None and pts != self._shown_points:
             coords, pos = points_of(pts)

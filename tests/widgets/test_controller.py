@@ -144,10 +144,40 @@ def test_edited_or_deleted_box_replaces_the_old_one(viewer):
     c.box_layer.remove_selected()
     assert c.wait_idle(10)
     assert (lab == lid).sum() == 11 * 6 + n_click
-    # two undos: the result, then the reset that came with the edit
-    c.undo()
+    # one undo brings the deleted box back (the re-segmentation is a single step)
     c.undo()
     assert (lab == lid).sum() == 11 * 6 + 25 + n_click
+    c.close()
+
+
+def test_moved_box_is_one_undo_step(viewer):
+    c = make(viewer)
+    lid = c.add_object("liver")
+    goto(viewer, 10)
+    c.box_layer.add(rect(10, 5, 5, 30, 20), shape_type="rectangle")
+    c.add_click((10, 50, 60))
+    assert c.wait_idle(10)
+    s = c.session
+    before, prompts_before = s.labels.copy(), s.prompts_of(lid)
+    n = len(s.undo_stack)
+    c.box_layer.data = [rect(10, 20, 30, 40, 50)]  # the user moves the rectangle
+    assert c.wait_idle(10)
+    moved = s.labels.copy()
+    assert (moved[10, 20:41, 30:51] == lid).all() and not (moved[10, 5:19, 5:21] == lid).any()
+    assert len(s.undo_stack) == n + 1, [e.description for e in s.undo_stack.undo_entries[n:]]
+    assert "re-segment" in s.undo_description
+    c.undo()
+    assert np.array_equal(s.labels, before) and s.prompts_of(lid) == prompts_before
+    assert c.object_rows()[0].voxels == int((s.labels == lid).sum())
+    c.redo()
+    assert np.array_equal(s.labels, moved)
+    # deleting the object's only box (its click stays) is one step too
+    c.box_layer.selected_data = {0}
+    c.box_layer.remove_selected()
+    assert c.wait_idle(10)
+    assert len(s.undo_stack) == n + 2 and (s.labels == lid).sum() == 7 ** 3
+    c.undo()
+    assert np.array_equal(s.labels, moved)
     c.close()
 
 
