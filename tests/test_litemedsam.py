@@ -176,7 +176,8 @@ def test_negative_click_removes_a_wrong_component_only(amos, backend):
     assert np.array_equal(out, m)
 
 
-def test_point_only_prompt_for_a_boxless_object(amos, backend):
+@pytest.mark.parametrize("boxless", ["model", "classic"])
+def test_point_only_prompt_for_a_boxless_object(amos, backend, boxless):
     vol, gt = amos
     lab = 1
     z = 3
@@ -184,7 +185,14 @@ def test_point_only_prompt_for_a_boxless_object(amos, backend):
 
     dist = ndimage.distance_transform_edt(gt[z] == lab)
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    m = backend.predict([Point((z, int(y), int(x)), True, object_id=lab)], None, CancelToken())
+    backend.boxless = boxless
+    try:
+        n0 = backend.stats["decoded"]
+        m = backend.predict([Point((z, int(y), int(x)), True, object_id=lab)], None, CancelToken())
+        used_model = backend.stats["decoded"] > n0
+    finally:
+        backend.boxless = "classic"
+    assert used_model == (boxless == "model")
     assert m[z, y, x] and _dice(m, gt == lab) > 0.7
 
 

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 PRECISION_ENV = "MEDSEGFM_LITEMEDSAM_PRECISION"
 BATCH_ENV = "MEDSEGFM_LITEMEDSAM_BATCH"
 THREADS_ENV = "MEDSEGFM_THREADS"
+BOXLESS_ENV = "MEDSEGFM_LITEMEDSAM_BOXLESS"
 PREPROC_VERSION = "lmsam-pre-1"
 _threads_set = False
 _threads_lock = threading.Lock()
@@ -188,6 +189,12 @@ class LiteMedSAMBackend:
         Cache bounds.
     params : PropagationParams, optional
         Tuning of the 3D logic.
+    boxless : {"classic", "model"}, optional
+        Who segments an object prompted by clicks only (no box): ``"classic"`` (default,
+        ``$MEDSEGFM_LITEMEDSAM_BOXLESS``) hands it to the weight-free graph-cut backend,
+        because LiteMedSAM, trained with boxes, segments click-only objects poorly
+        (BraTS, final DSC 0.33 vs 0.72, benchmarks/model_bench.py); ``"model"`` uses
+        LiteMedSAM from the click (boxes of several sizes around it, then propagation).
     """
 
     name = "litemedsam"
@@ -205,6 +212,7 @@ class LiteMedSAMBackend:
         memory_cache_mb: float | None = None,
         disk_cache_mb: float | None = None,
         params: PropagationParams | None = None,
+        boxless: str | None = None,
     ) -> None:
         if device is None:
             from ..device import select_device
@@ -222,6 +230,11 @@ class LiteMedSAMBackend:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.batch_size = int(batch_size)
         self._threads_arg = threads
+        bl = (boxless or os.environ.get(BOXLESS_ENV, "") or "classic").strip().lower()
+        if bl not in ("classic", "model"):
+            raise ValueError(f"boxless={bl!r} (argument or ${BOXLESS_ENV}); expected 'classic' or 'model'")
+        self.boxless = bl
+        self._classic: Any = None
         self.params = params or PropagationParams()
         if weights is None:
             found, how = W.locate_weights()
@@ -334,6 +347,8 @@ class LiteMedSAMBackend:
     def reset(self) -> None:
         """Forget the image (the embedding caches are kept: they are keyed by content)."""
         with self._lock:
+            if self._classic is not None:
+                self._classic.reset()
             self._vol = None
             self._stack = None
             self._keys = {}
@@ -418,8 +433,29 @@ class LiteMedSAMBackend:
                 validate_prompt(p, shape)
             if prev_mask is not None and tuple(prev_mask.shape) != tuple(shape):
                 raise ValueError(f"prev_mask has shape {prev_mask.shape}; expected {shape}")
-            out = self._predict3(prompts, None if prev_mask is None else np.asarray(prev_mask, bool), cancel)
+            prev = None if prev_mask is None else np.asarray(prev_mask, bool)
+            if self.boxless == "classic" and not any(isinstance(p, (Box3D, Box2D)) for p in prompts):
+                classic = self._classic_backend()
+                if classic is not None:
+                    return np.asarray(classic.predict(prompts, prev, cancel), dtype=bool)
+            out = self._predict3(prompts, prev, cancel)
             return out.reshape(shape) if len(shape) == 3 else out[0]
+
+    def _classic_backend(self) -> Any:
+        """The graph-cut backend for click-only objects, on the current image (None if unusable)."""
+        if self._classic is None:
+            try:
+                from ..classic import ClassicBackend
+
+                if not ClassicBackend.status().ready:
+                    raise ImportError(ClassicBackend.status().message)
+                self._classic = ClassicBackend()
+            except ImportError as exc:
+                log.warning("click-only objects use LiteMedSAM: the classic backend is unavailable (%s)", exc)
+                self.boxless = "model"
+                return None
+        self._classic.set_image(self._vol)
+        return self._classic
 
     def _to3(self, p: Point) -> tuple[int, int, int]:
         return tuple(p.zyx) if len(p.zyx) == 3 else (0, *p.zyx)  # type: ignore[return-value]
