@@ -5,7 +5,10 @@
 * 3D boxes (``Box3D``, CVPR 2025 boxes with ``z_mid``): mid slice from the box, then
   slice-by-slice propagation (:mod:`.propagate`).
 * Clicks refine the previous mask slice-locally and re-propagate
-  (:func:`.propagate.refine_with_click`); box-less objects start from a click.
+  (:func:`.propagate.refine_with_click`). Objects prompted by clicks only (no box:
+  vessels, brain lesions) go to the weight-free graph-cut backend by default
+  (``boxless="classic"``), or start from LiteMedSAM boxes around the first click
+  (``boxless="model"``).
 * Slice embeddings are computed only for slices an object reaches, in batches, and
   cached by slice content in memory (LRU) and on disk (:mod:`.cache`), so objects,
   clicks and fresh processes share them.
@@ -13,9 +16,10 @@
 Environment: ``MEDSEGFM_LITEMEDSAM_WEIGHTS`` (checkpoint path),
 ``MEDSEGFM_LITEMEDSAM_PRECISION`` (``fp32`` default, ``bf16`` opt-in: faster on CPUs with
 bf16 support but the masks differ from float32 on borderline objects),
-``MEDSEGFM_LITEMEDSAM_BATCH`` (encoder batch, default 1: larger batches were slower per slice on CPU), ``MEDSEGFM_THREADS`` (torch
-threads; default: physical cores), ``MEDSEGFM_DEVICE``, and the cache variables of
-:mod:`.cache`.
+``MEDSEGFM_LITEMEDSAM_BATCH`` (encoder batch, default 1: larger batches were slower
+per slice on CPU), ``MEDSEGFM_LITEMEDSAM_BOXLESS`` (``classic``/``model``),
+``MEDSEGFM_THREADS`` (torch threads; default: physical cores), ``MEDSEGFM_DEVICE``, and
+the cache variables of :mod:`.cache`.
 """
 
 from __future__ import annotations

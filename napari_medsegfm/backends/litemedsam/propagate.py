@@ -1,4 +1,4 @@
-"""Slice-by-slice 3D logic on top of a 2D box/point segmenter (model-agnostic).
+"""Slice-by-slice 3D logic on top of a 2D box segmenter (model-agnostic).
 
 Everything here works through a small :class:`SliceSegmenter` protocol, so it is tested
 with an oracle segmenter (no weights) and used with LiteMedSAM by the backend.
@@ -7,16 +7,29 @@ Conventions: a 2D box is ``(y_min, x_min, y_max, x_max)``, inclusive pixel indic
 masks are bool ``(Z, Y, X)`` volumes, slices ``(Y, X)``.
 
 Box step (:func:`segment_box3d`): segment the box's mid slice from its box, then walk
-towards ``z_max`` and ``z_min``; each slice is prompted by the bounding box of the
-neighbour's mask grown by a margin, stopping at the box limits or when the object
-vanishes (an empty result is retried once with the neighbour's tight box).
+towards ``z_max`` and ``z_min``. Each slice is prompted by the bounding box of the
+neighbour's mask grown by a margin; a second candidate uses a box that remembers the
+neighbour's own box (``box_memory``), and the one the model rates higher wins - this
+keeps the box from collapsing when the model under-segments a few slices in a row.
+The walk stops at the box limits or when the object vanishes (an empty result is
+retried once with the neighbour's tight box); a sudden area jump is treated as a leak.
 
-Clicks (:func:`refine_with_click`): see the function docstring. The idea, because
-LiteMedSAM hardly reacts to point prompts: a click is turned into a better *box* for
-its slice (positive clicks outside the mask grow the box to include them; negative
-clicks inside it move the nearest box side past them), the slice is re-segmented with
-that box plus every point of the slice, and the change is propagated to the
-neighbours until a slice agrees with the previous mask again.
+Clicks (:func:`refine_with_click`). LiteMedSAM was trained with boxes only: point
+prompts barely move its masks and often hurt, so the model is only ever prompted with
+boxes and the clicks act as constraints and as evidence of where the error is:
+
+* boundary clicks (near the mask edge): the slice is re-segmented with boxes corrected
+  by the click; the candidate closest to the locally edited mask wins, and only if the
+  change is the click's own (one connected region through the click);
+* a positive click far from the mask marks a missed part: it is segmented from boxes of
+  several sizes around the click, added, and followed to the neighbouring slices;
+* a deep negative click cuts the wrong part off at the mask's narrowest neck
+  (watershed of the distance map) on its slice and the neighbours that share it;
+* a negative click on a separate wrong component removes that component;
+* after a slice changed, neighbours are re-segmented while they share the clicked
+  error at the click's (y, x), the new mask fixes it there and continues the corrected
+  slice at least as well as the old one; the first slice that fails ends the walk, so
+  slices the click does not concern stay as they were.
 """
 
 from __future__ import annotations
