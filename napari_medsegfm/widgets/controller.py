@@ -279,6 +279,8 @@ class AnnotationController:
         self.case_format: str = ""
         self.save_key = "segs"
         self._save_path_override: Path | None = None
+        self._save_handler: Callable[[], Any] | None = None
+        self._save_target = ""
         self._labels_meta: dict[str, Any] = {}
         self.label_names: dict[int, str] = {}
         self.last_backend_s: float | None = None
@@ -473,6 +475,8 @@ class AnnotationController:
         self.session = None
         self._inflight.clear()
         self._deferred.clear()
+        self._save_handler, self._save_target = None, ""  # every attach starts with the default
+        self._save_path_override = None  # "Save as" of the previous image must not catch this one's Ctrl+S
         self.image_layer = self.seg_layer = self.box_layer = self.click_layer = self.scribble_layer = None
         self.volume = None
         self.current_id = None
@@ -1625,15 +1629,59 @@ class AnnotationController:
     def saving(self) -> bool:
         return self._saving
 
+    def set_save_handler(self, handler: Callable[[], Any] | None, *, target: str = "") -> None:
+        """Route Save (Ctrl+S, the Save button, "Save" when closing) to ``handler``.
+
+        For hosts that keep the annotation somewhere else than in the case's file, e.g.
+        the dataset navigator, whose corrections go to the dataset's sidecar folder so
+        the original files stay untouched.
+
+        Parameters
+        ----------
+        handler : callable or None
+            ``handler()`` is called on the GUI thread without arguments; it takes its
+            snapshot of the labels there and returns the path written, or a
+            ``concurrent.futures.Future`` of it (written in the background). Raising
+            ``ValueError``/``OSError`` (or a failing future) reports "saving failed" and
+            keeps the annotation unsaved. ``None``: the default, the case's own file
+            (:meth:`default_save_path`).
+        target : str
+            Where saves go, in words, for buttons, the close question and the status line
+            (e.g. ``"the dataset's correction (sidecar folder)"``).
+
+        "Save as…" (:meth:`save` with an explicit path) is not affected. :meth:`detach`
+        (and so every :meth:`attach`) clears the handler: set it after attaching.
+        """
+        if handler is not None and not callable(handler):
+            raise ValueError(f"save handler must be callable or None; got {handler!r}")
+        self._save_handler = handler
+        self._save_target = str(target) if handler is not None else ""
+
+    @property
+    def has_save_handler(self) -> bool:
+        """True when Save goes to a handler set with :meth:`set_save_handler`."""
+        return self._save_handler is not None
+
+    @property
+    def save_target(self) -> str:
+        """Where Save (no path) writes, in words: the handler's target or the default file's name."""
+        if self._save_handler is not None:
+            return self._save_target or "the host's store"
+        p = self.default_save_path()
+        return "the case's own file" if p is None else f"{p.name}"
+
     def save(self, path: str | Path | None = None, *, key: str | None = None, fmt: str | None = None,
              wait: bool = False) -> concurrent.futures.Future[Path] | None:
         """Save the labels through the plugin's writer, off the GUI thread.
 
         ``path`` defaults to the case's own file (npz: written as key ``segs``, every
-        other key kept). Raises ``ValueError`` when there is no path to save into.
-        ``events.saved`` fires and the status line confirms when the file is written.
+        other key kept), or goes to the save handler when one is set
+        (:meth:`set_save_handler`). Raises ``ValueError`` when there is no path to save
+        into. ``events.saved`` fires and the status line confirms when the file is written.
         """
         self._require_session()
+        if path is None and self._save_handler is not None:
+            return self._save_through_handler(wait)
         target = Path(path) if path is not None else self.default_save_path()
         if target is None:
             raise ValueError("this image has no file to save into in its own format; choose a file (Save as…)")
@@ -1684,17 +1732,51 @@ class AnnotationController:
             return src.with_name(f"{stem}_segs.nii.gz")
         return None
 
-    def _on_saved(self, fut: concurrent.futures.Future[Path], version: int, key: str) -> None:
+    def _save_through_handler(self, wait: bool) -> concurrent.futures.Future[Path]:
+        handler, target = self._save_handler, self.save_target
+        assert handler is not None
+        version = self._version
+        self._saving = True
+        self._message(f"saving to {target}…")
+        fut: concurrent.futures.Future[Path]
+        try:
+            out = handler()
+            if out is None:
+                raise ValueError(f"nothing to save into ({target} is gone)")
+        except (ValueError, OSError) as exc:
+            fut = concurrent.futures.Future()
+            fut.set_exception(exc)
+        else:
+            if isinstance(out, concurrent.futures.Future):
+                fut = out
+            else:
+                fut = concurrent.futures.Future()
+                fut.set_result(Path(out))
+        fut.add_done_callback(lambda fu: self._post(lambda: self._on_saved(fu, version, "", target=target)))
+        if wait:
+            concurrent.futures.wait([fut])
+            self.process_pending()
+        return fut
+
+    def _on_saved(self, fut: concurrent.futures.Future[Path], version: int, key: str, *,
+                  target: str | None = None) -> None:
         self._saving = False
         exc = fut.exception()
         if exc is not None:
-            self._message(f"saving failed: {exc}. The annotation is still here; try another file.", "error")
+            where = "" if target is None else f" to {target}"
+            self._message(f"saving{where} failed: {exc}. The annotation is still here"
+                          + ("." if target is not None else "; try another file."), "error")
             return
-        path = fut.result()
+        path = Path(fut.result())
         self._saved_version = version
+        n = len(self.objects)
+        if target is not None:
+            self._message(f"saved {n} object(s) to {target}: {path}")
+            self.events.saved.emit(path)
+            self.events.history.emit()
+            return
         if self.default_save_path() is None or path != self.default_save_path():
             self._save_path_override = path  # Ctrl+S keeps saving where "Save as" went
-        n = len(self.objects)
         self._message(f"saved {n} object(s) to {path} [{key}]")
         self.events.saved.emit(path)
         self.events.history.emit()

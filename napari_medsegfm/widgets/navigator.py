@@ -22,6 +22,7 @@ Keyboard shortcuts (on napari's main window, so they work whatever has focus):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -93,6 +94,9 @@ def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
 
     return call
 
+
+#: How the annotation widget describes where its Save goes while the navigator drives it.
+SAVE_TARGET = "the dataset sidecar (original files untouched)"
 
 _STATUS_COLORS = {"todo": None, "in progress": "#3b6fb6", "done": "#2e8b57", "flagged": "#c0392b"}
 _FILTERS = ("all", "todo", "in progress", "done", "flagged", "not done")
@@ -322,7 +326,10 @@ class _AnnotationEditor:
     (:func:`napari_medsegfm.io.layers.case_to_layers`: image(s), boxes, clicks), the
     segmentation layer holds the case's starting labels (saved correction, else existing
     labels), then the widget's controller attaches to the image. Edits and accepted
-    prompts are reported through the session's listener.
+    prompts are reported through the session's listener. The widget's Save (Ctrl+S, the
+    Save button, "Save" when napari closes) is routed to ``save`` — the case's sidecar
+    correction — through ``AnnotationController.set_save_handler``: the dataset's original
+    files are never written by it.
 
     Layers are reused from case to case where the kind and dimensionality match (new data
     is swapped in): adding and removing napari layers is what makes switching slow
@@ -330,10 +337,13 @@ class _AnnotationEditor:
     scribbles layers are made anew by each attach; the old ones are removed in one batch.
     """
 
-    def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None]) -> None:
+    def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None],
+                 save: Callable[[], Any] | None = None, save_target: str = "") -> None:
         self.viewer = viewer
         self.widget = widget
         self.on_change = on_change
+        self.save = save
+        self.save_target = save_target
         self._images: list[Any] = []
         self._seg: Any = None
         self._pred: Any = None
@@ -470,6 +480,8 @@ class _AnnotationEditor:
         self._seg = self._put(self._seg, oc.labels, skw, "labels", remove)
         _remove_layers(self.viewer, remove)
         self.controller.attach(image_layer)
+        if self.save is not None:
+            self.controller.set_save_handler(self.save, target=self.save_target)
         sess = self.controller.session
         if sess is not None:
             sess.add_listener(self._listener)
@@ -910,7 +922,8 @@ class DatasetNavigator(QWidget):
         if aw is not None:
             if not (isinstance(self.editor, _AnnotationEditor) and self.editor.widget is aw):
                 self.editor.clear()
-                self.editor = _AnnotationEditor(self.viewer, aw, _weak(self._emit_edited))
+                self.editor = _AnnotationEditor(self.viewer, aw, _weak(self._emit_edited), save=_weak(self.save_correction),
+                                                save_target=SAVE_TARGET)
         elif not isinstance(self.editor, _LayerEditor):
             self.editor.clear()
             self.editor = _LayerEditor(self.viewer, _weak(self._on_edit))
@@ -992,6 +1005,24 @@ class DatasetNavigator(QWidget):
         """An accepted prompt: save right away (the annotation widget calls this)."""
         if self.current is not None and self.current.autosaver is not None:
             self.current.autosaver.accepted()
+
+    def save_correction(self) -> concurrent.futures.Future[Path | None]:
+        """Save the open case's labels to its sidecar correction now; returns the write's future.
+
+        This is where the annotation widget's Save goes while the navigator drives it
+        (status and history are updated like an autosave; the original files are never
+        written). ``ValueError`` when no case is open for editing.
+        """
+        oc = self.current
+        if oc is None or self.workspace is None:
+            raise ValueError("no case is open in the dataset navigator; open one, or use Save as… to write a file")
+        if oc.read_only or oc.autosaver is None or oc.autosaver.closed:
+            raise ValueError(f"{oc.case_id} is open read-only here ({oc.message()}); use Save as… to write a copy")
+        fut = oc.autosaver.save("manual", force=True)
+        assert fut is not None
+        self.show_message(f"saving {oc.case_id} to {self.workspace.corrections.path_for(oc.case_id)} "
+                          "(the original files stay unchanged)")
+        return fut
 
     def save_now(self) -> bool:
         if self.current is None or self.current.autosaver is None:

@@ -806,6 +806,11 @@ class AnnotationWidget(QWidget):
         self.save_btn.setEnabled(c.attached and not c.saving)
         self.saveas_btn.setEnabled(c.attached and not c.saving)
         self.save_btn.setText("Save*" if c.dirty else "Save")
+        tip = f"Save into {c.save_target}" if c.has_save_handler else "Save into the case's own file"
+        if getattr(self, "_save_tip", None) != tip:
+            self._save_tip = tip
+            self.save_btn._base_tip = f"{tip} ({keys_text('save')})"  # type: ignore[attr-defined]
+            self.save_btn.setToolTip(self.save_btn._base_tip)  # type: ignore[attr-defined]
 
     # ================================================================ busy
     def _on_busy(self, busy: bool) -> None:
@@ -856,11 +861,12 @@ class AnnotationWidget(QWidget):
 
     # ================================================================ save / close
     def save(self) -> None:
-        """Save into the case's own file (Save as… when the image has no file)."""
+        """Save into the case's own file, or where the host routes saves (the dataset navigator:
+        the case's sidecar correction); Save as… when there is neither."""
         c = self.controller
         if not c.attached:
             return
-        if c.case_path is None:
+        if c.case_path is None and not c.has_save_handler:
             self.save_as()
             return
         self._guard(c.save)
@@ -893,7 +899,9 @@ class AnnotationWidget(QWidget):
         box.setIcon(QMessageBox.Icon.Warning)
         box.setWindowTitle("Unsaved segmentation")
         box.setText("The segmentation has unsaved changes.")
-        box.setInformativeText("Save them into the case file before closing?")
+        c = self.controller
+        where = c.save_target if c.has_save_handler else "the case file"
+        box.setInformativeText(f"Save them into {where} before closing?")
         box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                | QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Save)
@@ -912,7 +920,7 @@ class AnnotationWidget(QWidget):
         if answer != "save":
             return False
         path = None
-        if c.case_path is None:
+        if c.case_path is None and not c.has_save_handler:
             path, _ = QFileDialog.getSaveFileName(self, "Save segmentation", str(Path.home() / "segmentation.npz"),
                                                   "npz (*.npz);;NIfTI (*.nii.gz *.nii)")
             if not path:

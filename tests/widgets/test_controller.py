@@ -300,6 +300,55 @@ def test_cvpr_file_boxes_run_all_and_save_back(amos_case):
     c.close()
 
 
+def test_save_handler_routes_save_elsewhere_and_detach_restores_the_default(amos_case, tmp_path):
+    """A host (the dataset navigator) can take Save over; without one, Save writes the case file."""
+    import concurrent.futures
+    import hashlib
+
+    from napari.components import ViewerModel
+
+    from napari_medsegfm.io.reader import read_layers
+
+    v = ViewerModel()
+    for data, kw, kind in read_layers(amos_case):
+        getattr(v, f"add_{kind}")(data, **kw)
+    c = make(v)
+    sha = hashlib.sha256(amos_case.read_bytes()).hexdigest()
+    got = []
+
+    def handler():
+        got.append(c.session.labels.copy())
+        fut = concurrent.futures.Future()
+        fut.set_result(tmp_path / "store" / "case.npz")
+        return fut
+
+    c.set_save_handler(handler, target="the test store")
+    assert c.has_save_handler and c.save_target == "the test store"
+    c.add_object("x")
+    assert c.dirty
+    fut = c.save(wait=True)
+    assert fut.result() == tmp_path / "store" / "case.npz" and len(got) == 1 and not c.dirty
+    assert "the test store" in c.last_message and str(tmp_path / "store" / "case.npz") in c.last_message
+    assert hashlib.sha256(amos_case.read_bytes()).hexdigest() == sha  # the case file was not written
+
+    def broken():
+        raise ValueError("store is offline")
+
+    c.set_save_handler(broken, target="the test store")
+    c.add_object("y")
+    c.save(wait=True)
+    assert c.dirty and "failed: store is offline" in c.last_message and not c.saving
+    # Save as (an explicit path) is not routed; a new attach starts with the default again
+    out = c.save(tmp_path / "copy.npz", wait=True)
+    assert out.exception() is None and (tmp_path / "copy.npz").is_file()
+    c.attach(c.image_layer)
+    assert not c.has_save_handler and c.default_save_path() == amos_case
+    c.add_object("z")
+    assert c.save(wait=True).exception() is None
+    assert hashlib.sha256(amos_case.read_bytes()).hexdigest() != sha  # standalone: segs into the case file
+    c.close()
+
+
 def test_2d_rgb_image_box(shared_data):
     from napari.components import ViewerModel
     from PIL import Image

@@ -182,3 +182,57 @@ def test_navigator_drives_annotation_widget(make_napari_viewer, qtbot, dataset, 
     # the annotation widget's close guard keeps a reference cycle on the main window until its
     # teardown; make_napari_viewer's leak check would flag it
     aw.teardown()
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ctrl_s_in_the_annotation_widget_saves_to_the_sidecar_not_the_original(make_napari_viewer, qtbot, tmp_path,
+                                                                                shared_data):
+    from conftest import key
+
+    from napari_medsegfm.widgets import AnnotationWidget, DatasetNavigator
+
+    root = make_small_cvpr(shared_data, tmp_path / "ds", 2)
+    originals = sorted(p for p in root.rglob("*.npz") if ".medsegfm" not in p.parts)
+    sha_before = {p: _sha(p) for p in originals}
+    viewer = make_napari_viewer(show=True)
+    aw = AnnotationWidget(viewer, backend="boxfill", auto_attach=False)
+    viewer.window.add_dock_widget(aw, name="Interactive segmentation", area="right")
+    nav = DatasetNavigator(viewer, root=root, autosave_s=30, auto_scan=False)  # long interval: no autosave
+    viewer.window.add_dock_widget(nav, name="Dataset correction", area="right", tabify=True)
+    ws = nav.workspace
+    cid = "CT_small00"
+    assert nav.open_case(cid)
+    ctrl = aw.controller
+    qtbot.waitUntil(lambda: ctrl.backend_name == "boxfill" and not ctrl.busy, timeout=20000)
+    assert ctrl.has_save_handler and "sidecar" in aw.save_btn.toolTip()
+    ctrl.session.delete_object(1)  # an edit (not an accepted prompt: nothing autosaved yet)
+    assert ctrl.dirty and not ws.corrections.exists(cid)
+    key(qtbot, viewer, "Ctrl+S")
+    qtbot.waitUntil(lambda: not ctrl.dirty and not ctrl.saving, timeout=10000)
+    # the originals are byte-identical; the correction is in the sidecar, the case in progress
+    assert {p: _sha(p) for p in originals} == sha_before
+    corr = ws.corrections.path_for(cid)
+    assert corr.is_file() and ".medsegfm" in corr.parts
+    saved = ws.corrections.load(cid).labels
+    np.testing.assert_array_equal(saved, ctrl.session.labels)
+    assert (saved == 1).sum() == 0
+    assert str(corr) in aw.status_label.text() and "sidecar" in aw.status_label.text()
+    assert str(corr) in viewer.window._qt_window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: ws.store.get(cid).status == "in progress", timeout=5000)
+    # reopening the case restores the saved correction
+    assert nav.next_case() and nav.previous_case()
+    assert nav.current.case_id == cid and nav.current.restored
+    np.testing.assert_array_equal(ctrl.session.labels, saved)
+    # once the navigator has closed the dataset, Save refuses instead of writing the original
+    nav.close_dataset()
+    ctrl.session.delete_object(2)
+    key(qtbot, viewer, "Ctrl+S")
+    qtbot.waitUntil(lambda: not ctrl.saving, timeout=5000)
+    assert "saving" in aw.status_label.text() and "failed" in aw.status_label.text() and ctrl.dirty
+    assert {p: _sha(p) for p in originals} == sha_before
+    aw.teardown()
