@@ -1076,9 +1076,13 @@ class AnnotationSession:
         elif mx <= 65535:
             from scipy import ndimage
 
-            found = ndimage.find_objects(lab if lab.dtype.itemsize <= 2 else lab.astype(np.int32))
+            # find_objects is a slow per-voxel loop: run it on the box holding all labels only
+            fg = _fast_bbox(lab != 0)
+            assert fg is not None
+            sub = lab[fg]
+            found = ndimage.find_objects(sub if sub.dtype.itemsize <= 2 else sub.astype(np.int32))
             ids = [i + 1 for i, sl in enumerate(found) if sl is not None]
-            bboxes = {i: found[i - 1] for i in ids}
+            bboxes = {i: _offset(fg, found[i - 1]) for i in ids}
         else:
             ids = [int(i) for i in np.unique(lab) if i != 0]
             bboxes = {i: bbox_of(lab == i) for i in ids}
