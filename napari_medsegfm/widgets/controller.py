@@ -198,6 +198,20 @@ def _set_defaults(layer: Any, **values: Any) -> None:
     layer.feature_defaults = d
 
 
+def set_if_changed(layer: Any, **values: Any) -> None:
+    """Set layer attributes that differ (napari re-slices and re-transforms on every ``scale``/
+    ``translate`` assignment, even an equal one)."""
+    for k, v in values.items():
+        cur = getattr(layer, k)
+        if k in ("scale", "translate", "contrast_limits"):
+            a, b = np.asarray(cur, dtype=float), np.asarray(v, dtype=float)
+            if a.shape == b.shape and np.allclose(a, b):
+                continue
+        elif isinstance(cur, (str, bool, int, float, dict)) and cur == v:
+            continue
+        setattr(layer, k, v)
+
+
 def _is_layer(obj: Any, kind: str) -> bool:
     return type(obj).__name__ == kind or any(c.__name__ == kind for c in type(obj).__mro__)
 
@@ -291,6 +305,7 @@ class AnnotationController:
         self._inflight: dict[int, _Inflight] = {}
         self._deferred: list[tuple[Prompt, bool]] = []  # (prompt, replace) while a backend loads
         self._backend_name = ""
+        self._backend_inst: Any = None  # kept across attach: the next image uses the same model
         self._backend_status: BackendStatus | None = None
         self._backend_loading: str | None = None
         self._backend_token = 0
@@ -395,9 +410,14 @@ class AnnotationController:
         except Exception:
             self.detach()
             raise
-        b = backend if backend is not None else self._backend_request
-        if b is not None:
-            self.set_backend(b)
+        if backend is None and self._backend_inst is not None:
+            # the next image keeps the backend in use (no reload, no fall-back to the first choice)
+            self._backend_token += 1
+            self._install_backend(self._backend_token, self._backend_inst, None, self._backend_name)
+        else:
+            b = backend if backend is not None else self._backend_request
+            if b is not None:
+                self.set_backend(b)
         n_boxes = len(self.box_layer.data) if self.box_layer is not None else 0
         extra = f"; {n_boxes} box prompt(s) from the file — Run all boxes (Ctrl+Shift+Enter)" if n_boxes else ""
         self._message(f"Annotating {image_layer.name!r} {'x'.join(map(str, self.volume.spatial_shape))}{extra}")
@@ -456,7 +476,8 @@ class AnnotationController:
         self.events.objects.emit()
         self.events.current.emit(self.current_id)
         self._select_current_in_layers()
-        self.refresh_backends()
+        if not self._statuses:
+            self.refresh_backends()
 
     def detach(self) -> None:
         """Stop annotating (the layers stay in the viewer)."""
@@ -547,28 +568,65 @@ class AnnotationController:
             self._connect(boxes.selected_data.events.items_changed, self._on_box_selection)
 
         if self.click_layer is None:
-            pts = Points(np.zeros((0, nd)), ndim=nd, name=f"{base} clicks", size=7, border_width=0.15,
-                         border_color="white", face_color=rgba_to_hex(POSITIVE_RGBA),
-                         features={"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
-                         metadata={"medsegfm_role": "clicks"}, **kw)
+            # a clicks layer left by an earlier attach (the next case in the dataset navigator) is
+            # reused: adding and removing napari layers is what makes switching images slow
+            pts = self._adopt("Points", "clicks", nd)
+            if pts is not None:
+                self._syncing += 1
+                try:
+                    pts.selected_data = set()
+                    pts.data = np.zeros((0, nd))
+                    pts.features = {"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)}
+                    set_if_changed(pts, name=f"{base} clicks", scale=kw["scale"], translate=kw["translate"])
+                finally:
+                    self._syncing -= 1
+            else:
+                pts = Points(np.zeros((0, nd)), ndim=nd, name=f"{base} clicks", size=7, border_width=0.15,
+                             border_color="white", face_color=rgba_to_hex(POSITIVE_RGBA),
+                             features={"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
+                             metadata={"medsegfm_role": "clicks"}, **kw)
+                self.viewer.layers.append(pts)
             pts.feature_defaults = {"object_id": 0, "positive": True}
-            self.viewer.layers.append(pts)
             self.click_layer = pts
             self._connect(pts.events.data, self._on_points_data)
-            pts.mouse_drag_callbacks.insert(0, self._on_points_press)
+            if self._on_points_press not in pts.mouse_drag_callbacks:
+                pts.mouse_drag_callbacks.insert(0, self._on_points_press)
             self._shown_points = None
 
         if self.scribble_layer is None:
-            scr = Labels(np.zeros(self.volume.spatial_shape, dtype=np.uint8), name=f"{base} scribbles",
-                         metadata={"medsegfm_role": "scribbles"}, opacity=0.9, **kw)
-            scr.colormap = DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: POSITIVE_RGBA, 2: NEGATIVE_RGBA,
-                                                           None: (1, 1, 0, 1)})
-            scr.brush_size = 6
-            self.viewer.layers.append(scr)
+            shape = tuple(self.volume.spatial_shape)
+            scr = self._adopt("Labels", "scribbles", nd)
+            if scr is not None:
+                self._syncing += 1
+                try:
+                    if tuple(scr.data.shape) != shape:
+                        scr.data = np.zeros(shape, dtype=np.uint8)
+                    # (its old strokes are cleared by _sync_prompt_layers below)
+                    set_if_changed(scr, name=f"{base} scribbles", scale=kw["scale"], translate=kw["translate"])
+                finally:
+                    self._syncing -= 1
+            else:
+                scr = Labels(np.zeros(shape, dtype=np.uint8), name=f"{base} scribbles",
+                             metadata={"medsegfm_role": "scribbles"}, opacity=0.9, **kw)
+                scr.colormap = DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: POSITIVE_RGBA, 2: NEGATIVE_RGBA,
+                                                               None: (1, 1, 0, 1)})
+                scr.brush_size = 6
+                self.viewer.layers.append(scr)
             self.scribble_layer = scr
             self._connect(scr.events.paint, self._on_scribble_paint)
             self._shown_scribbles = None
         self._sync_prompt_layers()
+
+    def _adopt(self, kind: str, role: str, ndim: int) -> Any:
+        """A ``kind`` layer this controller made (``metadata["medsegfm_role"] == role``) and no
+        longer uses, of dimensionality ``ndim``, to reuse; ``None`` if there is none."""
+        mine = {id(ly) for ly in (self.seg_layer, self.box_layer, self.click_layer, self.scribble_layer)
+                if ly is not None}
+        for ly in self.viewer.layers:
+            if (_is_layer(ly, kind) and (ly.metadata or {}).get("medsegfm_role") == role and ly.ndim == ndim
+                    and id(ly) not in mine and ly is not self.gt_layer):
+                return ly
+        return None
 
     def _prepare_box_features(self, layer: Any) -> None:
         """Make sure a boxes layer has ``object_id``, ``z_min``, ``z_max`` features."""
@@ -786,6 +844,7 @@ class AnnotationController:
             self.events.backend.emit(self._backend_name, self._backend_status)
             return
         self.session.set_backend(inst)
+        self._backend_inst = inst
         self._backend_name = str(getattr(inst, "name", name)) if inst is not None else ""
         st = self._statuses.get(self._backend_name)
         if st is None and inst is not None:

@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
 from ..dataset.workspace import COLUMNS, DICE_METRIC, CaseRow, DatasetWorkspace, OpenCase
+from .controller import set_if_changed
 
 __all__ = ["DatasetNavigator", "CaseTableModel", "NAVIGATOR_SHORTCUTS"]
 
@@ -264,7 +265,7 @@ class _LayerEditor:
                                         metadata=meta)
         else:
             img.data = arr
-            img.scale = scale
+            set_if_changed(img, scale=scale)
             if not rgb:
                 img.contrast_limits_range = clim
                 img.contrast_limits = clim
@@ -283,7 +284,7 @@ class _LayerEditor:
                 pred.editable = False
             else:
                 pred.data = prediction
-                pred.scale = scale[-prediction.ndim:]
+                set_if_changed(pred, scale=scale[-prediction.ndim:])
         elif pred is not None:
             self.viewer.layers.remove(pred)
         lab = self._labels_layer
@@ -300,7 +301,7 @@ class _LayerEditor:
         else:
             with lab.events.data.blocker(self._painted):
                 lab.data = oc.labels
-            lab.scale = scale[-oc.labels.ndim:]
+            set_if_changed(lab, scale=scale[-oc.labels.ndim:])
             lab.metadata = lmeta
         lab.editable = not oc.read_only
         lab.name = self.LABELS + (" (read-only)" if oc.read_only else "")
@@ -333,8 +334,9 @@ class _AnnotationEditor:
 
     Layers are reused from case to case where the kind and dimensionality match (new data
     is swapped in): adding and removing napari layers is what makes switching slow
-    (napari runs a full garbage collection after each removal). The controller's clicks and
-    scribbles layers are made anew by each attach; the old ones are removed in one batch.
+    (napari runs a full garbage collection after each removal, and new layers build their
+    GL programs). That includes the controller's boxes (emptied for a case without file
+    boxes), clicks and scribbles layers, which the next attach adopts.
     """
 
     def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None],
@@ -349,6 +351,7 @@ class _AnnotationEditor:
         self._pred: Any = None
         self._boxes: Any = None
         self._others: list[Any] = []
+        self._prompt_layers: list[Any] = []  # the controller's clicks/scribbles, kept for the next attach
         self._session: Any = None
 
     @property
@@ -372,11 +375,20 @@ class _AnnotationEditor:
         return lay is not None and lay in self.viewer.layers
 
     def _detach(self) -> list[Any]:
-        """Detach the controller; returns its per-attach layers (clicks, scribbles) to remove."""
+        """Detach the controller; returns layers it used that are not kept for the next case.
+
+        Its clicks/scribbles layers are kept (the next attach adopts them), and so is a box
+        layer it made itself (it becomes this editor's box layer, emptied or refilled by
+        :meth:`show`).
+        """
         ctrl = self.controller
-        stale = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer) if ly is not None]
+        stale: list[Any] = []
+        self._prompt_layers = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer) if self._alive(ly)]
         if ctrl.box_layer is not None and ctrl.box_layer is not self._boxes:
-            stale.append(ctrl.box_layer)
+            if self._alive(self._boxes) or not self._alive(ctrl.box_layer):
+                stale.append(ctrl.box_layer)
+            else:
+                self._boxes = ctrl.box_layer
         if ctrl.seg_layer is not None and ctrl.seg_layer is not self._seg:
             stale.append(ctrl.seg_layer)
         if self._session is not None:
@@ -391,17 +403,18 @@ class _AnnotationEditor:
 
     def clear(self) -> None:
         stale = self._detach()
-        _remove_layers(self.viewer, [*stale, *self._images, self._seg, self._pred, self._boxes, *self._others])
+        _remove_layers(self.viewer, [*stale, *self._prompt_layers, *self._images, self._seg, self._pred, self._boxes,
+                                     *self._others])
         self._images, self._seg, self._pred, self._boxes, self._others = [], None, None, None, []
+        self._prompt_layers = []
 
     def _put(self, old: Any, data: Any, kw: dict[str, Any], kind: str, remove: list[Any]) -> Any:
         """Swap ``data`` into ``old`` when compatible, else queue ``old`` for removal and add a new layer."""
         if self._alive(old) and type(old).__name__.lower() == kind and getattr(old, "ndim", None) == (
                 np.ndim(data) - (1 if kw.get("rgb") else 0)) and bool(getattr(old, "rgb", False)) == bool(kw.get("rgb")):
             old.data = data
-            for key in ("scale", "metadata", "name", "visible", "contrast_limits"):
-                if key in kw:
-                    setattr(old, key, kw[key])
+            set_if_changed(old, **{k: kw[k] for k in ("scale", "metadata", "name", "visible", "contrast_limits")
+                                   if k in kw})
             return old
         if old is not None:
             remove.append(old)
@@ -446,14 +459,19 @@ class _AnnotationEditor:
                 lay.selected_data = set()
                 lay.data = [(np.asarray(r), "rectangle") for r in data]
                 lay.features = kw.get("features", {})
-                for key in ("scale", "metadata", "name"):
-                    setattr(lay, key, kw[key])
-                lay.visible = True
+                set_if_changed(lay, scale=kw["scale"], metadata=kw["metadata"], name=kw["name"], visible=True)
             else:
                 if self._boxes is not None:
                     remove.append(self._boxes)
                 lay = self.viewer.add_shapes(data, **kw)
             self._boxes = lay
+        elif self._alive(self._boxes) and self._boxes.ndim == case.image.ndim:
+            # no boxes in this case: keep the layer, empty, for the boxes the user draws
+            lay = self._boxes
+            lay.selected_data = set(range(len(lay.data)))
+            lay.remove_selected()  # (keeps the feature columns consistent, unlike data = [])
+            set_if_changed(lay, metadata={"medsegfm_role": "boxes"}, name=f"{case.name} boxes",
+                           scale=scale[-lay.ndim:])
         elif self._alive(self._boxes):
             remove.append(self._boxes)
             self._boxes = None
@@ -480,6 +498,10 @@ class _AnnotationEditor:
         self._seg = self._put(self._seg, oc.labels, skw, "labels", remove)
         _remove_layers(self.viewer, remove)
         self.controller.attach(image_layer)
+        ctrl = self.controller
+        unused = [ly for ly in self._prompt_layers if ly is not ctrl.click_layer and ly is not ctrl.scribble_layer]
+        _remove_layers(self.viewer, unused)  # not adopted (e.g. a 2D case after a 3D one)
+        self._prompt_layers = []
         if self.save is not None:
             self.controller.set_save_handler(self.save, target=self.save_target)
         sess = self.controller.session
