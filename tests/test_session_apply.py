@@ -260,3 +260,21 @@ def test_replace_through_the_worker_with_followers_and_failure(vol):
         assert not s.apply_result(held.next())
         assert np.array_equal(s.labels, before) and len(s.undo_stack) == n
         assert wait_until(lambda: not s.busy)
+
+
+def test_initial_objects_their_boxes_and_counts():
+    from napari_medsegfm.core.postprocess import bbox_of
+    from napari_medsegfm.core.session import _nonzero_bbox
+
+    rng = np.random.default_rng(5)
+    lab = np.zeros((30, 40, 50), np.uint16)
+    for lid in (3, 7, 300):
+        z, y, x = (int(v) for v in rng.integers(0, [25, 35, 45]))
+        lab[z:z + 4, y:y + 3, x:x + 5] = lid
+    for arr in (lab, lab[:1], np.zeros((3, 4), np.uint8), (lab > 0).astype(np.uint8)[..., 0]):
+        assert _nonzero_bbox(arr, chunk_bytes=64) == bbox_of(arr != 0)
+    with AnnotationSession(Volume(np.zeros(lab.shape, np.uint8)), labels=lab, use_worker=False) as s:
+        assert sorted(s.objects) == [3, 7, 300]
+        for lid in (3, 7, 300):
+            assert s._obj_bbox[lid] == bbox_of(lab == lid)
+            assert s.object_voxels(lid) == (lab == lid).sum()

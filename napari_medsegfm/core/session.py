@@ -247,6 +247,29 @@ def _offset(outer: BBox, inner: BBox) -> BBox:
     return tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
 
 
+def _nonzero_bbox(arr: np.ndarray, chunk_bytes: int = 1 << 22) -> BBox | None:
+    """Bounding box of the non-zero values, by slabs along the first axis (no full-size temporary)."""
+    if arr.ndim < 2 or arr.size == 0:
+        return bbox_of(arr != 0)
+    step = max(1, chunk_bytes // max(1, arr[0].size))
+    rows = np.zeros(arr.shape[0], bool)
+    rest = [np.zeros(n, bool) for n in arr.shape[1:]]
+    for z in range(0, arr.shape[0], step):
+        nz = arr[z:z + step] != 0
+        rows[z:z + step] = nz.reshape(nz.shape[0], -1).any(axis=1)
+        if rows[z:z + step].any():
+            for ax in range(1, arr.ndim):
+                rest[ax - 1] |= nz.any(axis=tuple(a for a in range(arr.ndim) if a != ax))
+    idx = np.flatnonzero(rows)
+    if idx.size == 0:
+        return None
+    out = [slice(int(idx[0]), int(idx[-1]) + 1)]
+    for r in rest:
+        i = np.flatnonzero(r)
+        out.append(slice(int(i[0]), int(i[-1]) + 1))
+    return tuple(out)
+
+
 def _fast_bbox(mask: np.ndarray) -> BBox | None:
     """:func:`bbox_of` of a bool mask in about one pass (first axis first, then only its range)."""
     if mask.ndim < 2 or mask.size == 0:
@@ -1077,7 +1100,7 @@ class AnnotationSession:
             from scipy import ndimage
 
             # find_objects is a slow per-voxel loop: run it on the box holding all labels only
-            fg = _fast_bbox(lab != 0)
+            fg = _nonzero_bbox(lab)
             assert fg is not None
             sub = lab[fg]
             found = ndimage.find_objects(sub if sub.dtype.itemsize <= 2 else sub.astype(np.int32))
