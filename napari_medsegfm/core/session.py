@@ -669,6 +669,7 @@ class AnnotationSession:
             self._prompts[lid] = []
             self._pending[lid] = []
             self._obj_bbox[lid] = None
+            self._counts[lid] = 0  # every labelled voxel belongs to an object: a new id has none
             self._version.setdefault(lid, 0)
             self._undo.push(UndoEntry("object_add", f"add object {info.name!r}",
                                       before={lid: None}, after={lid: self._state(lid)}))

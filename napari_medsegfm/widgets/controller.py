@@ -322,6 +322,7 @@ class AnnotationController:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="medsegfm-io")
         self._connections: list[tuple[Any, Callable[..., Any]]] = []
         self._closed = False
+        self._sync_posted = False
 
     # ================================================================ plumbing
     def post(self, fn: Callable[[], None]) -> None:
@@ -893,13 +894,14 @@ class AnnotationController:
         if self.session is None:
             return []
         busy = {f.label_id for f in self._inflight.values()}
+        ml = self.volume.voxel_volume_ml
         rows = []
         for lid, info in sorted(self.session.objects.items()):
             vox = self._voxels.get(lid, 0)
             status = getattr(info.status, "value", str(info.status))
             rows.append(ObjectRow(lid, info.name or f"object {lid}", rgba_to_hex(info.color),
                                   "running" if lid in busy else status, vox,
-                                  vox * self.volume.voxel_volume_ml, lid in busy))
+                                  vox * ml, lid in busy))
         return rows
 
     def add_object(self, name: str = "", color: Any = None, *, label_id: int | None = None,
@@ -1567,7 +1569,12 @@ class AnnotationController:
                 self.events.current.emit(self.current_id)
             if self.current_id is not None and (self.current_id in change.label_ids or
                                                 change.kind in ("undo", "redo")):
-                self._sync_prompt_layers()
+                if change.kind == "result":
+                    # a prompt layer update (napari re-checks the dims of every layer) in a later
+                    # event-loop turn than the labels update: two short GUI stalls, not one long
+                    self._sync_prompt_layers_soon()
+                else:
+                    self._sync_prompt_layers()
             if change.kind in ("undo", "redo", "object_add", "object_delete", "object_color"):
                 self._select_current_in_layers()
             if change.kind in ("object_color", "undo", "redo") and self.box_layer is not None:
@@ -1611,6 +1618,17 @@ class AnnotationController:
             return True
         return bool(np.array_equal(np.floor(data + 0.5), coords)
                     and np.array_equal(np.asarray(layer.features["positive"], dtype=bool), positive))
+
+    def _sync_prompt_layers_soon(self) -> None:
+        if self._sync_posted:
+            return
+        self._sync_posted = True
+
+        def run() -> None:
+            self._sync_posted = False
+            self._sync_prompt_layers()
+
+        self._post(run)
 
     def _sync_prompt_layers(self) -> None:
         """Show the current object's clicks and scribbles (applied + pending) in the prompt layers."""
