@@ -15,7 +15,7 @@ Run::
    separately. Reported: cases per minute for each, and the scaling ratio 2 workers / 1
    worker (ideal 2.0 on this 2-core machine). Outputs of both runs are checked to be
    byte-identical.
-2. **Navigator case switch.** Three cases of ``--switch-shape`` (default 200x512x512, the
+2. **Navigator case switch.** ``--switches`` + 1 cases of ``--switch-shape`` (default 200x512x512, the
    CT_AMOS volume resampled along z by nearest neighbour, compressed npz + separate gts
    file, as in the challenge layout) are walked with the dataset navigator in a real napari
    viewer (under ``xvfb-run`` when there is no display). Each switch follows a brush edit
@@ -149,7 +149,9 @@ def bench_switch(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from napari_medsegfm.widgets.navigator import DatasetNavigator
 
     shape = tuple(int(v) for v in args.switch_shape.split(","))
-    root = _make_big_cases(tmp, shape)  # 3 cases
+    # one case more than switches: every switch goes to a case the navigator could prefetch
+    # (with fewer cases the walk wraps around to the first case, which is never prefetched)
+    root = _make_big_cases(tmp, shape, n=max(3, args.switches + 1))
     out: dict[str, Any] = {"shape": list(shape), "switches": args.switches}
 
     def settle() -> None:
