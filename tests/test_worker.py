@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -178,3 +180,19 @@ def test_debounce_holds_only_superseding_jobs():
         assert w.wait_idle(2)
         assert starts[1:] == [19]  # the gate job was cancelled (its token set) before appending
         assert w.jobs_started == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux-only")
+@pytest.mark.parametrize("setting, expected_delta", [(None, 5), ("0", 0), ("3", 3)])
+def test_worker_thread_runs_at_lower_priority(monkeypatch, setting, expected_delta):
+    # inference must not compete with the GUI thread on equal terms (MEDSEGFM_WORKER_NICE)
+    if setting is None:
+        monkeypatch.delenv("MEDSEGFM_WORKER_NICE", raising=False)
+    else:
+        monkeypatch.setenv("MEDSEGFM_WORKER_NICE", setting)
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+    with InferenceWorker() as w:
+        w.submit("k", lambda tok: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        assert w.wait_idle(5)
+    assert seen == [min(19, here + expected_delta)]

@@ -30,6 +30,7 @@ Nothing here imports Qt or torch.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -299,6 +300,7 @@ class InferenceWorker:
             log.exception("callback of job %r (generation %d) raised", job.key, job.generation)
 
     def _loop(self) -> None:
+        _lower_thread_priority()
         while True:
             task = None
             with self._cond:
@@ -377,3 +379,27 @@ class InferenceWorker:
             with self._cond:
                 self.jobs_finished += 1
         return out
+
+
+def _lower_thread_priority() -> None:
+    """Give this worker thread (and the math-library threads it starts) a lower priority.
+
+    Inference competes with the GUI thread and the X server for a few cores; on Linux a
+    thread has its own nice value and threads it creates (e.g. OpenMP teams of torch)
+    inherit it, so the GUI keeps getting the CPU when it needs it. The niceness comes from
+    ``$MEDSEGFM_WORKER_NICE`` (default 5; 0 disables). Elsewhere, or without the right
+    to, nothing changes.
+    """
+    raw = os.environ.get("MEDSEGFM_WORKER_NICE", "5")
+    try:
+        nice = int(raw)
+    except ValueError:
+        log.warning("MEDSEGFM_WORKER_NICE=%r is not an integer; worker priority unchanged", raw)
+        return
+    if nice <= 0 or not hasattr(os, "setpriority") or not os.uname().sysname == "Linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # pragma: no cover - depends on the system's limits
+        log.debug("could not lower the worker thread's priority: %s", exc)
