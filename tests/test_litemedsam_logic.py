@@ -249,3 +249,54 @@ def test_intensity_normalisation_and_options(monkeypatch):
         _precision_from_env(None)
     monkeypatch.setenv("MEDSEGFM_LITEMEDSAM_PRECISION", "bfloat16")
     assert _precision_from_env(None) == "bf16"
+
+
+def test_precision_options(monkeypatch):
+    from napari_medsegfm.backends.litemedsam.backend import _precision_from_env, _resolve_precision
+
+    monkeypatch.delenv("MEDSEGFM_LITEMEDSAM_PRECISION", raising=False)
+    assert _precision_from_env(None) == "auto"
+    assert _precision_from_env("mixed") == "mixed"
+    assert _resolve_precision("auto", "cuda:0") == "fp32"
+    assert _resolve_precision("auto", "cpu") in ("mixed", "fp32")
+    assert _resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_fused_banded_and_mixed_encoder_paths_match_the_plain_one():
+    """Random weights (no checkpoint): oneDNN-fused + banded path equals the plain float32 one;
+    mixed precision touches only the MIXED_STAGES parts and stays close."""
+    torch = pytest.importorskip("torch")
+    from napari_medsegfm.backends.litemedsam import tinyvit as T
+    from napari_medsegfm.backends.litemedsam.model import LiteMedSAM, optimize_for_inference
+
+    torch.manual_seed(0)
+    plain = LiteMedSAM().eval()
+    for m in plain.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    fused = LiteMedSAM().eval()
+    fused.load_state_dict(plain.state_dict())
+    optimize_for_inference(fused)
+    x = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        ref = plain.image_encoder(x)
+        out = fused.image_encoder(x.contiguous(memory_format=torch.channels_last))
+        assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+        flagged = [m for m in fused.image_encoder.modules() if getattr(m, "mixed_ok", False)]
+        assert flagged and all(isinstance(m, (T.WindowAttention, T.MLP)) for m in flagged)
+        with T.mixed_precision(torch.bfloat16):
+            mixed = fused.image_encoder(x.contiguous(memory_format=torch.channels_last))
+        assert mixed.dtype == torch.float32
+        assert not torch.equal(mixed, out)
+        assert (mixed - ref).abs().mean() < 0.05 * ref.abs().mean()
+        # a banded stage-0 block equals the unbanded one bit for bit
+        blk = fused.image_encoder.layers[0].blocks[0]
+        h = torch.rand(1, 64, 96, 80).contiguous(memory_format=torch.channels_last)
+        a = blk(h)
+        saved, T.BAND_ROWS = T.BAND_ROWS, 10**6
+        try:
+            b = blk(h)
+        finally:
+            T.BAND_ROWS = saved
+        assert torch.equal(a, b)

@@ -110,12 +110,13 @@ class LiteMedSAMPredictor:
     ----------
     model : LiteMedSAM
     device : torch device string
-    encoder_dtype : ``torch.float32`` or ``torch.bfloat16``/``torch.float16`` (autocast for
-        the image encoder only; the decoder always runs in float32)
+    encoder_dtype : ``torch.float32``, ``torch.bfloat16``/``torch.float16`` (autocast for
+        the whole image encoder), or ``"mixed"`` (bfloat16 only for the encoder parts named in
+        :data:`.tinyvit.MIXED_STAGES`); the decoder always runs in float32
     batch_size : slices per encoder call
     """
 
-    def __init__(self, model: LiteMedSAM, device: str = "cpu", encoder_dtype: torch.dtype = torch.float32,
+    def __init__(self, model: LiteMedSAM, device: str = "cpu", encoder_dtype: torch.dtype | str = torch.float32,
                  batch_size: int = 4) -> None:
         self.model = model
         self.device = torch.device(device)
@@ -123,6 +124,10 @@ class LiteMedSAMPredictor:
         self.batch_size = max(1, int(batch_size))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.encoder_dtype == "mixed":
+            from .tinyvit import mixed_precision
+
+            return mixed_precision(torch.bfloat16)
         if self.encoder_dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.encoder_dtype)
