@@ -300,3 +300,25 @@ def test_fused_banded_and_mixed_encoder_paths_match_the_plain_one():
         finally:
             T.BAND_ROWS = saved
         assert torch.equal(a, b)
+
+
+def test_batched_candidate_boxes_give_the_same_propagation():
+    """A segmenter with ``segment_many`` (one model call for both candidate boxes) is used
+    for the dual-box step and gives the same result as separate calls."""
+
+    class Batched(Oracle):
+        def __init__(self, gt):
+            super().__init__(gt, shrink=1)
+            self.batches = 0
+
+        def segment_many(self, z, boxes, points):
+            self.batches += 1
+            return [self.segment(z, b, points) for b in boxes]
+
+    gt = _ellipsoid()
+    bb = bbox2d(gt[10])
+    seq = segment_box3d(Oracle(gt, shrink=1), (0, 19, *bb), 10, {}, CancelToken(), PropagationParams())
+    bat = Batched(gt)
+    out = segment_box3d(bat, (0, 19, *bb), 10, {}, CancelToken(), PropagationParams())
+    assert bat.batches > 0
+    assert np.array_equal(out, seq)

@@ -189,6 +189,10 @@ class _Segmenter:
                 points: Sequence[SlicePoint]) -> tuple[np.ndarray, float]:
         return self.b._segment_slice(z, box, points)
 
+    def segment_many(self, z: int, boxes: Sequence[tuple[int, int, int, int]],
+                     points: Sequence[SlicePoint]) -> list[tuple[np.ndarray, float]]:
+        return self.b._segment_slice_many(z, boxes, points)
+
 
 class LiteMedSAMBackend:
     """LiteMedSAM (TinyViT + SAM prompt encoder/decoder) with 3D propagation and click refinement.
@@ -438,6 +442,22 @@ class LiteMedSAMBackend:
         self.stats["decoded"] += 1
         self.stats["decode_s"] += time.perf_counter() - t0
         return mask, float(iou[0])
+
+    def _segment_slice_many(self, z: int, boxes: Sequence[tuple[int, int, int, int]],
+                            points: Sequence[SlicePoint]) -> list[tuple[np.ndarray, float]]:
+        """Several boxes on slice ``z`` in one (batched) decoder call."""
+        from .predictor import PointPrompt, SliceGeometry
+
+        pred = self._ensure_model()
+        emb = self._embedding(z)
+        t0 = time.perf_counter()
+        _, H, W = self._stack_shape
+        pts = [PointPrompt(p.y, p.x, p.positive) for p in points]
+        logits, iou = pred.decode_boxes(emb, SliceGeometry(H, W), boxes, pts)
+        masks = (logits > 0).cpu().numpy()
+        self.stats["decoded"] += len(boxes)
+        self.stats["decode_s"] += time.perf_counter() - t0
+        return [(masks[i], float(iou[i])) for i in range(len(boxes))]
 
     # ------------------------------------------------------------------ predict
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None,

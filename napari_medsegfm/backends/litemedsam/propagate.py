@@ -83,6 +83,9 @@ class SliceSegmenter(Protocol):
     def prefetch(self, zs: Sequence[int], cancel: CancelToken) -> None:
         """Prepare slices ``zs`` (e.g. encode them in one batch)."""
 
+    # optional: ``segment_many(z, boxes, points) -> [(mask, quality), ...]``, several boxes
+    # in one model call (used for the two candidate boxes of a propagation step)
+
 
 @dataclass
 class PropagationParams:
@@ -229,6 +232,23 @@ def _segment(seg: SliceSegmenter, z: int, box: Box2 | None, points: Sequence[Sli
     return m, q
 
 
+def _segment_pair(seg: SliceSegmenter, z: int, box: Box2, box2: Box2, points: Sequence[SlicePoint],
+                  params: PropagationParams) -> tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]]:
+    """:func:`_segment` for two boxes; one batched model call when the segmenter offers ``segment_many``."""
+    many = getattr(seg, "segment_many", None)
+    if many is None:
+        return _segment(seg, z, box, points, params), _segment(seg, z, box2, points, params)
+    if not params.model_points:
+        points = ()
+    out = []
+    for m, q in many(z, [box, box2], points):
+        m = np.asarray(m, dtype=bool)
+        if params.keep_largest and m.any():
+            m = _keep_near_box(m, None, points)
+        out.append((m, q))
+    return out[0], out[1]
+
+
 def segment_slice_from_point(seg: SliceSegmenter, z: int, point: SlicePoint, points: Sequence[SlicePoint],
                              params: PropagationParams, sizes256: Iterable[float] = (5, 10, 20, 32, 48, 72, 100),
                              max_area: float | None = None) -> np.ndarray:
@@ -329,11 +349,12 @@ def propagate(
             mem_box = tuple(int(round(lam * a + (1 - lam) * b)) for a, b in zip(last_box, box))
         if mem_box is not None and not params.dual_box:
             box = mem_box  # type: ignore[assignment]
-        m, q = _segment(seg, z, box, pts, params)
         if mem_box is not None and params.dual_box and mem_box != box:
-            m2, q2 = _segment(seg, z, mem_box, pts, params)  # type: ignore[arg-type]
+            (m, q), (m2, q2) = _segment_pair(seg, z, box, mem_box, pts, params)  # type: ignore[arg-type]
             if q2 > q + params.dual_margin:
                 m, q, box = m2, q2, mem_box  # type: ignore[assignment]
+        else:
+            m, q = _segment(seg, z, box, pts, params)
         area_prev = int(np.count_nonzero(prev))
         grown = m.any() and np.count_nonzero(m) > params.max_growth * area_prev + 16 * (max(H, W) / 256.0) ** 2
         if not m.any() or grown:
