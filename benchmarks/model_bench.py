@@ -156,6 +156,8 @@ def child_box3d(mode: str, lab: str = "10", clicks: str = "5", save: str = "") -
     t_box = time.perf_counter() - t1
     box_total = time.perf_counter() - t0
     enc_box = b.stats["encoded"]
+    box_stats = {"box_encode_s": b.stats["encode_s"], "box_decoded": b.stats["decoded"],
+                 "box_decode_s": b.stats["decode_s"]}
     if save:
         np.save(save, m)
     times, dices, enc = _click_loop(b, gts, lab_i, [box], m, int(clicks))
@@ -163,7 +165,7 @@ def child_box3d(mode: str, lab: str = "10", clicks: str = "5", save: str = "") -
             "load_s": b.stats["load_s"], "box_predict_s": t_box, "box_total_incl_load_s": box_total,
             "box_encoded": enc_box, "click_s": times, "click_encoded": enc, "dice": dices,
             "encode_s_total": b.stats["encode_s"], "decoded": b.stats["decoded"], "decode_s": b.stats["decode_s"],
-            "precision": b.precision}
+            "precision": b.precision, **box_stats}
 
 
 def child_step(cache_dir: str, lab: str, step: str) -> dict[str, Any]:
@@ -429,11 +431,11 @@ def bench_box3d() -> dict[str, Any]:
         _row("  of which reading the case (npz)", cached["data_s"], "s", ""),
         _row("  of which model load (incl. import torch)", cached["load_s"], "s", ""),
         _row("  of which box predict (encode + propagate; includes the model load)", cached["box_predict_s"], "s",
-             f"encode {cached['encode_s_total']:.2f} s ({cached['encode_s_total'] / cached['box_encoded']:.2f} s/slice)"
-             f", {cached['decoded']} decodes {cached['decode_s']:.2f} s"),
+             f"encode {cached['box_encode_s']:.2f} s ({cached['box_encode_s'] / cached['box_encoded']:.2f} s/slice)"
+             f", {cached['box_decoded']} decodes {cached['box_decode_s']:.2f} s"),
         _row("  fresh process wall time (with python/torch start-up)", cached["process_wall_s"], "s", ""),
         _row("  same with the float32 encoder (MEDSEGFM_LITEMEDSAM_PRECISION=fp32)", fp32["box_total_incl_load_s"],
-             "s", f"encode {fp32['encode_s_total']:.2f} s ({fp32['encode_s_total'] / fp32['box_encoded']:.2f} s/slice)"),
+             "s", f"encode {fp32['box_encode_s']:.2f} s ({fp32['box_encode_s'] / fp32['box_encoded']:.2f} s/slice)"),
         _row("  3D box mask Dice, default vs float32 encoder", agree, "", "agreement rule: >= 0.99"),
         _row("  same with the opt-in bf16 encoder (MEDSEGFM_LITEMEDSAM_PRECISION=bf16)", bf16["box_total_incl_load_s"],
              "s", f"box predict {bf16['box_predict_s']:.1f} s; Dice {bf16['dice'][0]:.3f} vs {cached['dice'][0]:.3f}"),
