@@ -20,7 +20,7 @@ import enum
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -278,7 +278,7 @@ class TextPrompt:
         object.__setattr__(self, "object_id", _check_object_id(self.object_id))
 
 
-Prompt = Union[Box3D, Box2D, Point, Scribble, TextPrompt]
+Prompt = Box3D | Box2D | Point | Scribble | TextPrompt
 
 
 class Capability(enum.Flag):

@@ -233,3 +233,24 @@ def test_fp16_cached_embeddings_match_float32(amos, backend):
         a = pred.decode(e32, SliceGeometry(512, 512), box=box)[0][0] > 0
         b = pred.decode(e16, SliceGeometry(512, 512), box=box)[0][0] > 0
         assert _dice(a.numpy(), b.numpy()) >= 0.99
+
+
+def test_warm_encodes_ahead_and_the_box_then_reuses_it(amos):
+    vol, gt = amos
+    sub, gsub = vol.array[2:5, :, ::-1].copy(), gt[2:5, :, ::-1].copy()  # new content: nothing cached yet
+    lab = next(int(v) for v in np.unique(gsub) if v and all((gsub[z] == v).any() for z in range(3)))
+    box = _box3d(gsub, lab)
+    assert (box.z_min, box.z_max) == (0, 2)
+    warmed = LiteMedSAMBackend(device="cpu", cache_dir=False)
+    warmed.set_image(Volume(sub))
+    assert warmed.warm([1, 0], CancelToken()) == 2 and warmed.stats["encoded"] == 2
+    assert warmed.warm([0, 1]) == 0  # cached: nothing to do
+    m = warmed.predict([box], None, CancelToken())
+    assert warmed.stats["encoded"] == 3  # only slice 2 was left for the box
+    plain = LiteMedSAMBackend(device="cpu", cache_dir=False, memory_cache_mb=64)
+    plain.cache.memory.clear()
+    plain.set_image(Volume(sub.copy()))
+    assert np.array_equal(m, plain.predict([box], None, CancelToken()))
+    stopped = CancelToken()
+    stopped.cancel("prompt arrived")
+    assert warmed.warm([0, 1, 2], stopped) == 0

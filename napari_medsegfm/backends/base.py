@@ -14,6 +14,11 @@ then many cheap ``predict`` calls, one per interaction, each for **one object**.
   :class:`~napari_medsegfm.types.Cancelled` promptly when set.
 * returns a bool array in the volume's spatial shape.
 
+Optional: ``warm(zs, cancel) -> int`` precomputes per-slice work (e.g. image
+embeddings) for slices ``zs`` of the current image without predicting anything; the
+session calls it on its worker while the user is still placing a prompt
+(:meth:`~napari_medsegfm.core.session.AnnotationSession.warm`).
+
 A backend that cannot serve a prompt kind must not silently ignore it: the engine
 checks ``capabilities`` first and raises :class:`UnsupportedPromptError`.
 """

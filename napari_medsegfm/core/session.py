@@ -158,6 +158,7 @@ __all__ = ["AnnotationSession", "InferenceResult", "Change", "default_color", "r
 log = logging.getLogger(__name__)
 
 _IMAGE_KEY = "__set_image__"
+_WARM_KEY = "__warm__"
 _MAX_LABEL = int(np.iinfo(np.uint32).max)
 
 # backend -> owner token of the session whose image it holds (backends may be shared)
@@ -472,6 +473,8 @@ class AnnotationSession:
         self._shape = tuple(int(s) for s in volume.spatial_shape)
         self._lock = threading.RLock()
         self._backend_lock = threading.RLock()
+        self._warm_wanted: list[int] = []  # slices to precompute while idle (see warm())
+        self._warm_active = False
         self._owner_token = object()
         self._listeners: list[Callable[[Change], None]] = []
         self._undo = UndoStack(undo_levels)
@@ -844,6 +847,69 @@ class AnnotationSession:
                                                if g != req.generation]
             raise
         return req.generation
+
+    def warm(self, zs: Sequence[int]) -> bool:
+        """Let the backend precompute per-slice work for slices ``zs`` (in this order) while idle.
+
+        For backends with a ``warm(zs, cancel)`` method (LiteMedSAM: image embeddings).
+        The GUI calls it while the user steps slices to set a box's z extent, so that most
+        slices the box will span are encoded before the box runs. Runs on the worker, one
+        slice at a time; each call replaces the slices still wanted; any queued prompt
+        goes first (the warm job stops between slices as soon as another job waits), and
+        a synchronous prompt stops it too. Nothing is applied to the labels. Returns
+        False when there is nothing to do (no worker, or the backend has no ``warm``).
+        """
+        backend = self._backend
+        if self._worker is None or self._closed or backend is None or not callable(getattr(backend, "warm", None)):
+            return False
+        depth = self._shape[0] if len(self._shape) == 3 else 1
+        wanted = [int(z) for z in dict.fromkeys(int(z) for z in zs) if 0 <= int(z) < depth]
+        with self._lock:
+            self._warm_wanted = wanted
+            if self._warm_active or not wanted:
+                return bool(wanted)
+            self._warm_active = True
+        worker = self._worker
+
+        def others_waiting() -> bool:
+            return any(k != _WARM_KEY for k in worker.pending_keys())
+
+        def job(token: CancelToken) -> int:
+            done_n = 0
+            while True:
+                with self._lock:
+                    if token.cancelled or not self._warm_wanted or others_waiting():
+                        self._warm_active = False
+                        self._warm_wanted = []
+                        return done_n
+                    z = self._warm_wanted.pop(0)
+                with self._backend_lock:
+                    self._ensure_image(backend)
+                    done_n += int(backend.warm([z], token) or 0)
+
+        def done(out: JobOutcome) -> None:
+            if out.error is not None and not out.cancelled:
+                log.debug("warm-up of slices failed: %s", out.error)
+            with self._lock:
+                self._warm_active = False
+
+        try:
+            worker.submit(_WARM_KEY, job, done, generation=self._new_generation())
+        except RuntimeError:  # worker closed
+            with self._lock:
+                self._warm_active = False
+            return False
+        return True
+
+    def _stop_warm(self, timeout: float = 5.0) -> None:
+        """Make a running warm-up stop after its current slice, and wait for that (sync prompts)."""
+        with self._lock:
+            self._warm_wanted = []
+        t_end = time.perf_counter() + timeout
+        while self._warm_active and time.perf_counter() < t_end and self._worker is not None:
+            if _WARM_KEY not in self._worker.pending_keys():
+                break
+            time.sleep(0.005)
 
     def cancel(self, label_id: int | None = None) -> None:
         """Cancel queued and running inference of an object (all objects when ``None``).
@@ -1294,6 +1360,7 @@ class AnnotationSession:
         if self._worker is not None:
             # a sync prompt supersedes whatever the worker holds for this object
             self._worker.cancel(req.label_id, "superseded by a synchronous prompt")
+            self._stop_warm()
         t0 = time.perf_counter()
         try:
             res = self._infer(req, token)

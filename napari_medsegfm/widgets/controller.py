@@ -472,6 +472,7 @@ class AnnotationController:
         self.current_id = min(objs) if objs else None
         self._connect(self.viewer.dims.events.ndisplay, self._on_view_changed)
         self._connect(self.viewer.dims.events.order, self._on_view_changed)
+        self._connect(self.viewer.dims.events.current_step, self._on_slice_changed)
         self._connect(self.viewer.layers.events.removed, self._on_layer_removed)
         self.events.attached.emit(True)
         self.events.objects.emit()
@@ -708,6 +709,32 @@ class AnnotationController:
 
     def _on_view_changed(self, event: Any = None) -> None:
         self.events.tools.emit()
+
+    def _on_slice_changed(self, event: Any = None) -> None:
+        self._warm_towards_current_slice()
+
+    def _warm_towards_current_slice(self) -> None:
+        """While the user steps slices away from the current object's box (to set its z extent
+        with , / .), let the backend encode those slices ahead: the slice shown, the ones
+        between it and the box, and two beyond. The box then runs on mostly cached slices."""
+        s = self.session
+        if s is None or self.volume is None or self.volume.ndim != 3 or self.box_layer is None:
+            return
+        if not callable(getattr(s.backend, "warm", None)):
+            return
+        idx = self._target_box()
+        z = self.current_z()
+        if idx is None or z is None or "z_min" not in self.box_layer.features:
+            return
+        f = self.box_layer.features.iloc[idx]
+        lo, hi = int(f["z_min"]), int(f["z_max"])
+        if z < lo:
+            zs = [z, *range(z + 1, lo), z - 1, z - 2]
+        elif z > hi:
+            zs = [z, *range(z - 1, hi, -1), z + 1, z + 2]
+        else:
+            return
+        s.warm(zs)
 
     @property
     def capabilities(self) -> Capability:

@@ -435,3 +435,37 @@ def test_nifti_case_saves_beside_the_image_in_its_orientation(shared_data, tmp_p
     lab = next(d for d, kw, k in read_layers(target) if k in ("labels", "image"))
     np.testing.assert_array_equal(np.asarray(lab).astype(np.uint8), c.session.labels)
     c.close()
+
+
+def test_stepping_away_from_a_box_warms_the_slices_it_will_span(viewer):
+    class WarmFake(SlowFake):
+        def __init__(self) -> None:
+            super().__init__()
+            self.warm_calls: list[list[int]] = []
+
+        def warm(self, zs, cancel=None) -> int:
+            self.warm_calls.append([int(z) for z in zs])
+            return len(zs)
+
+    be = WarmFake()
+    c = make(viewer, backend=be)
+    c.add_object("liver")
+    goto(viewer, 10)
+    assert not be.warm_calls  # no box yet: nothing to anticipate
+    c.box_layer.add(rect(10, 5, 5, 30, 20), shape_type="rectangle")
+    assert c.wait_idle(10)
+    def warmed_since(n):
+        return [z for call in be.warm_calls[n:] for z in call]
+
+    goto(viewer, 7)  # the user looks for the bottom of the object
+    assert c.session.worker.wait_idle(5)
+    assert warmed_since(0) == [7, 8, 9, 6, 5]  # shown slice, the ones up to the box, two beyond
+    c.set_z_bound("min")
+    assert c.wait_idle(10)
+    n = len(be.warm_calls)
+    goto(viewer, 8)  # inside the box now: nothing new to encode
+    assert c.session.worker.wait_idle(5) and len(be.warm_calls) == n
+    goto(viewer, 13)
+    assert c.session.worker.wait_idle(5)
+    assert warmed_since(n) == [13, 12, 11, 14, 15]
+    c.close()

@@ -382,6 +382,23 @@ class LiteMedSAMBackend:
             self._stack = None
             self._keys = {}
 
+    def warm(self, zs: Sequence[int], cancel: CancelToken | None = None) -> int:
+        """Encode and cache the slices ``zs`` of the current image ahead of a prompt.
+
+        Slices already cached are skipped; stops between slices when ``cancel`` is set.
+        Returns the number of slices encoded here (0 without an image).
+        """
+        if self._stack is None:
+            return 0
+        n = 0
+        depth = self._stack.shape[0]
+        for z in zs:
+            if cancel is not None and cancel.cancelled:
+                break
+            if 0 <= int(z) < depth:
+                n += len(self._ensure_embeddings([int(z)], cancel))
+        return n
+
     def clear_cache(self) -> None:
         """Drop the in-memory embeddings."""
         self.cache.memory.clear()
