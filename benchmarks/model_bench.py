@@ -246,7 +246,70 @@ def child_memory(z: str = "200") -> dict[str, Any]:
             "dice_box": _dice(m, mk), "dice_click": _dice(m2, mk), "cache_mb": b.cache.memory.nbytes / 2**20}
 
 
-CHILDREN = {"load": child_load, "box3d": child_box3d, "step": child_step, "memory": child_memory}
+def child_flow(mode: str, lab: str = "10", step_s: str = "0.15") -> dict[str, Any]:
+    """The GUI's 3D-box flow on the session (what the controller does), in this fresh process.
+
+    Draw the rectangle on the object's middle slice (auto-run: that slice alone), step one
+    slice every ``step_s`` seconds down to the first slice of the object and press ``,``
+    (the box re-runs over z_min..z_mid), then up to the last slice and press ``.`` (re-run
+    over the whole extent). ``mode`` warm: each step calls ``session.warm`` with the
+    controller's slice list; ``plain``: no warm-up. Latencies are key press -> mask.
+    """
+    import dataclasses
+    import threading
+
+    from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
+    from napari_medsegfm.core.session import AnnotationSession
+    from napari_medsegfm.types import Volume
+
+    imgs, gts, boxes = _amos_boxes()
+    lab_i = int(lab)
+    full = next(b for b in boxes if b.object_id == lab_i)
+    zmid = full.z_mid if full.z_mid is not None else (full.z_min + full.z_max) // 2
+    s = AnnotationSession(Volume(imgs), backend=LiteMedSAMBackend(device="cpu", cache_dir=False))
+    s.prepare(wait=True)
+    s.backend._ensure_model()
+    lid = s.add_object("pancreas").label_id
+
+    def run(z0: int, z1: int, replace: bool) -> float:
+        done = threading.Event()
+        got: list[Any] = []
+        box = dataclasses.replace(full, z_min=z0, z_max=z1, z_mid=zmid, object_id=lid)
+        t0 = time.perf_counter()
+        s.submit(box, lambda r: (got.append(r), done.set()), replace=replace)
+        done.wait(600)
+        dt = time.perf_counter() - t0
+        s.apply_result(got[0])
+        return dt
+
+    def step_to(z: int, target: int, lo: int, hi: int) -> None:
+        direction = -1 if target < z else 1
+        while z != target:
+            z += direction
+            time.sleep(float(step_s))
+            if mode == "warm" and not lo <= z <= hi:  # the controller's list (see _warm_towards_current_slice)
+                zs = [z, *range(z + 1, lo)] if z < lo else [z, *range(z - 1, hi, -1)]
+                s.warm(zs + ([z - 1, z - 2] if z < lo else [z + 1, z + 2]))
+
+    t_start = time.perf_counter()
+    first = run(zmid, zmid, replace=False)
+    step_to(zmid, full.z_min, zmid, zmid)
+    e0 = s.backend.stats["encoded"]
+    down = run(full.z_min, zmid, replace=True)
+    enc_down = s.backend.stats["encoded"] - e0
+    step_to(full.z_min, full.z_max, full.z_min, zmid)
+    e1 = s.backend.stats["encoded"]
+    up = run(full.z_min, full.z_max, replace=True)
+    enc_up = s.backend.stats["encoded"] - e1
+    total = time.perf_counter() - t_start
+    dice = _dice(s.labels == lid, gts == lab_i)
+    s.close()
+    return {"mode": mode, "first_s": first, "down_s": down, "up_s": up, "total_s": total,
+            "encoded_at_keys": [enc_down, enc_up], "encoded_total": s.backend.stats["encoded"],
+            "steps": (zmid - full.z_min) + (full.z_max - full.z_min), "step_s": float(step_s), "dice": dice}
+
+
+CHILDREN = {"load": child_load, "box3d": child_box3d, "flow": child_flow, "step": child_step, "memory": child_memory}
 
 
 # ------------------------------------------------------------------------ sections
@@ -561,8 +624,28 @@ def bench_eval(backends: tuple[str, ...] = ("litemedsam", "classic", "boxfill"))
                                   + " ".join(e) for f, e in EVAL_SETS]}}
 
 
+def bench_flow() -> dict[str, Any]:
+    plain = _child("flow", "plain", "10", "0.15")
+    runs = {pace: _child("flow", "warm", "10", pace) for pace in ("0.15", "0.4")}
+    rows = [_row("GUI flow, 15-slice box: draw on the middle slice, step to z_min, ',' then to z_max, '.'", "", "",
+                 f"{plain['steps']} slice steps; model loaded; no warm-up vs warm-up while stepping")]
+    for pace, warm in runs.items():
+        rows += [
+            _row(f"  step every {pace} s: ',' -> mask (z_min..z_mid), no warm-up / warm-up",
+                 f"{plain['down_s']:.2f} / {warm['down_s']:.2f}", "s",
+                 f"slices encoded after the key: {plain['encoded_at_keys'][0]} / {warm['encoded_at_keys'][0]}"),
+            _row(f"  step every {pace} s: '.' -> final mask (whole extent), no warm-up / warm-up",
+                 f"{plain['up_s']:.2f} / {warm['up_s']:.2f}", "s",
+                 f"slices encoded after the key: {plain['encoded_at_keys'][1]} / {warm['encoded_at_keys'][1]}"),
+            _row(f"  step every {pace} s: final Dice, no warm-up / warm-up", f"{plain['dice']:.3f} / {warm['dice']:.3f}",
+                 "", "same masks expected"),
+        ]
+    return {"title": "3D box in the GUI flow: slices encoded while the user sets the z extent", "rows": rows,
+            "data": {"plain": plain, "warm": runs}}
+
+
 SECTIONS = {"load": bench_load, "encoder": bench_encoder, "box2d": bench_box2d, "box3d": bench_box3d,
-            "cli_steps": bench_cli_steps, "multi": bench_multi, "memory": bench_memory, "eval": bench_eval}
+            "flow": bench_flow, "cli_steps": bench_cli_steps, "multi": bench_multi, "memory": bench_memory, "eval": bench_eval}
 
 
 # ------------------------------------------------------------------------ output
