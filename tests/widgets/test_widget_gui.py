@@ -288,3 +288,20 @@ def test_backend_picker_states_and_3d_canvas(make_napari_viewer, qtbot, fake_bac
     viewer.dims.ndisplay = 2
     pump(qtbot, 0.1)
     assert w.box_btn.isEnabled()
+
+
+def test_stale_napari_activity_spinner_is_stopped(make_napari_viewer, qtbot, amos_case, fake_backend):
+    # napari 0.9 leaves the "Opening Files" spinner animating after viewer.open; under software
+    # OpenGL every frame of it re-composes the window (measured ~0.7 CPU core taken from inference)
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(amos_case), plugin="napari-medsegfm")
+    pump(qtbot, 0.2)
+    indicator = viewer.window._qt_window._activity_dialog._toggleButton._inProgressIndicator
+    was_spinning = indicator.isVisible()
+    w = _dock(viewer)
+    _pick_backend(qtbot, w, "slowfake")
+    wait_until(qtbot, lambda: w.controller.attached)
+    pump(qtbot, 0.2)
+    assert not indicator.isVisible()
+    if was_spinning:
+        assert indicator.movie().state() != indicator.movie().MovieState.Running
