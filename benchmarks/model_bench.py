@@ -261,6 +261,7 @@ def child_flow(mode: str, lab: str = "10", step_s: str = "0.15") -> dict[str, An
     from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
     from napari_medsegfm.core.session import AnnotationSession
     from napari_medsegfm.types import Volume
+    from napari_medsegfm.widgets.controller import slices_to_warm
 
     imgs, gts, boxes = _amos_boxes()
     lab_i = int(lab)
@@ -287,9 +288,8 @@ def child_flow(mode: str, lab: str = "10", step_s: str = "0.15") -> dict[str, An
         while z != target:
             z += direction
             time.sleep(float(step_s))
-            if mode == "warm" and not lo <= z <= hi:  # the controller's list (see _warm_towards_current_slice)
-                zs = [z, *range(z + 1, lo)] if z < lo else [z, *range(z - 1, hi, -1)]
-                s.warm(zs + ([z - 1, z - 2] if z < lo else [z + 1, z + 2]))
+            if mode == "warm" and not lo <= z <= hi:
+                s.warm(slices_to_warm(z, lo, hi))  # what the controller asks for at each slice step
 
     t_start = time.perf_counter()
     first = run(zmid, zmid, replace=False)

@@ -65,7 +65,7 @@ from .prompts import (
     scribbles_from_atoms,
 )
 
-__all__ = ["AnnotationController", "Emitter", "ToolState", "TOOLS", "volume_from_layer", "short_class_name"]
+__all__ = ["AnnotationController", "Emitter", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,16 @@ def _bbox_of_atoms(atoms: Any, shape: tuple[int, ...]) -> BBox | None:
     lo = np.clip(lo, 0, np.asarray(shape) - 1)
     hi = np.clip(hi, 0, np.asarray(shape) - 1)
     return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+
+
+def slices_to_warm(z: int, z_min: int, z_max: int) -> list[int]:
+    """Slices to encode ahead while the user stands on slice ``z`` outside a box's ``[z_min, z_max]``:
+    ``z`` itself, the slices between it and the box, then two beyond (empty inside the box)."""
+    if z < z_min:
+        return [z, *range(z + 1, z_min), z - 1, z - 2]
+    if z > z_max:
+        return [z, *range(z - 1, z_max, -1), z + 1, z + 2]
+    return []
 
 
 class AnnotationController:
@@ -727,14 +737,9 @@ class AnnotationController:
         if idx is None or z is None or "z_min" not in self.box_layer.features:
             return
         f = self.box_layer.features.iloc[idx]
-        lo, hi = int(f["z_min"]), int(f["z_max"])
-        if z < lo:
-            zs = [z, *range(z + 1, lo), z - 1, z - 2]
-        elif z > hi:
-            zs = [z, *range(z - 1, hi, -1), z + 1, z + 2]
-        else:
-            return
-        s.warm(zs)
+        zs = slices_to_warm(z, int(f["z_min"]), int(f["z_max"]))
+        if zs:
+            s.warm(zs)
 
     @property
     def capabilities(self) -> Capability:
