@@ -340,21 +340,22 @@ def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, d
         names = dict(lab_case.label_names)
         if gts.shape != shape:
             raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
-        return _as_labels(gts), names
+        return _as_labels(gts, lp, "labels"), names
     if gts.shape != shape:
         raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
-    return _as_labels(gts), {}
+    return _as_labels(gts, lp, key), {}
 
 
-def _as_labels(arr: np.ndarray) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.dtype.kind == "f":
-        a = np.rint(a).astype(np.int64)
+def _as_labels(arr: np.ndarray, src: Any, key: str) -> np.ndarray:
+    """A label file's array with the readers' rule (:func:`~napari_medsegfm.io._common.integer_labels`:
+    whole-number floats accepted, fractional ones refused naming ``src``), in the smallest
+    unsigned dtype."""
+    from ..io._common import integer_labels
+
+    a = integer_labels(np.asarray(arr), src, key)
     if a.dtype.kind in "iu" and a.dtype not in (np.uint8, np.uint16, np.uint32):
         mx = int(a.max()) if a.size else 0
         a = a.astype(np.uint8 if mx <= 255 else np.uint16 if mx <= 65535 else np.uint32)
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8)
     return a
 
 

@@ -13,6 +13,7 @@ import numpy as np
 __all__ = [
     "check_image",
     "check_labels",
+    "integer_labels",
     "check_spacing",
     "label_dtype",
     "as_label_array",
@@ -83,35 +84,83 @@ def label_dtype(max_label: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def check_labels(
-    arr: Any, shape: tuple[int, ...] | None, src: str | os.PathLike[str], key: str
-) -> np.ndarray:
-    """A label image: integer (or bool) dtype, non-negative, spatial ``shape`` when given."""
+_CHUNK = 1 << 22  # elements per pass of the float-label check (bounded temporaries)
+
+
+def _first_fractional(flat: np.ndarray) -> tuple[int, float] | None:
+    """(index, value) of the first non-finite, negative or fractional element of a float array."""
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start:start + _CHUNK]
+        bad = ~np.isfinite(part)
+        np.logical_or(bad, part < 0, out=bad)
+        np.logical_or(bad, part != np.floor(part), out=bad)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return start + i, float(part[i])
+    return None
+
+
+def integer_labels(arr: Any, src: str | os.PathLike[str], key: str | None) -> np.ndarray:
+    """A label image as an integer (unsigned where it was float/bool) array: the one rule every
+    reader and writer applies.
+
+    * integer dtypes pass unchanged (negative values are refused);
+    * ``bool`` becomes ``uint8`` (a view, no copy);
+    * floats whose values are all whole, finite and >= 0 (NIfTI label maps stored as float32,
+      e.g. IVDM3Seg ``NN_Labels.nii``) become the smallest unsigned dtype that holds them;
+    * floats with a fractional, negative or non-finite value are refused with a ``ValueError``
+      naming ``src``, ``key``, the dtype and a sample value with its voxel index.
+
+    Parameters
+    ----------
+    arr : np.ndarray
+        Any shape; the axis order is kept.
+    src, key : str
+        The file and the member (``None``: ``src`` alone names the array), for messages.
+    """
+    what = f"{src}: '{key}'" if key else str(src)
     if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{src}: '{key}' is a {type(arr).__name__}, expected an integer label array")
+        raise ValueError(f"{what} is a {type(arr).__name__}, expected an integer label array")
     if arr.dtype == bool:
-        arr = arr.view(np.uint8)
+        return arr.view(np.uint8)
+    if arr.dtype.kind == "f":
+        if arr.size == 0:
+            return arr.astype(np.uint8)
+        flat = arr.reshape(-1)
+        bad = _first_fractional(flat)
+        if bad is not None:
+            i, v = bad
+            where = np.unravel_index(i, arr.shape)
+            raise ValueError(
+                f"{what} has dtype {arr.dtype} with a value that is not a label: {v!r} at voxel "
+                f"{tuple(int(c) for c in where)}; expected whole numbers >= 0 (0 = background; float "
+                "label maps are accepted when every value is a whole number)")
+        return arr.astype(label_dtype(int(arr.max())))
     if arr.dtype.hasobject or arr.dtype.kind not in "ui":
-        raise ValueError(f"{src}: '{key}' has dtype {arr.dtype}; expected integer labels (uint8, 0 = background)")
-    if shape is not None and tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{src}: '{key}' has shape {arr.shape}; expected the image's spatial shape {tuple(shape)}")
+        raise ValueError(f"{what} has dtype {arr.dtype}; expected integer labels (uint8, 0 = background)")
     if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
-        raise ValueError(f"{src}: '{key}' has negative labels (min {int(arr.min())}); expected labels >= 0")
+        raise ValueError(f"{what} has negative labels (min {int(arr.min())}); expected labels >= 0")
     return arr
 
 
+def check_labels(
+    arr: Any, shape: tuple[int, ...] | None, src: str | os.PathLike[str], key: str
+) -> np.ndarray:
+    """A label image read from ``src``: :func:`integer_labels`, then spatial ``shape`` when given."""
+    if isinstance(arr, np.ndarray) and shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{src}: '{key}' has shape {arr.shape}; expected the image's spatial shape {tuple(shape)}")
+    return integer_labels(arr, src, key)
+
+
 def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
-    """Labels handed to a writer: an integer/bool array, cast to the smallest unsigned dtype."""
+    """Labels handed to a writer: :func:`integer_labels` (``what`` names them), cast to the
+    smallest unsigned dtype."""
     arr = np.asarray(labels)
-    if arr.dtype == bool:
-        return arr.view(np.uint8)
-    if arr.dtype.kind not in "ui":
-        if arr.dtype.kind == "f" and arr.size and np.array_equal(arr, np.round(arr)) and arr.min() >= 0:
-            arr = arr.astype(label_dtype(int(arr.max())))
-        else:
-            raise ValueError(f"{what} must be integer labels (0 = background); got dtype {arr.dtype}")
+    if arr.dtype.kind not in "uifb" or arr.dtype.hasobject:
+        raise ValueError(f"{what} must be integer labels (0 = background); got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"{what} is empty (shape {arr.shape})")
+    arr = integer_labels(arr, what, None) if arr.dtype.kind in "fb" else arr
     if arr.dtype == np.uint8:
         return arr  # nothing to check or shrink: no pass over the data
     lo, hi = (int(arr.min()), int(arr.max())) if arr.dtype.kind == "i" else (0, int(arr.max()))

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import CaseRef, GroundTruthProtected, as_label_array, check_spacing, same_file
+from ._common import (
+    CaseRef,
+    GroundTruthProtected,
+    as_label_array,
+    check_spacing,
+    integer_labels,
+    same_file,
+)
 from .atomic import atomic_path, atomic_writer, backup_file
 
 __all__ = [
@@ -206,7 +213,7 @@ def labels_to_seg(labels: np.ndarray, n_channels: int, category_ids: list[Catego
         if not m.any():
             continue
         for ch in c if isinstance(c, tuple) else (c,):
-            out[..., ch] |= m.astype(dtype)
+            out[m, ch] = 1  # (any dtype the source file used, float included)
     maxl = int(labels.max()) if labels.size else 0
     if maxl > len(category_ids):
         raise ValueError(f"labels go up to {maxl} but only {len(category_ids)} categories map to seg channels; "
@@ -280,10 +287,12 @@ def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | 
             seg = seg[..., None]
         if seg.ndim != 4 or seg.shape[:3] != vol.shape:
             raise ValueError(f"{src}: 'seg' has shape {seg.shape}; expected H x W x D x C = {vol.shape} x C")
+        seg_dtype = str(seg.dtype)
+        seg = integer_labels(seg, src, "seg")  # whole-number float masks accepted, fractional refused
         ids, names, colors = _categories(meta_json, seg.shape[-1], category_ids, side or src)
         case.labels["gts"] = seg_to_labels(seg, ids).transpose(2, 0, 1)
         case.label_names = names
-        meta.update(category_ids=ids, n_channels=int(seg.shape[-1]), seg_dtype=str(seg.dtype),
+        meta.update(category_ids=ids, n_channels=int(seg.shape[-1]), seg_dtype=seg_dtype,
                     label_colors=colors, labels_source=str(src))
     return case
 
@@ -414,6 +423,7 @@ def load_medsegpy_scan(
     meta_json, side = read_sidecar(folder / f"{scan_id}.json", folder / "metadata.json")
     images = []
     segs: list[np.ndarray | None] = []
+    seg_dtypes: list[str] = []
     h5py = _h5py()
     for k in nums:
         im_path = slices[k]["im"]
@@ -438,7 +448,8 @@ def load_medsegpy_scan(
                 s = s[..., None]
             if s.ndim != 3 or s.shape[:2] != im.shape:
                 raise ValueError(f"{seg_path}: 'data' has shape {s.shape}; expected H x W x 1 x C with H x W = {im.shape}")
-            segs.append(s)
+            seg_dtypes.append(str(s.dtype))
+            segs.append(integer_labels(s, seg_path, "data"))
         else:
             segs.append(None)
     del h5py
@@ -461,7 +472,7 @@ def load_medsegpy_scan(
                 full[i] = s
         case.labels["gts"] = seg_to_labels(full, ids)
         case.label_names = names
-        meta.update(category_ids=ids, n_channels=int(n_ch), seg_dtype=str(present[0].dtype), label_colors=colors,
+        meta.update(category_ids=ids, n_channels=int(n_ch), seg_dtype=seg_dtypes[0], label_colors=colors,
                     labels_source=str(folder))
     return case
 

@@ -172,6 +172,7 @@ def load_nifti(path: str | os.PathLike[str], *, as_labels: bool | None = None) -
     case's (geometry-only) image with ``meta["labels_only"] = True``.
     """
     src = Path(path)
+    float_named = False  # named like a label map but stored as floats: labels if every value is whole
     if as_labels is None:
         dtype = None
         try:
@@ -179,7 +180,16 @@ def load_nifti(path: str | os.PathLike[str], *, as_labels: bool | None = None) -
         except ValueError:
             dtype = None
         as_labels = looks_like_labels(src, dtype) if dtype is not None else False
-    vol, _img = read_nifti_volume(src, labels=bool(as_labels))
+        float_named = dtype is not None and dtype.kind == "f" and looks_like_labels(src)
+    if float_named:
+        try:
+            vol, _img = read_nifti_volume(src, labels=True)
+            as_labels = True
+        except ValueError as exc:
+            logger.info("%s is named like a label map but is not one (%s); reading it as an image", src, exc)
+            vol, _img = read_nifti_volume(src, labels=False)
+    else:
+        vol, _img = read_nifti_volume(src, labels=bool(as_labels))
     vol.meta["format"] = "nifti"
     case = Case(image=vol, source=src, format="nifti", name=nifti_stem(src), meta=dict(vol.meta))
     if as_labels:
