@@ -83,7 +83,7 @@ def _amos() -> tuple[np.ndarray, np.ndarray, Any]:
 
 
 def _amos_boxes():
-    from napari_medsegfm.core.predict import parse_boxes
+    from napari_medsegfm.io.cvpr import parse_boxes
 
     imgs, gts, boxes = _amos()
     return imgs, gts, parse_boxes(boxes, imgs.shape)

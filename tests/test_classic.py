@@ -11,7 +11,7 @@ from napari_medsegfm.backends.classic import ClassicBackend, graph_cut
 from napari_medsegfm.core.clicks import simulate_click
 from napari_medsegfm.core.evaluation import synthesize_boxes
 from napari_medsegfm.core.metrics import dsc
-from napari_medsegfm.core.predict import parse_boxes
+from napari_medsegfm.io.cvpr import parse_boxes
 from napari_medsegfm.types import Box2D, Cancelled, CancelToken, Point, Scribble, Volume
 
 

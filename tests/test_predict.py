@@ -7,13 +7,8 @@ import pytest
 
 from napari_medsegfm.backends.base import UnsupportedPromptError
 from napari_medsegfm.backends.boxfill import BoxFillBackend
-from napari_medsegfm.core.predict import (
-    PredictInfo,
-    parse_boxes,
-    parse_clicks,
-    predict_case,
-    volume_from_inputs,
-)
+from napari_medsegfm.core.predict import PredictInfo, predict_case
+from napari_medsegfm.io.cvpr import click_prompts, parse_boxes, read_cvpr_members
 from napari_medsegfm.types import Box2D, Box3D, Capability
 
 
@@ -30,12 +25,12 @@ def obj_array(items):
 
 
 def test_volume_spacing_is_reversed_and_rgb_detected():
-    v = volume_from_inputs({"imgs": np.zeros((4, 5, 6), np.uint8), "spacing": np.array([0.8, 0.9, 5.0])})
+    v = read_cvpr_members({"imgs": np.zeros((4, 5, 6), np.uint8), "spacing": np.array([0.8, 0.9, 5.0])}).image
     assert v.spacing == (5.0, 0.9, 0.8) and v.spatial_shape == (4, 5, 6)
-    v2 = volume_from_inputs({"imgs": np.zeros((7, 9, 3), np.uint8)})
+    v2 = read_cvpr_members({"imgs": np.zeros((7, 9, 3), np.uint8)}).image
     assert v2.is_rgb and v2.spatial_shape == (7, 9)
     with pytest.raises(ValueError, match="imgs"):
-        volume_from_inputs({"spacing": [1, 1, 1]})
+        read_cvpr_members({"spacing": [1, 1, 1]})
 
 
 def test_parse_boxes_all_layouts_and_clipping():
@@ -46,26 +41,33 @@ def test_parse_boxes_all_layouts_and_clipping():
     assert b[1] == Box3D(0, 7, 0, 0, 63, 63, object_id=2)  # clipped to the volume
     b = parse_boxes(np.array([[20, 10, 40, 30]]), (64, 64))  # CVPR24 2D: x_min, y_min, x_max, y_max
     assert b == [Box2D(10, 20, 30, 40, object_id=1)]
-    with pytest.raises(ValueError, match="expected 6"):
+    with pytest.raises(ValueError, match="expected .N, 4."):
         parse_boxes(np.array([[1, 2, 3]]), (8, 64, 64))
     with pytest.raises(ValueError, match="lacks"):
         parse_boxes(obj_array([{"z_min": 1}]), (8, 64, 64))
 
 
+def _clicks_of(clicks, order, shape=(10, 10, 10)):
+    members = {"imgs": np.zeros(shape, np.uint8), "spacing": [1.0, 1.0, 1.0], "clicks": clicks}
+    if order is not None:
+        members["clicks_order"] = order
+    return click_prompts(read_cvpr_members(members))
+
+
 def test_parse_clicks_follows_clicks_order():
     clicks = obj_array([{"fg": [[1, 2, 3], [4, 5, 6]], "bg": [[7, 8, 9]]}, {"fg": [], "bg": []}])
     order = obj_array([["fg", "bg", "fg"], []])
-    pts = parse_clicks(clicks, order, 3)
+    pts = _clicks_of(clicks, order)
     assert list(pts) == [1]
     assert [(p.zyx, p.positive) for p in pts[1]] == [((1, 2, 3), True), ((7, 8, 9), False), ((4, 5, 6), True)]
     # the 2-D string array np.savez makes of equal-length order lists works too
-    pts = parse_clicks(clicks[:1], np.array([["bg", "fg", "fg"]]), 3)
+    pts = _clicks_of(clicks[:1], np.array([["bg", "fg", "fg"]]))
     assert [p.positive for p in pts[1]] == [False, True, True]
     # an order that does not match the clicks falls back to fg first
-    pts = parse_clicks(clicks[:1], obj_array([["bg"]]), 3)
+    pts = _clicks_of(clicks[:1], obj_array([["bg"]]))
     assert [p.positive for p in pts[1]] == [True, True, False]
-    with pytest.raises(ValueError, match="length"):
-        parse_clicks(obj_array([{"fg": [[1, 2]], "bg": []}]), None, 3)
+    with pytest.raises(ValueError, match="outside the image"):
+        _clicks_of(obj_array([{"fg": [[1, 2]], "bg": []}]), None)
 
 
 def test_boxes_prompt_label_i_plus_1_and_small_objects_stay_on_top():

@@ -84,7 +84,7 @@ def _predict(names: list[str], imgs: Path, out: Path, args: argparse.Namespace) 
             continue
         inputs = {k: members[k] for k in TEXT_MEMBERS if k in members}
         try:
-            segs = predict_case(inputs, backend)
+            segs = predict_case(inputs, backend, source=imgs / n)
         except UnsupportedPromptError as exc:
             raise CLIError(str(exc), code=EXIT_PROMPT) from None
         except (ValueError, RuntimeError) as exc:  # e.g. text no class matches

@@ -31,6 +31,7 @@ import copy
 import csv
 import logging
 import math
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.cvpr import read_cvpr_members
 from . import metrics
 from .clicks import empty_clicks, simulate_clicks
 from .predict import predict_case
@@ -214,11 +216,9 @@ def load_case_arrays(case: EvalCase) -> tuple[dict[str, Any], np.ndarray]:
     else:
         raise FileNotFoundError(f"no ground truth for {case.image_path}: no 'gts' member and no gts file")
     members.pop("gts", None)
-    img = np.asarray(members["imgs"])
-    spatial = img.shape[:2] if (img.ndim == 3 and gts.ndim == 2) else img.shape
-    if tuple(gts.shape) != tuple(spatial):
-        raise ValueError(f"{case.name}: gts shape {gts.shape} does not match imgs shape {img.shape}")
-    return members, gts
+    # the io parser decides 2D RGB vs 3D (and checks every member) as for any other entry point
+    parsed = read_cvpr_members({**members, "gts": gts}, case.image_path)
+    return members, parsed.labels["gts"]
 
 
 def synthesize_boxes(gts: np.ndarray, labels: Sequence[int], seed: int = 0) -> np.ndarray:
@@ -375,7 +375,7 @@ def run_case(
     if src != "none":
         step0 = dict(members)
         t0 = time.perf_counter()
-        segs = predict_case(step0, backend)
+        segs = predict_case(step0, backend, source=case.image_path)
         record(segs, time.perf_counter() - t0)
     else:
         segs = np.zeros(gts.shape, dtype=np.uint8)
@@ -399,7 +399,7 @@ def run_case(
         if src != "none":
             inputs["boxes"] = members["boxes"]
         t0 = time.perf_counter()
-        segs = predict_case(inputs, backend)
+        segs = predict_case(inputs, backend, source=case.image_path)
         record(segs, time.perf_counter() - t0)
         if on_step:
             on_step(step)
@@ -428,7 +428,8 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(cases) * (n_clicks + 1), unit="step", desc="evaluate", leave=False)
+        bar = tqdm(total=len(cases) * (n_clicks + 1), unit="step", desc="evaluate", leave=False, file=sys.stderr,
+                   dynamic_ncols=True)
     out = []
     try:
         for case in cases:
@@ -436,9 +437,10 @@ def evaluate(
                 bar.set_postfix_str(case.name[:40])
             done = [0]
 
-            def on_step(step: int, _d: list[int] = done) -> None:
+            def on_step(step: int, _d: list[int] = done, _name: str = case.name[:40]) -> None:
                 _d[0] += 1
                 if bar is not None:
+                    bar.set_postfix_str(f"{_name}: {'box' if step == 0 else f'click {step}'} done", refresh=False)
                     bar.update(1)
 
             try:

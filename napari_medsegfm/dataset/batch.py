@@ -30,8 +30,12 @@ with ``segs`` (uint8 labels, the image's spatial shape) per case, plus a manifes
 Prompts (``prompts_from``):
 
 ``boxes``
-    the boxes stored in the case (CVPR npz ``boxes``): the challenge step
-    :func:`~napari_medsegfm.core.predict.predict_case`, box ``i`` -> label ``i + 1``.
+    the boxes stored in the case (CVPR npz ``boxes``, read by :mod:`napari_medsegfm.io.cvpr`
+    with its out-of-bounds policy), box ``i`` -> label ``i + 1``.
+
+Whatever the prompt source, the objects are predicted and merged by the challenge step's
+own :func:`~napari_medsegfm.core.predict.predict_masks` and
+:func:`~napari_medsegfm.core.predict.merge_masks` (larger objects first, smaller on top).
 ``gts``
     one tight box per label of the existing labels (3D: the z range and the xy box on the
     median labelled slice), prompting the same label id: a model re-segmentation to
@@ -61,8 +65,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.predict import merge_masks, predict_masks
 from ..io.atomic import atomic_write_bytes
-from ..types import Box2D, Box3D, CancelToken, Capability, Prompt, TextPrompt, Volume
+from ..types import Box2D, Box3D, CancelToken, Capability, Prompt, TextPrompt
 from ._util import json_default, label_ids, sha256_file
 from .catalog import CaseEntry, Catalog, discover, existing_labels, load_entry
 
@@ -148,34 +153,6 @@ def boxes_from_labels(labels: np.ndarray, ids: Sequence[int] | None = None) -> l
         else:
             out.append(Box2D(bb[0].start, bb[1].start, bb[0].stop - 1, bb[1].stop - 1, object_id=int(lab)))
     return out
-
-
-def _predict_objects(volume: Volume, prompts: Mapping[int, list[Prompt]], backend: Any,
-                     cancel: CancelToken) -> np.ndarray:
-    """Predict each object and merge (larger first, smaller on top), like ``predict_case``."""
-    from ..backends.base import check_capabilities
-    from ..core.postprocess import bbox_of, label_dtype_for, merge_object_mask
-    from ..types import validate_prompt
-
-    shape = volume.spatial_shape
-    for ps in prompts.values():
-        for p in ps:
-            validate_prompt(p, shape)
-        check_capabilities(backend, ps)
-    backend.set_image(volume)
-    masks = {}
-    for lab, ps in prompts.items():
-        cancel.check()
-        m = np.asarray(backend.predict(ps, None, cancel), dtype=bool)
-        if m.shape != shape:
-            raise ValueError(f"backend returned a mask of shape {m.shape}; expected {shape}")
-        masks[lab] = m
-    segs = np.zeros(shape, dtype=label_dtype_for(max(prompts, default=0)))
-    for lab in sorted(masks, key=lambda k: (-int(np.count_nonzero(masks[k])), k)):
-        roi = bbox_of(masks[lab])
-        if roi is not None:
-            merge_object_mask(segs, masks[lab], lab, overwrite=True, roi=roi)
-    return segs
 
 
 # ----------------------------------------------------------------------------- the task
@@ -276,36 +253,17 @@ def _segment(entry: CaseEntry, config: Mapping[str, Any], backend: Any
     mode = config["prompts_from"]
     cancel = CancelToken()
     names: dict[int, str] = {int(k): v for k, v in (config.get("label_names") or {}).items()}
-    if mode == "boxes" and entry.fmt in ("cvpr25_npz", "cvpr24_npz"):
-        from .. import io as medio
-        from ..core.predict import predict_case
-
-        inputs = dict(medio.safe_load_npz(entry.path))
-        gts = inputs.pop("gts", None)
-        for k in ("segs", "clicks", "clicks_order", "prev_pred", "all_segs"):
-            inputs.pop(k, None)
-        if "boxes" not in inputs or inputs["boxes"] is None or np.size(inputs["boxes"]) == 0:
-            raise ValueError(f"case {entry.case_id!r} has no boxes (file {entry.path.name}); "
-                             "use prompts_from='gts' (boxes from its labels) or 'text'")
-        segs = predict_case(inputs, backend, cancel=cancel)
-        if gts is None and entry.label_path is not None:
-            case = load_entry(entry)
-            ex = existing_labels(case)
-            gts = None if ex is None else ex[1]
-            names = {**names, **case.label_names}
-        n_obj = int(np.size(inputs["boxes"]) if not isinstance(inputs["boxes"], np.ndarray)
-                    or inputs["boxes"].dtype == object else len(inputs["boxes"]))
-        return segs, (None if gts is None else np.asarray(gts)), names, n_obj
     case = load_entry(entry)
     names = {**names, **case.label_names}
     ex = existing_labels(case)
     gts = None if ex is None else ex[1]
     prompts: dict[int, list[Prompt]] = {}
     if mode == "boxes":
-        for b in case.boxes:
+        for b in case.boxes:  # CVPR boxes: read (and clipped by the box policy) in io.cvpr
             prompts.setdefault(b.object_id, []).append(b)
         if not prompts:
-            raise ValueError(f"case {entry.case_id!r} has no boxes; use prompts_from='gts' or 'text'")
+            raise ValueError(f"case {entry.case_id!r} has no boxes (file {entry.path.name}); "
+                             "use prompts_from='gts' (boxes from its labels) or 'text'")
     elif mode == "gts":
         if gts is None:
             raise ValueError(f"case {entry.case_id!r} has no existing labels to take boxes from")
@@ -321,7 +279,9 @@ def _segment(entry: CaseEntry, config: Mapping[str, Any], backend: Any
         prompts = {int(k): [TextPrompt(str(v), instance=inst, object_id=int(k))] for k, v in sorted(texts.items())}
     else:
         raise ValueError(f"prompts_from={mode!r}; expected one of {', '.join(PROMPT_SOURCES)}")
-    segs = _predict_objects(case.image, prompts, backend, cancel)
+    # the challenge step's own predict-and-merge (core.predict), prompts read by io like everywhere
+    masks = predict_masks(case.image, prompts, backend, cancel=cancel)
+    segs = merge_masks(masks, case.image.spatial_shape)
     return segs, (None if gts is None else np.asarray(gts)), names, len(prompts)
 
 

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..types import Box2D, Box3D, Case, Volume
+from ..types import Box2D, Box3D, Case, Point, TextPrompt, Volume
 from ._common import (
     GroundTruthProtected,
     as_label_array,
@@ -52,6 +54,10 @@ from .npzfile import NpzReader, rewrite_npz
 __all__ = [
     "sniff_npz",
     "load_cvpr_npz",
+    "read_cvpr_members",
+    "click_prompts",
+    "text_prompt_list",
+    "BOX_POLICY",
     "save_npz_labels",
     "write_cvpr_npz",
     "parse_boxes",
@@ -108,15 +114,183 @@ def sniff_npz(path: str | os.PathLike[str]) -> str | None:
         return "cvpr25_npz"
 
 
-# ------------------------------------------------------------------------------- boxes
+# ------------------------------------------------------------------------ bounded values
+class _Brief(reprlib.Repr):
+    """``repr`` for messages about hostile values: short, never deep, never a whole array."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict = 3, 6, 6, 6
+        self.maxstring, self.maxother, self.maxlong = 60, 60, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        return repr(x) if x.bit_length() <= 128 else f"<int of {x.bit_length()} bits>"
+
+    def repr_ndarray(self, x: np.ndarray, level: int) -> str:
+        if x.ndim == 0 and not x.dtype.hasobject:
+            return self.repr1(x.item(), level)
+        if x.size <= 6 and not x.dtype.hasobject:
+            return f"array({x.tolist()!r}, dtype={x.dtype})"
+        return f"array(shape={x.shape}, dtype={x.dtype})"
+
+
+_brief = _Brief().repr
+_MAX_INDEX = 2**53  # beyond any image axis; keeps every later message and comparison small
+
+
 def _int(v: Any, where: str) -> int:
-    try:
-        iv = int(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} = {v!r} is not an integer voxel index") from None
-    if isinstance(v, (float, np.floating)) and not float(v).is_integer():
-        raise ValueError(f"{where} = {v!r} is not an integer voxel index")
-    return iv
+    """An integer voxel index from a file value: ints, whole finite floats, size-1 arrays of those.
+
+    Anything else (NaN, ±inf, fractions, strings, containers, booleans) is a ``ValueError``
+    naming ``where`` and the value (short repr)."""
+    x = v
+    if isinstance(x, np.ndarray) and x.size == 1 and not x.dtype.hasobject:
+        x = x.reshape(()).item()
+    if isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"{where} = {_brief(v)} is a boolean; expected an integer voxel index")
+    if isinstance(x, (int, np.integer)):
+        if not -_MAX_INDEX <= int(x) <= _MAX_INDEX:
+            raise ValueError(f"{where} = {_brief(v)} is out of range for a voxel index")
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        if not np.isfinite(f):
+            raise ValueError(f"{where} = {_brief(v)} is not finite; expected an integer voxel index")
+        if not f.is_integer():
+            raise ValueError(f"{where} = {_brief(v)} is not a whole number; expected an integer voxel index")
+        if abs(f) > _MAX_INDEX:
+            raise ValueError(f"{where} = {_brief(v)} is out of range for a voxel index")
+        return int(f)
+    raise ValueError(f"{where} = {_brief(v)} ({type(v).__name__}) is not an integer voxel index")
+
+
+def _unwrap(obj: Any) -> Any:
+    """A 0-d object array (how npz stores a pickled dict/list) -> the object inside."""
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.ndim == 0:
+        return obj.item()
+    return obj
+
+
+def _items(obj: Any, where: str, expected: str) -> list[Any]:
+    """The elements of a list/tuple/1-D array (one level, never deeper)."""
+    obj = _unwrap(obj)
+    if isinstance(obj, np.ndarray):
+        if obj.ndim == 0:
+            raise ValueError(f"{where} is a scalar {_brief(obj)}; expected {expected}")
+        return [obj[i] for i in range(obj.shape[0])]
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    raise ValueError(f"{where} is a {type(obj).__name__} ({_brief(obj)}); expected {expected}")
+
+
+# ------------------------------------------------------------------------------- boxes
+#: The out-of-bounds policy for file boxes, the same for the napari reader, ``medsegfm
+#: predict``/``evaluate`` and ``medsegfm batch`` (they all read boxes here):
+BOX_POLICY = (
+    "a box that overlaps the image but reaches outside it is clipped to the image (and z_mid "
+    "into the box's z range), with a logged warning naming each clipped field; a box that lies "
+    "wholly outside the image on some axis, has min > max, or a coordinate that is not a whole "
+    "finite number is refused with a ValueError naming the file, the box and the field"
+)
+
+_BOX24_FIELDS = {4: ("x_min", "y_min", "x_max", "y_max"), 6: ("x_min", "y_min", "z_min", "x_max", "y_max", "z_max")}
+
+
+def _raw_boxes(boxes: Any, src: Any) -> list[tuple[int, dict[str, int]]]:
+    """Structure and integer values of a ``boxes`` member, before any shape is known.
+
+    Returns ``(ndim, fields)`` per box: ndim 3 for CVPR25 dicts and ``(N, 6)`` rows, 2 for
+    ``(N, 4)`` rows; ``fields`` hold the CVPR25 keys (``z_min``, ..., ``z_mid_y_max``) or the
+    CVPR24 names (``x_min``, ...).
+    """
+    obj = _unwrap(boxes)
+    if obj is None:
+        return []
+    if isinstance(obj, dict):
+        obj = [obj]
+    out: list[tuple[int, dict[str, int]]] = []
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        if obj.dtype.kind not in "iuf":
+            raise ValueError(f"{src}: 'boxes' has dtype {obj.dtype}; expected an int array (N, 4) or (N, 6) "
+                             "or a list of dicts")
+        if obj.size == 0:
+            return out
+        a = obj.reshape(1, -1) if obj.ndim == 1 else obj
+        if a.ndim != 2 or a.shape[1] not in (4, 6):
+            raise ValueError(f"{src}: 'boxes' has shape {obj.shape}; expected (N, 4) [x_min, y_min, x_max, y_max] "
+                             f"or (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max]")
+        names = _BOX24_FIELDS[a.shape[1]]
+        for i in range(a.shape[0]):
+            out.append((2 if a.shape[1] == 4 else 3,
+                        {f: _int(a[i, j], f"{src}: 'boxes'[{i}].{f}") for j, f in enumerate(names)}))
+        return out
+    for i, b in enumerate(_items(obj, f"{src}: 'boxes'", "a list of dicts or an (N, 4)/(N, 6) array")):
+        b = _unwrap(b)
+        if isinstance(b, np.ndarray) and not b.dtype.hasobject and b.size in (4, 6) and b.ndim == 1:
+            names = _BOX24_FIELDS[b.size]
+            out.append((2 if b.size == 4 else 3, {f: _int(b[j], f"{src}: 'boxes'[{i}].{f}") for j, f in enumerate(names)}))
+            continue
+        if not isinstance(b, dict):
+            raise ValueError(f"{src}: 'boxes'[{i}] is a {type(b).__name__} ({_brief(b)}); expected a dict with keys "
+                             f"{', '.join(_BOX25_KEYS)}")
+        missing = [k for k in _BOX25_KEYS if k != "z_mid" and k not in b]
+        if missing:
+            raise ValueError(f"{src}: 'boxes'[{i}] lacks {', '.join(missing)} (has {_brief(sorted(map(str, b)))}); "
+                             f"expected keys {', '.join(_BOX25_KEYS)}")
+        vals = {k: _int(b[k], f"{src}: 'boxes'[{i}].{k}") for k in _BOX25_KEYS if k in b and b[k] is not None}
+        out.append((3, vals))
+    return out
+
+
+def _clip_axis(src: Any, i: int, lo_name: str, hi_name: str, lo: int, hi: int, size: int, axis: int,
+               clipped: list[str]) -> tuple[int, int]:
+    if lo > hi:
+        raise ValueError(f"{src}: 'boxes'[{i}]: {lo_name}={lo} > {hi_name}={hi}; expected min <= max")
+    if hi < 0 or lo > size - 1:
+        raise ValueError(f"{src}: 'boxes'[{i}] lies outside the image: {lo_name}..{hi_name} = {lo}..{hi} "
+                         f"but axis {axis} has size {size} (valid 0..{size - 1})")
+    nlo, nhi = max(lo, 0), min(hi, size - 1)
+    if nlo != lo:
+        clipped.append(f"'boxes'[{i}].{lo_name} {lo} -> {nlo}")
+    if nhi != hi:
+        clipped.append(f"'boxes'[{i}].{hi_name} {hi} -> {nhi}")
+    return nlo, nhi
+
+
+def _boxes_to_prompts(raw: list[tuple[int, dict[str, int]]], spatial_shape: tuple[int, ...], src: Any,
+                      clipped: list[str]) -> list[Box3D | Box2D]:
+    nd = len(spatial_shape)
+    out: list[Box3D | Box2D] = []
+    for i, (bnd, v) in enumerate(raw):
+        if bnd != nd:
+            kind = "3D (z_min/z_max)" if bnd == 3 else "2D (N, 4)"
+            raise ValueError(f"{src}: 'boxes'[{i}] is {kind} but the image is {nd}D with spatial shape "
+                             f"{tuple(spatial_shape)}")
+        if nd == 3:
+            if "z_mid_x_min" in v:  # CVPR25 dict
+                names = {"z": ("z_min", "z_max"), "y": ("z_mid_y_min", "z_mid_y_max"), "x": ("z_mid_x_min", "z_mid_x_max")}
+            else:
+                names = {"z": ("z_min", "z_max"), "y": ("y_min", "y_max"), "x": ("x_min", "x_max")}
+            z0, z1 = _clip_axis(src, i, *names["z"], v[names["z"][0]], v[names["z"][1]], spatial_shape[0], 0, clipped)
+            y0, y1 = _clip_axis(src, i, *names["y"], v[names["y"][0]], v[names["y"][1]], spatial_shape[1], 1, clipped)
+            x0, x1 = _clip_axis(src, i, *names["x"], v[names["x"][0]], v[names["x"][1]], spatial_shape[2], 2, clipped)
+            zm = v.get("z_mid")
+            if zm is not None and not z0 <= zm <= z1:
+                nzm = min(max(zm, z0), z1)
+                clipped.append(f"'boxes'[{i}].z_mid {zm} -> {nzm} (into z {z0}..{z1})")
+                zm = nzm
+            out.append(Box3D(z_min=z0, z_max=z1, y_min=y0, x_min=x0, y_max=y1, x_max=x1, object_id=i + 1, z_mid=zm))
+        else:
+            y0, y1 = _clip_axis(src, i, "y_min", "y_max", v["y_min"], v["y_max"], spatial_shape[0], 0, clipped)
+            x0, x1 = _clip_axis(src, i, "x_min", "x_max", v["x_min"], v["x_max"], spatial_shape[1], 1, clipped)
+            out.append(Box2D(y_min=y0, x_min=x0, y_max=y1, x_max=x1, object_id=i + 1))
+    return out
+
+
+def _warn_clipped(src: Any, clipped: list[str]) -> None:
+    if clipped:
+        shown = "; ".join(clipped[:8]) + (f"; ... ({len(clipped) - 8} more)" if len(clipped) > 8 else "")
+        logger.warning("%s: box coordinates outside the image were clipped to it: %s", src, shown)
 
 
 def parse_boxes(
@@ -124,72 +298,14 @@ def parse_boxes(
 ) -> list[Box3D | Box2D]:
     """Boxes of a CVPR25 (list of dicts) or CVPR24 (``N x 4`` / ``N x 6``) file as prompts.
 
-    ``boxes[i]`` prompts label ``i + 1``. Coordinates are checked against
-    ``spatial_shape`` (``(D, H, W)`` or ``(H, W)``); an entry outside raises
-    ``ValueError`` naming the file, the entry, the field and the valid range.
+    ``boxes[i]`` prompts label ``i + 1``. ``spatial_shape`` is ``(D, H, W)`` or ``(H, W)``.
+    Out-of-bounds boxes follow :data:`BOX_POLICY` (clipped with a warning when they overlap
+    the image, refused when they lie wholly outside); malformed values raise ``ValueError``
+    naming ``src``, the box and the field.
     """
-    out: list[Box3D | Box2D] = []
-    arr = np.asarray(boxes, dtype=object) if not isinstance(boxes, np.ndarray) else boxes
-    nd = len(spatial_shape)
-
-    def inside(i: int, field: str, v: int, axis: int) -> None:
-        if not 0 <= v < spatial_shape[axis]:
-            raise ValueError(
-                f"{src}: 'boxes'[{i}].{field} = {v} is outside the image "
-                f"(axis {axis} has size {spatial_shape[axis]}, valid 0..{spatial_shape[axis] - 1})"
-            )
-
-    if arr.dtype.hasobject:
-        for i, b in enumerate(arr.reshape(-1)):
-            if not isinstance(b, dict):
-                raise ValueError(f"{src}: 'boxes'[{i}] is a {type(b).__name__}; expected a dict with keys {_BOX25_KEYS}")
-            missing = [k for k in _BOX25_KEYS if k not in b and not (k == "z_mid" and nd == 3)]
-            if missing:
-                raise ValueError(f"{src}: 'boxes'[{i}] lacks {missing}; expected keys {_BOX25_KEYS}")
-            if nd != 3:
-                raise ValueError(f"{src}: 'boxes' are 3D (z_min/z_max) but the image is 2D {spatial_shape}")
-            v = {k: _int(b[k], f"{src}: 'boxes'[{i}].{k}") for k in _BOX25_KEYS if k in b}
-            for k, ax in (("z_min", 0), ("z_max", 0), ("z_mid", 0), ("z_mid_y_min", 1), ("z_mid_y_max", 1),
-                          ("z_mid_x_min", 2), ("z_mid_x_max", 2)):
-                if k in v:
-                    inside(i, k, v[k], ax)
-            try:
-                out.append(Box3D(z_min=v["z_min"], z_max=v["z_max"], y_min=v["z_mid_y_min"], x_min=v["z_mid_x_min"],
-                                 y_max=v["z_mid_y_max"], x_max=v["z_mid_x_max"], object_id=i + 1,
-                                 z_mid=v.get("z_mid")))
-            except ValueError as exc:
-                raise ValueError(f"{src}: 'boxes'[{i}]: {exc}") from None
-        return out
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{src}: 'boxes' has dtype {arr.dtype}; expected an int array (N, 4) or (N, 6) or dicts")
-    if arr.size == 0:
-        return out
-    a = arr.reshape(1, -1) if arr.ndim == 1 else arr
-    if a.ndim != 2 or a.shape[1] not in (4, 6):
-        raise ValueError(f"{src}: 'boxes' has shape {arr.shape}; expected (N, 4) [x_min, y_min, x_max, y_max] "
-                         f"or (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max]")
-    if a.shape[1] == 6 and nd != 3:
-        raise ValueError(f"{src}: 'boxes' is (N, 6) (3D) but the image is 2D {spatial_shape}")
-    if a.shape[1] == 4 and nd != 2:
-        raise ValueError(f"{src}: 'boxes' is (N, 4) (2D) but the image is 3D {spatial_shape}")
-    for i, row in enumerate(a):
-        vals = [_int(x, f"{src}: 'boxes'[{i}]") for x in row]
-        try:
-            if a.shape[1] == 4:
-                x0, y0, x1, y1 = vals
-                for f, v, ax in (("x_min", x0, 1), ("x_max", x1, 1), ("y_min", y0, 0), ("y_max", y1, 0)):
-                    inside(i, f, v, ax)
-                out.append(Box2D(y_min=y0, x_min=x0, y_max=y1, x_max=x1, object_id=i + 1))
-            else:
-                x0, y0, z0, x1, y1, z1 = vals
-                for f, v, ax in (("x_min", x0, 2), ("x_max", x1, 2), ("y_min", y0, 1), ("y_max", y1, 1),
-                                 ("z_min", z0, 0), ("z_max", z1, 0)):
-                    inside(i, f, v, ax)
-                out.append(Box3D(z_min=z0, z_max=z1, y_min=y0, x_min=x0, y_max=y1, x_max=x1, object_id=i + 1))
-        except ValueError as exc:
-            if str(exc).startswith(str(src)):
-                raise
-            raise ValueError(f"{src}: 'boxes'[{i}]: {exc}") from None
+    clipped: list[str] = []
+    out = _boxes_to_prompts(_raw_boxes(boxes, src), tuple(int(s) for s in spatial_shape), src, clipped)
+    _warn_clipped(src, clipped)
     return out
 
 
@@ -203,67 +319,209 @@ def boxes_to_cvpr25(boxes: list[Box3D]) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------ reading
-def _text_prompts(obj: Any, src: Path) -> tuple[dict[int, str], int | None]:
-    tp = obj.item() if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.ndim == 0 else obj
+# ------------------------------------------------------------------------ text, clicks
+def _text_prompts(obj: Any, src: Any) -> tuple[dict[int, str], int | None]:
+    tp = _unwrap(obj)
     if not isinstance(tp, dict):
-        raise ValueError(f"{src}: 'text_prompts' is a {type(tp).__name__}; expected a dict "
+        raise ValueError(f"{src}: 'text_prompts' is a {type(tp).__name__} ({_brief(tp)}); expected a dict "
                          "{'1': text, ..., 'instance_label': 0|1}")
     texts: dict[int, str] = {}
     inst: int | None = None
     for k, v in tp.items():
         if k == "instance_label":
             try:
-                inst = int(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"{src}: 'text_prompts'['instance_label'] = {v!r}; expected 0 or 1") from None
+                inst = _int(v, f"{src}: 'text_prompts'['instance_label']")
+            except ValueError:
+                raise ValueError(f"{src}: 'text_prompts'['instance_label'] = {_brief(v)}; expected 0 or 1") from None
             continue
         try:
-            lab = int(k)
-        except (TypeError, ValueError):
-            logger.warning("%s: ignoring text_prompts key %r (expected a label id)", src, k)
+            lab = int(k) if isinstance(k, (str, int, np.integer)) and not isinstance(k, bool) else None
+        except ValueError:
+            lab = None
+        if lab is None or lab < 1:
+            logger.warning("%s: ignoring text_prompts key %s (expected a label id 1, 2, ...)", src, _brief(k))
             continue
         if not isinstance(v, str):
-            raise ValueError(f"{src}: 'text_prompts'[{k!r}] is a {type(v).__name__}; expected a string")
+            raise ValueError(f"{src}: 'text_prompts'[{_brief(k)}] is a {type(v).__name__} ({_brief(v)}); "
+                             "expected a string")
+        if not v.strip():
+            logger.warning("%s: text_prompts[%s] is empty; label %d has no text", src, _brief(k), lab)
+            continue
         texts[lab] = v
     return texts, inst
 
 
-def _clicks(obj: Any, spatial_shape: tuple[int, ...], src: Path) -> list[dict[str, list[list[int]]]]:
-    seq = obj.tolist() if isinstance(obj, np.ndarray) else obj
+_CLICKS_EXPECTED = "a list with one {'fg': [[z, y, x], ...], 'bg': [...]} per class"
+
+
+def _points(obj: Any, where: str) -> list[tuple[int, ...]]:
+    """``[[z, y, x], ...]`` (or one ``[z, y, x]``, or an ``(N, 3)`` array) as integer tuples;
+    never deeper than two levels."""
+    obj = _unwrap(obj)
+    if obj is None:
+        return []
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        if obj.size == 0:
+            return []
+        if obj.ndim == 1:
+            obj = obj.reshape(1, -1)
+        if obj.ndim != 2 or obj.shape[1] not in (2, 3):
+            raise ValueError(f"{where} has shape {obj.shape}; expected (N, 3) [z, y, x] (or (N, 2) [y, x] in 2D)")
+        return [tuple(_int(obj[j, a], f"{where}[{j}][{a}]") for a in range(obj.shape[1])) for j in range(obj.shape[0])]
+    rows = _items(obj, where, "a list of [z, y, x] coordinates")
+    if rows and all(isinstance(_unwrap(r), (int, float, np.integer, np.floating)) for r in rows) and len(rows) in (2, 3):
+        rows = [rows]  # one point given flat
+    out = []
+    for j, r in enumerate(rows):
+        coords = _items(r, f"{where}[{j}]", "[z, y, x] (or [y, x] in 2D)")
+        if len(coords) not in (2, 3):
+            raise ValueError(f"{where}[{j}] = {_brief(r)} has {len(coords)} values; expected [z, y, x] (or [y, x] in 2D)")
+        out.append(tuple(_int(c, f"{where}[{j}][{a}]") for a, c in enumerate(coords)))
+    return out
+
+
+def _raw_clicks(obj: Any, src: Any) -> list[dict[str, list[tuple[int, ...]]]]:
+    """Structure and integer coordinates of a ``clicks`` member (one entry per class; ``None``
+    entries stay as empty ones so that ``clicks[i]`` keeps prompting label ``i + 1``)."""
+    seq = _unwrap(obj)
     if isinstance(seq, dict):
         seq = [seq]
-    if not isinstance(seq, (list, tuple)):
-        raise ValueError(f"{src}: 'clicks' is a {type(seq).__name__}; expected a list of {{'fg': [...], 'bg': [...]}}")
     out = []
-    for i, c in enumerate(seq):
+    for i, c in enumerate(_items(seq, f"{src}: 'clicks'", _CLICKS_EXPECTED)):
+        c = _unwrap(c)
+        if c is None:
+            out.append({"fg": [], "bg": []})
+            continue
         if not isinstance(c, dict):
-            raise ValueError(f"{src}: 'clicks'[{i}] is a {type(c).__name__}; expected {{'fg': [...], 'bg': [...]}}")
+            raise ValueError(f"{src}: 'clicks'[{i}] is a {type(c).__name__} ({_brief(c)}); expected "
+                             "{'fg': [[z, y, x], ...], 'bg': [...]}")
+        unknown = [k for k in c if k not in ("fg", "bg")]
+        if unknown:
+            logger.warning("%s: 'clicks'[%d] has unknown keys %s (expected 'fg', 'bg'); ignored", src, i, _brief(unknown))
+        out.append({kind: _points(c.get(kind), f"{src}: 'clicks'[{i}]['{kind}']") for kind in ("fg", "bg")})
+    return out
+
+
+def _check_clicks(raw: list[dict[str, list[tuple[int, ...]]]], spatial: tuple[int, ...], src: Any
+                  ) -> list[dict[str, list[list[int]]]]:
+    out = []
+    for i, c in enumerate(raw):
         entry: dict[str, list[list[int]]] = {}
         for kind in ("fg", "bg"):
             pts = []
-            for j, p in enumerate(c.get(kind, []) or []):
-                q = [_int(x, f"{src}: 'clicks'[{i}]['{kind}'][{j}]") for x in np.asarray(p).reshape(-1)]
-                if len(q) != len(spatial_shape) or any(not 0 <= x < s for x, s in zip(q, spatial_shape)):
-                    raise ValueError(f"{src}: 'clicks'[{i}]['{kind}'][{j}] = {q} is outside the image {spatial_shape}")
-                pts.append(q)
+            for j, q in enumerate(c[kind]):
+                if len(q) != len(spatial) or any(not 0 <= x < s for x, s in zip(q, spatial)):
+                    raise ValueError(f"{src}: 'clicks'[{i}]['{kind}'][{j}] = {list(q)} is outside the image "
+                                     f"{tuple(spatial)} (expected {len(spatial)} indices, each 0..size-1)")
+                pts.append(list(q))
             entry[kind] = pts
         out.append(entry)
     return out
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return [_plain(x) for x in obj.tolist()] if obj.dtype.hasobject else obj.tolist()
-    if isinstance(obj, (list, tuple)):
-        return [_plain(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+def _clicks_order(obj: Any, src: Any) -> list[list[str]]:
+    """``clicks_order``: per class a list of ``'fg'``/``'bg'`` (``None``: no click for it)."""
+    seq = _unwrap(obj)
+    if seq is None:
+        return []
+    out: list[list[str]] = []
+    for i, entry in enumerate(_items(seq, f"{src}: 'clicks_order'", "a list with one ['fg', 'bg', ...] per class")):
+        entry = _unwrap(entry)
+        if entry is None:
+            out.append([])
+            continue
+        if isinstance(entry, (str, np.str_)):
+            vals: list[Any] = [entry]
+        else:
+            vals = _items(entry, f"{src}: 'clicks_order'[{i}]", "a list of 'fg'/'bg'")
+        kinds = []
+        for j, v in enumerate(vals):
+            v = _unwrap(v)
+            if v is None or (isinstance(v, (str, np.str_)) and str(v) == ""):
+                continue
+            if not isinstance(v, (str, np.str_)) or str(v) not in ("fg", "bg"):
+                raise ValueError(f"{src}: 'clicks_order'[{i}][{j}] = {_brief(v)}; expected 'fg' or 'bg'")
+            kinds.append(str(v))
+        out.append(kinds)
+    return out
 
 
+def click_prompts(case: Case) -> dict[int, list[Point]]:
+    """The case's clicks as :class:`Point` prompts per label (``clicks[i]`` -> label ``i + 1``),
+    oldest first.
+
+    ``clicks_order[i]`` gives the chronology of class ``i``'s clicks; where it is missing or
+    does not match the numbers of fg/bg clicks (logged), foreground clicks come first.
+    """
+    out: dict[int, list[Point]] = {}
+    order_all = case.clicks_order or []
+    for i, c in enumerate(case.clicks or []):
+        fg, bg = [tuple(p) for p in c.get("fg", [])], [tuple(p) for p in c.get("bg", [])]
+        order = list(order_all[i]) if i < len(order_all) and order_all[i] is not None else []
+        if sorted(order) != sorted(["fg"] * len(fg) + ["bg"] * len(bg)):
+            if order:
+                logger.warning("%s: clicks_order[%d] %s does not match %d fg / %d bg clicks; using fg first",
+                               case.source or case.name, i, order, len(fg), len(bg))
+            order = ["fg"] * len(fg) + ["bg"] * len(bg)
+        it = {"fg": iter(fg), "bg": iter(bg)}
+        pts = [Point(next(it[k]), positive=(k == "fg"), object_id=i + 1) for k in order]
+        if pts:
+            out[i + 1] = pts
+    return out
+
+
+def text_prompt_list(case: Case) -> list[TextPrompt]:
+    """One :class:`TextPrompt` per label of the case's ``text_prompts`` (label order)."""
+    inst = bool(case.instance_label)
+    return [TextPrompt(t, instance=inst, object_id=lab) for lab, t in sorted(case.text_prompts.items())]
+
+
+# ------------------------------------------------------------------ 2D RGB or 3D volume
+def _decide_rgb(imgs: np.ndarray, label_shapes: dict[str, tuple[int, ...]], n_spacing: int | None,
+                box_dims: set[int], click_dims: set[int], src: Any) -> bool:
+    """Whether ``imgs`` of shape ``(A, B, 3)`` is a 2D RGB image ``(H, W, 3)`` rather than a 3D
+    volume ``(D, H, W)`` with 3 voxels along x, from all the evidence of the file.
+
+    Decisive: label images (``gts``/``segs``/``prev_pred``) of shape ``(A, B)`` (2D) or
+    ``(A, B, 3)`` (3D); boxes ``(N, 4)`` (2D) or ``(N, 6)``/CVPR25 dicts with z keys (3D); click
+    coordinates of 2 or 3 values. Without those, a uint8 image is RGB; a non-uint8 one is RGB
+    only without a 3-value ``spacing`` (the presence of ``spacing`` alone never makes a uint8
+    ``(H, W, 3)`` file 3D). Conflicting or no evidence either way raises ``ValueError``
+    saying how to disambiguate.
+    """
+    shape = tuple(imgs.shape)
+    votes: dict[str, str] = {}
+    for k, s in label_shapes.items():
+        if tuple(s) == shape[:2]:
+            votes[f"'{k}' {tuple(s)}"] = "2D"
+        elif tuple(s) == shape:
+            votes[f"'{k}' {tuple(s)}"] = "3D"
+    for d in sorted(box_dims):
+        votes["'boxes' " + ("(N, 4)" if d == 2 else "3D (N, 6) / z_min..z_max")] = "2D" if d == 2 else "3D"
+    for d in sorted(click_dims):
+        votes[f"'clicks' with {d} coordinates"] = "2D" if d == 2 else "3D"
+    kinds = set(votes.values())
+    if len(kinds) == 2:
+        detail = "; ".join(f"{k} says {v}" for k, v in votes.items())
+        raise ValueError(f"{src}: 'imgs' {shape} could be a 2D RGB image or a 3D volume, and the file contradicts "
+                         f"itself: {detail}. Make the label images, boxes and clicks agree")
+    if kinds:
+        return kinds == {"2D"}
+    if shape[-1] == 3 and imgs.dtype == np.uint8:
+        if n_spacing == 3:
+            logger.info("%s: 'imgs' %s uint8 read as a 2D RGB image (its 3-value 'spacing' is taken as a "
+                        "placeholder; add 'gts' (D, H, W) or 3D boxes to read it as a volume)", src, shape)
+        return True
+    if n_spacing != 3:
+        return shape[-1] == 3
+    raise ValueError(
+        f"{src}: 'imgs' has shape {shape} ({imgs.dtype}) and 'spacing' has 3 values; nothing else in the file says "
+        f"whether it is a 2D RGB image or a 3D volume of {shape[-1]} voxels along x. To read it as 2D RGB, store "
+        f"it as uint8, give 'spacing' 2 values (or none), or add 'gts' of shape {shape[:2]} or 2D 'boxes' (N, 4); "
+        f"as 3D, add 'gts' of shape {shape} or 3D 'boxes' (CVPR25 dicts or (N, 6))")
+
+
+# ------------------------------------------------------------------------------ reading
 def _itk_affine_zyx(spacing_xyz: tuple[float, ...], direction: np.ndarray | None, origin: np.ndarray | None) -> np.ndarray:
     """RAS affine for array-order (z, y, x) indices from ITK-style (LPS) geometry."""
     d = np.eye(3) if direction is None else np.asarray(direction, float).reshape(3, 3)
@@ -283,10 +541,132 @@ def _sibling_gts(path: Path) -> Path | None:
     return cand if cand.is_file() else None
 
 
+def _spacing(raw: Any, nd: int, rgb: bool, src: Any) -> tuple[float, ...]:
+    """The file's spacing (as stored, x first): 3 values for 3D; 2 (or a 3-value placeholder) for 2D."""
+    if nd == 3:
+        return check_spacing(raw, 3, src)
+    n = int(np.size(raw)) if isinstance(raw, np.ndarray) else len(raw) if isinstance(raw, (list, tuple)) else 0
+    return check_spacing(raw, 3 if n == 3 else 2, src)
+
+
+def read_cvpr_members(
+    members: Mapping[str, Any], src: str | os.PathLike[str] = "<input>", *, fmt: str | None = None,
+    _label_evidence: Mapping[str, tuple[int, ...]] | None = None,
+) -> Case:
+    """A :class:`Case` from the members of a CVPR 2025/2024 npz, read or handed over in memory.
+
+    This is the one parser of the CVPR npz meaning: :func:`load_cvpr_npz` (the napari
+    reader, :func:`~napari_medsegfm.io.load_case`), each step of ``medsegfm predict`` and
+    ``medsegfm evaluate`` and ``medsegfm batch`` all come here.
+
+    Parameters
+    ----------
+    members : mapping
+        Member name -> value: arrays as ``np.load``/:class:`~.npzfile.NpzReader` give them;
+        pickled members as 0-d/1-D object arrays or as the plain objects inside.
+    src : path-like or str
+        What the members came from, for messages (the file).
+    fmt : {"cvpr25_npz", "cvpr24_npz"}, optional
+        Recorded as ``Case.format`` (default ``"cvpr25_npz"``).
+
+    Returns
+    -------
+    Case
+        See :func:`load_cvpr_npz`. 2D RGB vs 3D is decided by :func:`_decide_rgb`; boxes
+        follow :data:`BOX_POLICY` (``meta["clipped_boxes"]`` lists what was clipped).
+
+    Raises
+    ------
+    ValueError
+        Naming ``src``, the member, the offending value (short) and what was expected.
+    """
+    fmt = fmt or "cvpr25_npz"
+    keys = list(members)
+    imgs = members.get("imgs")
+    labels: dict[str, Any] = {k: members[k] for k in LABEL_KEYS if k in members and members[k] is not None}
+    for k, v in labels.items():
+        if not isinstance(v, np.ndarray):
+            labels[k] = check_labels(v, None, src, k)  # raises: not an array
+    if imgs is None and not labels:
+        raise ValueError(
+            f"{src}: no 'imgs' member (members: {', '.join(keys) or 'none'}); expected 'imgs' "
+            "(D, H, W) uint8 or at least a 'gts'/'segs' label image"
+        )
+    spacing_raw = members.get("spacing")
+    if spacing_raw is not None and isinstance(spacing_raw, np.ndarray) and spacing_raw.dtype.hasobject:
+        raise ValueError(f"{src}: 'spacing' has dtype object ({_brief(spacing_raw)}); expected 3 floats (x, y, z) in mm")
+    raw_boxes = _raw_boxes(members["boxes"], src) if members.get("boxes") is not None else None
+    raw_clicks = _raw_clicks(members["clicks"], src) if members.get("clicks") is not None else None
+
+    labels_only = imgs is None
+    if labels_only:
+        first = next(iter(labels))
+        arr = check_labels(labels[first], None, src, first)
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"{src}: '{first}' has shape {arr.shape}; expected (D, H, W) or (H, W)")
+        imgs = arr
+        rgb = False
+    else:
+        imgs = check_image(imgs, src, "imgs")
+        rgb = False
+        if imgs.ndim == 3 and imgs.shape[-1] in (3, 4):
+            n_sp = None if spacing_raw is None else int(np.size(spacing_raw))
+            box_dims = {d for d, _ in raw_boxes or []}
+            click_dims = {len(p) for c in raw_clicks or [] for kind in ("fg", "bg") for p in c[kind]}
+            shapes = {k: tuple(v.shape) for k, v in labels.items()}
+            shapes.update(_label_evidence or {})
+            rgb = _decide_rgb(imgs, shapes, n_sp, box_dims, click_dims, src)
+    spatial = tuple(imgs.shape[:2]) if rgb else tuple(imgs.shape)
+    for k in list(labels):
+        if tuple(labels[k].shape) != spatial and imgs.ndim == 3 and tuple(labels[k].shape) in (imgs.shape[:2], imgs.shape):
+            raise ValueError(f"{src}: '{k}' has shape {labels[k].shape}, but the file reads as "
+                             f"{'2D RGB' if rgb else '3D'} with spatial shape {spatial}")
+        labels[k] = check_labels(labels[k], spatial, src, k)
+
+    meta: dict[str, Any] = {"source": str(src), "format": fmt, "npz_keys": keys, "rgb": rgb,
+                            "modality": modality_from_name(Path(str(src)).stem)}
+    if spacing_raw is not None:
+        sp_file = _spacing(spacing_raw, len(spatial), rgb, src)
+        spacing = tuple(reversed(sp_file[:len(spatial)]))
+        meta["spacing_xyz"] = sp_file
+    else:
+        spacing = (1.0,) * len(spatial)
+    direction, origin = members.get("direction"), members.get("origin")
+    affine = None
+    if len(spatial) == 3 and (direction is not None or origin is not None):
+        try:
+            affine = _itk_affine_zyx(meta.get("spacing_xyz", spacing[::-1]), direction, origin)
+        except (ValueError, TypeError):
+            raise ValueError(f"{src}: 'direction'/'origin' have shapes {np.shape(direction)}/{np.shape(origin)}; "
+                             "expected 9 and 3 values") from None
+    if labels_only:
+        meta["labels_only"] = True
+
+    volume = Volume(array=imgs, spacing=spacing, affine=affine, meta=meta) if not rgb else Volume.rgb(
+        imgs, spacing=spacing, meta=meta)
+    name = Path(str(src)).stem if src else ""
+    case = Case(image=volume, source=Path(str(src)) if src and str(src) != "<input>" else None, format=fmt,
+                name=name, labels=labels, meta=meta)
+    if raw_boxes is not None:
+        clipped: list[str] = []
+        case.boxes = _boxes_to_prompts(raw_boxes, spatial, src, clipped)
+        _warn_clipped(src, clipped)
+        if clipped:
+            meta["clipped_boxes"] = clipped
+    if members.get("text_prompts") is not None:
+        case.text_prompts, case.instance_label = _text_prompts(members["text_prompts"], src)
+        case.label_names = dict(case.text_prompts)
+    if raw_clicks is not None:
+        case.clicks = _check_clicks(raw_clicks, spatial, src)
+    if members.get("clicks_order") is not None:
+        case.clicks_order = _clicks_order(members["clicks_order"], src)
+    return case
+
+
 def load_cvpr_npz(
     path: str | os.PathLike[str], *, fmt: str | None = None, gts_path: str | os.PathLike[str] | None = "auto"
 ) -> Case:
-    """Read a CVPR 2025/2024 npz case.
+    """Read a CVPR 2025/2024 npz case (members parsed by :func:`read_cvpr_members`).
 
     Parameters
     ----------
@@ -314,87 +694,60 @@ def load_cvpr_npz(
     """
     src = Path(path)
     fmt = fmt or sniff_npz(src) or "cvpr25_npz"
+    members: dict[str, Any] = {}
     with NpzReader(src) as r:
-        keys = r.keys()
-        imgs = r.read("imgs") if "imgs" in r else None
-        labels: dict[str, np.ndarray] = {}
-        for k in LABEL_KEYS:
-            if k in r:
-                labels[k] = r.read(k, allow_object=False)
-        if imgs is None and not labels:
-            raise ValueError(
-                f"{src}: no 'imgs' member (members: {', '.join(keys) or 'none'}); expected 'imgs' "
-                "(D, H, W) uint8 or at least a 'gts'/'segs' label image"
-            )
-        spacing_raw = r.read("spacing", allow_object=False) if "spacing" in r else None
-        pickled = {k: r.read(k) for k in PICKLED_KEYS if k in r}
-        direction = r.read("direction", allow_object=False) if "direction" in r else None
-        origin = r.read("origin", allow_object=False) if "origin" in r else None
-
-    labels_only = imgs is None
-    if labels_only:
-        first = next(iter(labels))
-        arr = check_labels(labels[first], None, src, first)
-        if arr.ndim not in (2, 3):
-            raise ValueError(f"{src}: '{first}' has shape {arr.shape}; expected (D, H, W) or (H, W)")
-        imgs = arr
-        rgb = False
-    else:
-        imgs = check_image(imgs, src, "imgs")
-        rgb = imgs.ndim == 3 and imgs.shape[-1] == 3 and (spacing_raw is None or np.size(spacing_raw) == 2)
-        if fmt == "cvpr25_npz" and rgb and spacing_raw is None and "boxes" in pickled and pickled["boxes"].dtype.hasobject:
-            rgb = False  # a CVPR25 3D volume that happens to be 3 voxels wide
-    spatial = tuple(imgs.shape[:2]) if rgb else tuple(imgs.shape)
-    for k in list(labels):
-        labels[k] = check_labels(labels[k], spatial, src, k)
-
-    meta: dict[str, Any] = {"source": str(src), "format": fmt, "npz_keys": keys, "rgb": rgb,
-                            "modality": modality_from_name(src.stem)}
-    if spacing_raw is not None:
-        sp_file = check_spacing(spacing_raw, len(spatial), src)
-        spacing = sp_file[::-1]
-        meta["spacing_xyz"] = sp_file
-    else:
-        spacing = (1.0,) * len(spatial)
-    affine = None
-    if len(spatial) == 3 and (direction is not None or origin is not None):
-        try:
-            affine = _itk_affine_zyx(meta.get("spacing_xyz", spacing[::-1]), direction, origin)
-        except ValueError:
-            raise ValueError(f"{src}: 'direction'/'origin' have shapes {np.shape(direction)}/{np.shape(origin)}; "
-                             "expected 9 and 3 values") from None
-
-    if "gts" not in labels and gts_path is not None:
+        for k in r.keys():
+            if k in LABEL_KEYS or k in ("spacing", "direction", "origin"):
+                members[k] = r.read(k, allow_object=False)
+            elif k == "imgs" or k in PICKLED_KEYS:
+                members[k] = r.read(k)
+    gp = None
+    evidence: dict[str, tuple[int, ...]] = {}
+    if "gts" not in members and gts_path is not None:
         gp = _sibling_gts(src) if gts_path == "auto" else Path(gts_path)
         if gp is not None:
             with NpzReader(gp) as g:
                 if "gts" in g:
-                    labels["gts"] = check_labels(g.read("gts", allow_object=False), spatial, gp, "gts")
-                    meta["gts_source"] = str(gp)
-                    if "spacing" in g:
-                        gsp = check_spacing(g.read("spacing", allow_object=False), len(spatial), gp)
-                        if not np.allclose(gsp, meta.get("spacing_xyz", gsp)):
-                            logger.warning("%s: spacing %s differs from the image's %s", gp, gsp, meta.get("spacing_xyz"))
-    if labels_only:
-        meta["labels_only"] = True
-
-    volume = Volume(array=imgs, spacing=spacing, affine=affine, meta=meta) if not rgb else Volume.rgb(
-        imgs, spacing=spacing, meta=meta)
-    case = Case(image=volume, source=src, format=fmt, name=src.stem, labels=labels, meta=meta)
-
-    if "boxes" in pickled:
-        case.boxes = parse_boxes(pickled["boxes"], spatial, src)
-    if "text_prompts" in pickled:
-        case.text_prompts, case.instance_label = _text_prompts(pickled["text_prompts"], src)
-        case.label_names = dict(case.text_prompts)
-    if "clicks" in pickled:
-        case.clicks = _clicks(pickled["clicks"], spatial, src)
-    if "clicks_order" in pickled:
-        case.clicks_order = _plain(pickled["clicks_order"])
+                    evidence[f"gts of {gp.name}"] = tuple(g.header("gts").shape)
+                else:
+                    gp = None
+    case = read_cvpr_members(members, src, fmt=fmt, _label_evidence=evidence)
+    if gp is not None:
+        with NpzReader(gp) as g:
+            case.labels["gts"] = check_labels(g.read("gts", allow_object=False), case.image.spatial_shape, gp, "gts")
+            case.meta["gts_source"] = str(gp)
+            if "spacing" in g:
+                gsp = _spacing(g.read("spacing", allow_object=False), case.image.ndim, case.image.is_rgb, gp)
+                own = case.meta.get("spacing_xyz", gsp)
+                if len(own) != len(gsp) or not np.allclose(gsp, own):
+                    logger.warning("%s: spacing %s differs from the image's %s", gp, gsp, case.meta.get("spacing_xyz"))
     return case
 
 
 # ------------------------------------------------------------------------------ writing
+def _file_spatial_shapes(r: NpzReader, ref_key: str, target: Path, case: Case | None) -> list[tuple[int, ...]]:
+    """The label shape(s) an existing npz accepts: its image's spatial shape, decided for an
+    ``(H, W, 3)`` image by the same evidence as the reader (:func:`_decide_rgb`); both
+    readings when the file does not tell."""
+    shape = tuple(r.header(ref_key).shape)
+    if ref_key != "imgs" or len(shape) != 3 or shape[-1] not in (3, 4):
+        return [shape]
+    if case is not None and case.source is not None and same_file(case.source, target):
+        return [tuple(case.image.spatial_shape)]
+    try:
+        hdr = r.header("imgs")
+        fake = np.broadcast_to(np.zeros((), dtype=hdr.dtype), shape)
+        labels = {k: tuple(r.header(k).shape) for k in LABEL_KEYS if k in r}
+        n_sp = int(np.prod(r.header("spacing").shape)) if "spacing" in r else None
+        box_dims = {d for d, _ in _raw_boxes(r.read("boxes"), target)} if "boxes" in r else set()
+        clicks = _raw_clicks(r.read("clicks"), target) if "clicks" in r else []
+        click_dims = {len(p) for c in clicks for kind in ("fg", "bg") for p in c[kind]}
+        rgb = _decide_rgb(fake, labels, n_sp, box_dims, click_dims, target)
+    except ValueError:  # the file itself does not say: either reading
+        return [shape[:2], shape]
+    return [shape[:2] if rgb else shape]
+
+
 def save_npz_labels(
     labels: np.ndarray,
     path: str | os.PathLike[str],
@@ -428,12 +781,10 @@ def save_npz_labels(
         with NpzReader(target) as r:
             ref_key = "imgs" if "imgs" in r else next((k for k in LABEL_KEYS if k in r), None)
             if ref_key is not None:
-                hdr = r.header(ref_key)
-                shape = hdr.shape
-                if ref_key == "imgs" and len(shape) == 3 and shape[-1] == 3 and "spacing" not in r:
-                    shape = shape[:2]
-                if tuple(arr.shape) != tuple(shape):
-                    raise ValueError(f"{target}: labels have shape {arr.shape}; the file's '{ref_key}' needs {tuple(shape)}")
+                shapes = _file_spatial_shapes(r, ref_key, target, case)
+                if tuple(arr.shape) not in shapes:
+                    need = " or ".join(str(s) for s in shapes)
+                    raise ValueError(f"{target}: labels have shape {arr.shape}; the file's '{ref_key}' needs {need}")
             has_gt = "gts" in r
         if key == "gts":
             if has_gt and not overwrite_gt:
