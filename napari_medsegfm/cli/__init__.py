@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,24 @@ class CLIError(Exception):
         self.code = code
 
 
+_ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|obj|exc):`~?([^`]+)`")
+
+
+def plain_help(text: str | None) -> str | None:
+    """Help text without reST markup: ``:func:`~a.b.c``` -> ``c``, double and single backticks
+    dropped (``--help`` is read in a terminal, not rendered)."""
+    if text is None:
+        return None
+
+    def role(m: re.Match[str]) -> str:
+        target = m.group(1)
+        return target.rsplit(".", 1)[-1] if m.group(0).startswith(":") and "~" in m.group(0) else target
+
+    text = _ROLE.sub(role, text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"`([^`]+)`", r"\1", text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medsegfm",
@@ -37,7 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    _plain_parser(parser)
     return parser
+
+
+def _plain_parser(parser: argparse.ArgumentParser) -> None:
+    """:func:`plain_help` on the description and every argument's help, sub-commands included."""
+    parser.description = plain_help(parser.description)
+    parser.epilog = plain_help(parser.epilog)
+    for action in parser._actions:
+        action.help = plain_help(action.help) if isinstance(action.help, str) else action.help
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain_help(choice.help) if isinstance(choice.help, str) else choice.help
+            for sub in set(action.choices.values()):
+                _plain_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,9 @@ npz file. ``--boxes auto`` uses the file's boxes, or boxes made from the ground 
 for training-layout files without any (except vessel/BraTS cases, box-less in the
 challenge).
 
+A progress bar on stderr follows the steps of every case (``--no-progress`` turns it
+off); a one-line summary (cases, time, mean scores) ends the run on stderr.
+
 Exit codes: 0 ok; 1 some cases failed; 2 missing/bad input or unknown backend;
 4 backend not usable here.
 """
@@ -24,6 +27,7 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("no cases left to evaluate", code=EXIT_INPUT)
     if args.csv and not Path(args.csv).parent.is_dir():
         raise CLIError(f"folder of --csv {args.csv} does not exist", code=EXIT_INPUT)
+    t_start = time.perf_counter()
     backend = make_backend(args.backend, args.device)
     name = getattr(backend, "name", type(backend).__name__)
     results = ev.evaluate(cases, backend, n_clicks=args.clicks, boxes=args.boxes, tolerance=args.tolerance,
-                          physical_nsd=not args.no_physical_nsd,
-                          progress=not args.no_progress and sys.stderr.isatty())
+                          physical_nsd=not args.no_physical_nsd, progress=not args.no_progress)
     if args.csv:
         ev.write_csv(results, args.csv)
     if args.json:
@@ -100,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(ev.format_table(results, title=f"backend {name}, {args.clicks} clicks, NSD at {args.tolerance:g} mm"))
     failed = [r.name for r in results if r.error]
+    mean = ev.summarize(results)
+    scores = (f": mean DSC_AUC {mean['DSC_AUC']:.3f}, final DSC {mean['DSC_Final']:.3f}, "
+              f"final NSD {mean['NSD_Final']:.3f}") if mean["n_cases"] else ""
+    print(f"medsegfm evaluate: {len(results) - len(failed)} of {len(results)} case(s) with {name} in "
+          f"{time.perf_counter() - t_start:.1f} s{scores}"
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     if failed:
-        print(f"medsegfm evaluate: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_PARTIAL
     return 0

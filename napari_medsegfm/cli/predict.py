@@ -2,10 +2,16 @@
 
 IN is an npz file or a folder of npz files (CVPR 2025/2024 layout: ``imgs``,
 ``spacing``, optional ``boxes``, ``clicks``, ``clicks_order``, ``prev_pred``,
-``text_prompts``); each is read with the restricted unpickler and predicted with
+``text_prompts``); each is read with the restricted unpickler, parsed like the napari
+reader parses it (:mod:`napari_medsegfm.io.cvpr`: 2D RGB or 3D from all the evidence of
+the file; a box that reaches outside the image is clipped to it with a warning, one
+wholly outside is an error) and predicted with
 :func:`napari_medsegfm.core.predict.predict_case`; OUT receives an npz of the same
 name holding ``segs`` (uint8 labels, the image's spatial shape), written atomically.
 OUT is a folder (created if needed), or a ``.npz`` file when IN is one file.
+
+A progress bar on stderr follows the files and the objects of each (``--no-progress``
+turns it off); a one-line summary ends the run.
 
 Exit codes: 0 ok; 1 some files of a folder failed; 2 missing/bad input or unknown
 backend/device; 3 a prompt the backend cannot serve; 4 backend not usable here.
@@ -16,8 +22,10 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +85,23 @@ def write_segs(path: Path, segs: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def predict_file(path: Path, out: Path, backend: Any) -> float:
-    """Predict one file into ``out``; returns the seconds the prediction took."""
+def predict_file(path: Path, out: Path, backend: Any,
+                 progress: Callable[[int, int], None] | None = None) -> float:
+    """Predict one file into ``out``; returns the seconds the prediction took.
+
+    ``progress(done, total)`` is called after each object."""
     from ..backends.base import UnsupportedPromptError
     from ..core.predict import predict_case
 
     inputs = _read(path)
     t0 = time.perf_counter()
     try:
-        segs = predict_case(inputs, backend)
+        segs = predict_case(inputs, backend, source=path, progress=progress)
     except UnsupportedPromptError as exc:
         raise CLIError(f"{path.name}: {exc}", code=EXIT_PROMPT) from None
     except ValueError as exc:
-        raise CLIError(f"{path.name}: {exc}", code=EXIT_INPUT) from None
+        msg = str(exc)
+        raise CLIError(msg if str(path) in msg else f"{path.name}: {msg}", code=EXIT_INPUT) from None
     dt = time.perf_counter() - t0
     write_segs(out, segs)
     return dt
@@ -107,28 +119,47 @@ def run(args: argparse.Namespace) -> int:
         if dst.exists() and not dst.is_dir():
             raise CLIError(f"output {dst} exists and is not a folder", code=EXIT_INPUT)
         dst.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
     backend = make_backend(args.backend, args.device)
-    log.info("backend %s on %s", getattr(backend, "name", backend), getattr(backend, "device", "?"))
-    it: Any = files
-    if not args.no_progress and len(files) > 1:
-        from tqdm import tqdm
+    name = getattr(backend, "name", type(backend).__name__)
+    log.info("backend %s on %s", name, getattr(backend, "device", "?"))
+    from tqdm import tqdm
 
-        it = tqdm(files, unit="case", desc="predict", leave=False)
+    bar = tqdm(total=len(files), unit="file", desc="predict", file=sys.stderr, disable=args.no_progress,
+               dynamic_ncols=True)
     failed: list[str] = []
-    for f in it:
-        out = dst if single_file_out else dst / f.name
-        try:
-            dt = predict_file(f, out, backend)
-            log.info("%s: %.2f s -> %s", f.name, dt, out)
-        except CLIError as exc:
-            if len(files) == 1:
-                raise
-            failed.append(f.name)
-            log.error("%s", exc)
-        finally:
-            reset = getattr(backend, "reset", None)
-            if callable(reset):
-                reset()
+    seconds: list[float] = []
+    try:
+        for f in files:
+            out = dst if single_file_out else dst / f.name
+
+            def step(done: int, total: int, _f: Path = f) -> None:
+                bar.set_postfix_str(f"{_f.name}: object {done}/{total}", refresh=True)
+
+            bar.set_postfix_str(f"{f.name}: loading", refresh=True)
+            try:
+                dt = predict_file(f, out, backend, progress=step)
+                seconds.append(dt)
+                log.info("%s: %.2f s -> %s", f.name, dt, out)
+            except CLIError as exc:
+                if len(files) == 1:
+                    raise
+                failed.append(f.name)
+                bar.write(f"medsegfm predict: {exc}", file=sys.stderr)
+                log.debug("%s", exc)
+            finally:
+                reset = getattr(backend, "reset", None)
+                if callable(reset):
+                    reset()
+                bar.update(1)
+    finally:
+        bar.close()
+    total = time.perf_counter() - t_start
+    done = len(files) - len(failed)
+    where = dst if single_file_out else f"{dst}/"
+    print(f"medsegfm predict: {done} of {len(files)} file(s) -> {where} with {name} in {total:.1f} s"
+          + (f" ({sum(seconds) / len(seconds):.1f} s per file predicting)" if seconds else "")
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     if failed:
         raise CLIError(f"{len(failed)} of {len(files)} files failed: {', '.join(failed)}", code=EXIT_PARTIAL)
     return 0
