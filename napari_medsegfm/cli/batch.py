@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-record", action="store_true",
                    help="do not store Dice values and history in the dataset's status database")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar on stderr (the default)")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             catalog, args.backend, args.out, prompts_from=args.prompts_from, scheduler=args.scheduler,
             n_workers=args.workers, threads_per_worker=args.threads_per_worker, memory_limit=mem,
             backend_kwargs=_parse_options(args.backend_option), cases=args.case, force=args.force,
-            rehash=args.rehash, progress=args.progress, status_store=store,
+            rehash=args.rehash, progress=args.progress is not False, status_store=store,
         )
     finally:
         if store is not None:
