@@ -52,9 +52,10 @@ for p in (REPO, REPO / "tests"):
         sys.path.insert(0, str(p))
 
 RESULTS = REPO / "benchmarks" / "results"
-SHARED = Path(os.environ.get("MEDSEGFM_TEST_DATA", REPO.parent / "shared" / "data"))
-if not (SHARED / "MANIFEST.md").is_file():
-    SHARED = Path("/work/shared/data")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _data import shared_data_candidate  # noqa: E402  ($MEDSEGFM_TEST_DATA, else <repo>/../shared/data)
+
+SHARED = shared_data_candidate()
 
 
 # ----------------------------------------------------------------------------- batch scaling

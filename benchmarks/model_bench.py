@@ -51,11 +51,12 @@ PY = sys.executable
 
 
 def _find_data() -> Path:
-    env = os.environ.get("MEDSEGFM_TEST_DATA")
-    for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", Path("/work/shared/data")]:
-        if (c / "MANIFEST.md").is_file():
-            return c
-    raise FileNotFoundError("shared data (MANIFEST.md) not found; set MEDSEGFM_TEST_DATA")
+    # benchmarks/_data.py: $MEDSEGFM_TEST_DATA, else <repo>/../shared/data
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _data import shared_data
+
+    return shared_data()
 
 
 DATA = _find_data()

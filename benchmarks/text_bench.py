@@ -160,9 +160,10 @@ def run(repeats: int) -> dict[str, Any]:
             "failures": failures,
         },
     }
-    cvpr = REPO.parent / "shared" / "data" / "cvpr25" / CVPR25_VOCAB_FILENAME
-    if not cvpr.is_file():
-        cvpr = Path("/work/shared/data/cvpr25") / CVPR25_VOCAB_FILENAME
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _data import shared_data_candidate  # $MEDSEGFM_TEST_DATA, else <repo>/../shared/data
+
+    cvpr = shared_data_candidate() / "cvpr25" / CVPR25_VOCAB_FILENAME
     if cvpr.is_file():
         t0 = time.perf_counter()
         cv = load_vocabulary(cvpr)

@@ -10,27 +10,34 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _find_shared_data() -> Path:
-    env = os.environ.get("MEDSEGFM_TEST_DATA")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-    for c in candidates:
-        if (c / "MANIFEST.md").is_file():
-            return c
-    raise RuntimeError(
-        "The real test data (shared/data with MANIFEST.md) was not found; looked in "
-        + ", ".join(str(c) for c in candidates)
-        + ". Set MEDSEGFM_TEST_DATA to its folder."
-    )
+DATA_ENV = "MEDSEGFM_TEST_DATA"
 
 
-SHARED_DATA = _find_shared_data()
+def _find_shared_data() -> tuple[Path | None, str]:
+    """(folder or None, where it was looked for): ``$MEDSEGFM_TEST_DATA``, else the ``shared/data``
+    folder beside this checkout (``<repo>/../shared/data``). A folder counts when it holds
+    the data's ``MANIFEST.md``."""
+    env = os.environ.get(DATA_ENV)
+    cand = Path(env) if env else REPO.parent / "shared" / "data"
+    where = f"${DATA_ENV}={env}" if env else str(cand)
+    return (cand if (cand / "MANIFEST.md").is_file() else None), where
+
+
+SHARED_DATA, _DATA_WHERE = _find_shared_data()
+SKIP_NO_DATA = (f"needs the real sample data (a folder with MANIFEST.md), not found at {_DATA_WHERE}; "
+                f"put it at <repo>/../shared/data or set ${DATA_ENV}")
 ARTIFACTS = Path(os.environ.get("MEDSEGFM_ARTIFACTS", REPO / "test-artifacts"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"medsegfm test data: {SHARED_DATA or 'not found at ' + _DATA_WHERE + ' (tests that need it skip)'}"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Folder of the real sample data (see its MANIFEST.md)."""
+    """Folder of the real sample data (see its MANIFEST.md); tests that need it skip without it."""
+    if SHARED_DATA is None:
+        pytest.skip(SKIP_NO_DATA)
     return SHARED_DATA
 
 
