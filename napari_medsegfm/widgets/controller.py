@@ -322,6 +322,8 @@ class AnnotationController:
         self._statuses: dict[str, BackendStatus] = {}
         self._colormap_key: Any = None
         self._voxels: dict[int, int] = {}
+        self._known_objects: set[int] = set()  # objects the boxes layer follows (see _boxes_follow_objects)
+        self._removed_boxes: dict[int, list[tuple[np.ndarray, str, dict[str, Any]]]] = {}
         self._version = 0
         self._saved_version = 0
         self._saving = False
@@ -446,6 +448,8 @@ class AnnotationController:
         for ly in self.viewer.layers:
             if not _is_layer(ly, "Labels") or tuple(ly.data.shape) != tuple(shape):
                 continue
+            if not self._belongs(ly, image_layer):  # another image's labels (same shape or not)
+                continue
             m = ly.metadata or {}
             key = m.get("medsegfm_key")
             if m.get("medsegfm_role") in ("scribbles",):
@@ -475,6 +479,8 @@ class AnnotationController:
         self._version = self._saved_version = 0
 
         self._make_layers(seg_src)
+        self._known_objects = set(self.session.objects)
+        self._removed_boxes = {}
         if gt is not None and seg_src is None and gt.visible:
             gt.visible = False  # the new segmentation draws over it; its eye toggles it back for comparison
         self._recount()
@@ -534,7 +540,7 @@ class AnnotationController:
         from napari.layers import Labels  # napari's model layers are Qt-free
 
         assert self.session is not None and self.volume is not None
-        meta = {"medsegfm_role": "segmentation", "medsegfm_key": self.save_key}
+        meta = {"medsegfm_role": "segmentation", "medsegfm_key": self.save_key, **self._owner_meta()}
         if self.case_path is not None:
             meta.update(medsegfm_case=str(self.case_path), medsegfm_format=self.case_format)
         if seg_src is not None:
@@ -565,13 +571,15 @@ class AnnotationController:
                 m = ly.metadata or {}
                 if _is_layer(ly, "Shapes") and ly.ndim == nd and (
                     "boxes" in (m.get("medsegfm_role"), m.get("medsegfm_kind")) or "z_min" in ly.features
-                ):
+                ) and self._belongs(ly, self.image_layer, reusable=True):
                     boxes = ly
                     break
             if boxes is None:
                 boxes = Shapes(ndim=nd, name=f"{base} boxes", edge_color="yellow", face_color="transparent",
-                               edge_width=2, metadata={"medsegfm_role": "boxes"}, **kw)
+                               edge_width=2, metadata={"medsegfm_role": "boxes", **self._owner_meta()}, **kw)
                 self.viewer.layers.append(boxes)
+            elif (boxes.metadata or {}).get("medsegfm_image_id") != self._owner_meta()["medsegfm_image_id"]:
+                boxes.metadata = {**(boxes.metadata or {}), **self._owner_meta()}
             for k, v in dict((boxes.metadata or {}).get("medsegfm_box_names") or {}).items():
                 self.label_names.setdefault(int(k), short_class_name(str(v)))
             self._prepare_box_features(boxes)
@@ -596,7 +604,7 @@ class AnnotationController:
                 pts = Points(np.zeros((0, nd)), ndim=nd, name=f"{base} clicks", size=7, border_width=0.15,
                              border_color="white", face_color=rgba_to_hex(POSITIVE_RGBA),
                              features={"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
-                             metadata={"medsegfm_role": "clicks"}, **kw)
+                             metadata={"medsegfm_role": "clicks", **self._owner_meta()}, **kw)
                 self.viewer.layers.append(pts)
             pts.feature_defaults = {"object_id": 0, "positive": True}
             self.click_layer = pts
@@ -619,7 +627,7 @@ class AnnotationController:
                     self._syncing -= 1
             else:
                 scr = Labels(np.zeros(shape, dtype=np.uint8), name=f"{base} scribbles",
-                             metadata={"medsegfm_role": "scribbles"}, opacity=0.9, **kw)
+                             metadata={"medsegfm_role": "scribbles", **self._owner_meta()}, opacity=0.9, **kw)
                 scr.colormap = DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: POSITIVE_RGBA, 2: NEGATIVE_RGBA,
                                                                None: (1, 1, 0, 1)})
                 scr.brush_size = 6
@@ -631,14 +639,52 @@ class AnnotationController:
 
     def _adopt(self, kind: str, role: str, ndim: int) -> Any:
         """A ``kind`` layer this controller made (``metadata["medsegfm_role"] == role``) and no
-        longer uses, of dimensionality ``ndim``, to reuse; ``None`` if there is none."""
+        longer uses, of dimensionality ``ndim``, to reuse: this image's own, or one whose image
+        left the viewer (the dataset navigator's next case); never another image's. ``None`` if
+        there is none."""
         mine = {id(ly) for ly in (self.seg_layer, self.box_layer, self.click_layer, self.scribble_layer)
                 if ly is not None}
-        for ly in self.viewer.layers:
-            if (_is_layer(ly, kind) and (ly.metadata or {}).get("medsegfm_role") == role and ly.ndim == ndim
-                    and id(ly) not in mine and ly is not self.gt_layer):
-                return ly
-        return None
+        cands = [ly for ly in self.viewer.layers
+                 if _is_layer(ly, kind) and (ly.metadata or {}).get("medsegfm_role") == role and ly.ndim == ndim
+                 and id(ly) not in mine and ly is not self.gt_layer and self._belongs(ly, self.image_layer,
+                                                                                      reusable=True)]
+        own = [ly for ly in cands if (ly.metadata or {}).get("medsegfm_image_id") == self._image_id()]
+        ly = (own or cands or [None])[0]
+        if ly is not None:
+            ly.metadata = {**(ly.metadata or {}), **self._owner_meta()}
+        return ly
+
+    # ---------------------------------------------------------------- which image a layer belongs to
+    def _image_id(self, image_layer: Any = None) -> str:
+        im = image_layer if image_layer is not None else self.image_layer
+        return str(im.unique_id)
+
+    def _owner_meta(self) -> dict[str, Any]:
+        """Metadata that ties a layer this controller makes to its image (layers, objects and
+        names of one image never serve another)."""
+        return {"medsegfm_image_id": self._image_id()}
+
+    def _belongs(self, layer: Any, image_layer: Any, *, reusable: bool = False) -> bool:
+        """Whether ``layer`` (labels, boxes, clicks, scribbles) goes with ``image_layer``.
+
+        A layer made for an image (``medsegfm_image_id``) goes with that image only, or — with
+        ``reusable`` — with any image once its own left the viewer. A layer read from a case
+        (``medsegfm_case``) goes with the image of the same case. A layer without either tag (a
+        user's own) goes with any image, as before.
+        """
+        m = layer.metadata or {}
+        owner = m.get("medsegfm_image_id")
+        if owner:
+            if owner == self._image_id(image_layer):
+                return True
+            if not reusable:
+                return False
+            return not any(str(ly.unique_id) == owner for ly in self.viewer.layers if _is_layer(ly, "Image"))
+        case = m.get("medsegfm_case")
+        img_case = (image_layer.metadata or {}).get("medsegfm_case")
+        if case or img_case:
+            return bool(case) and str(case) == str(img_case)
+        return True
 
     def _prepare_box_features(self, layer: Any) -> None:
         """Make sure a boxes layer has ``object_id``, ``z_min``, ``z_max`` features."""
@@ -1450,15 +1496,13 @@ class AnnotationController:
             return
         values = {int(getattr(a, "new_value", 0)) for a in event.value if hasattr(a, "new_value")}
         desc = "eraser" if values == {0} else "brush"
-        sess, layer = self.session, self.seg_layer
+        sess = self.session
 
         def commit() -> None:
-            # napari emits ``paint`` before writing for programmatic paint() calls: commit afterwards
+            # napari emits ``paint`` before writing for programmatic paint() calls: commit afterwards.
+            # (napari keeps its own bounded stroke history too; Ctrl+Z is the dock's while docked.)
             if self.session is sess:
                 sess.apply_edit(bbox=bbox, description=desc)
-            hist = getattr(layer, "_undo_history", None)
-            if hist is not None:  # napari's own history would duplicate ours (and Ctrl+Z is ours)
-                hist.clear()
 
         self._post(commit)
 
@@ -1591,6 +1635,7 @@ class AnnotationController:
                 self._voxels[lid] = s.object_voxels(lid) if lid in s.objects else 0
         if change.objects_changed or change.kind in ("undo", "redo"):
             self._apply_colormap()
+            self._boxes_follow_objects(set(s.objects))
             for lid in list(self._voxels):
                 if lid not in s.objects:
                     self._voxels.pop(lid, None)
@@ -1624,22 +1669,50 @@ class AnnotationController:
         s = self.session
         self._voxels = {lid: s.object_voxels(lid) for lid in s.objects}
 
+    def _boxes_follow_objects(self, now: set[int]) -> None:
+        """An object's rectangles live as long as the object: deleting it (Shift+Del, undoing its
+        creation) takes them out of the boxes layer, undoing that puts them back. (A file box
+        whose object was never created stays: "Run all boxes" creates its object.)"""
+        gone, back = self._known_objects - now, now - self._known_objects
+        self._known_objects = set(now)
+        layer = self.box_layer
+        if layer is None or not (gone or back):
+            return
+        self._syncing += 1
+        try:
+            for lid in sorted(gone):
+                idx = [int(i) for i in np.flatnonzero(np.asarray(layer.features["object_id"]) == lid)] \
+                    if len(layer.data) else []
+                if not idx:
+                    continue
+                feats = layer.features
+                self._removed_boxes[lid] = [
+                    (np.asarray(layer.data[i]).copy(), str(layer.shape_type[i]),
+                     {k: feats[k].iloc[i] for k in feats.columns}) for i in idx]
+                layer.selected_data = set(idx)
+                layer.remove_selected()
+            for lid in sorted(back):
+                for verts, kind, row in self._removed_boxes.pop(lid, []):
+                    _set_defaults(layer, **row)
+                    layer.add([verts], shape_type=kind)
+                    self._color_box(len(layer.data) - 1, lid)
+            _set_defaults(layer, object_id=self.current_id or 0)
+        finally:
+            self._syncing -= 1
+
     def _refresh_region(self, bbox: BBox | None) -> None:
-        """Redraw only ``bbox`` of the segmentation layer (napari's partial texture update)."""
+        """Redraw the segmentation layer after the session changed its labels in place.
+
+        Public napari API only: a re-slice of the displayed data without the thumbnail,
+        extent and highlight work (``Layer.refresh`` keywords). On a 63x512x512 CT at
+        1280x800 under Xvfb it took 120-290 ms per result against 140-200 ms for napari's
+        private partial-texture update (noisy machine; the canvas draw dominates both).
+        ``bbox`` (the changed region) is accepted for callers; unused.
+        """
         layer = self.seg_layer
         if layer is None:
             return
-        try:
-            if bbox is None:
-                raise AttributeError("full refresh")
-            sl = getattr(layer, "_slice", None)
-            view = getattr(getattr(sl, "image", None), "view", None)
-            if view is None or not np.shares_memory(layer.data, view):
-                raise AttributeError("the displayed slice is a copy")
-            layer._accumulate_updated_slice(tuple(bbox))
-            layer._partial_labels_refresh()
-        except (AttributeError, TypeError, ValueError):
-            layer.refresh()
+        layer.refresh(thumbnail=False, extent=False, highlight=False)
 
     def _points_layer_shows(self, coords: np.ndarray, positive: np.ndarray) -> bool:
         layer = self.click_layer
@@ -1875,6 +1948,7 @@ class AnnotationController:
             where = "" if target is None else f" to {target}"
             self._message(f"saving{where} failed: {exc}. The annotation is still here"
                           + ("." if target is not None else "; try another file."), "error")
+            self.events.history.emit()  # Save / Save as… are usable again (the view listens)
             return
         path = Path(fut.result())
         self._saved_version = version

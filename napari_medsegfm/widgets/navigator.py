@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
-from qtpy.QtGui import QBrush, QColor, QKeySequence
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
 from ..dataset.workspace import COLUMNS, DICE_METRIC, CaseRow, DatasetWorkspace, OpenCase
+from ._host import HostedShortcuts, plain_viewer
 from .controller import set_if_changed
 
 __all__ = ["DatasetNavigator", "CaseTableModel", "NAVIGATOR_SHORTCUTS"]
@@ -552,6 +553,9 @@ class DatasetNavigator(QWidget):
                  autosave_s: float | None = None, use_annotation_widget: bool = True,
                  auto_scan: bool = True, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # napari passes a public-only proxy of the viewer; layer identity needs the viewer itself
+        # (only public attributes are used; napari's window comes from the Qt parents, see _host)
+        napari_viewer = plain_viewer(napari_viewer)
         self.viewer = napari_viewer
         self.sidecar = sidecar
         self.autosave_s = autosave_s
@@ -572,10 +576,7 @@ class DatasetNavigator(QWidget):
         self._timer.timeout.connect(self._tick)
         self._timer.start()
         self._install_shortcuts()
-        try:
-            napari_viewer.window._qt_window.destroyed.connect(self._shutdown)
-        except AttributeError:
-            pass
+        self._window: Any = None
         self.destroyed.connect(self._shutdown)
         if root is not None:
             self.open_dataset(root)
@@ -626,8 +627,10 @@ class DatasetNavigator(QWidget):
         self.table.setWordWrap(False)
         self.table.setMinimumHeight(220)
         self.table.horizontalHeader().sortIndicatorChanged.connect(self._header_sorted)
-        self.table.doubleClicked.connect(lambda idx: self.open_case(self.model.rows[idx.row()].case_id))
-        self.table.activated.connect(lambda idx: self.open_case(self.model.rows[idx.row()].case_id))
+        # one double-click emits doubleClicked and activated: both take the case id now and open it
+        # after the click is handled (opening refreshes the table, so a later index is stale)
+        self.table.doubleClicked.connect(self._open_index)
+        self.table.activated.connect(self._open_index)
         lay.addWidget(self.table, 1)
 
         nav = QHBoxLayout()
@@ -682,16 +685,25 @@ class DatasetNavigator(QWidget):
         self._update_enabled()
 
     def _install_shortcuts(self) -> None:
-        self._shortcuts: list[QShortcut] = []
-        try:
-            host = self.viewer.window._qt_window
-        except AttributeError:
-            host = self
+        """The navigator's shortcuts: on the widget, moved onto napari's main window once docked
+        (:meth:`_on_docked`), so they work whatever has focus."""
+        self._hosted = HostedShortcuts(self)
+        self._shortcuts: list[QShortcut] = self._hosted.shortcuts
         for action, (keys, _desc) in NAVIGATOR_SHORTCUTS.items():
-            sc = QShortcut(QKeySequence(keys), host)
-            sc.setContext(Qt.ShortcutContext.WindowShortcut)
-            sc.activated.connect(getattr(self, action))
-            self._shortcuts.append(sc)
+            self._hosted.add(keys, getattr(self, action))
+
+    def _on_docked(self) -> None:
+        win = self._hosted.attach()
+        if win is not None and win is not self._window:
+            self._window = win
+            win.destroyed.connect(self._shutdown)  # napari's window goes: autosave and unlock
+
+    def event(self, e: Any) -> bool:  # noqa: D102 (Qt API)
+        from qtpy.QtCore import QEvent
+
+        if e.type() in (QEvent.Type.ParentChange, QEvent.Type.Show) and getattr(self, "_hosted", None) is not None:
+            self._on_docked()
+        return super().event(e)
 
     def _update_enabled(self) -> None:
         has_ds = self.workspace is not None
@@ -857,6 +869,14 @@ class DatasetNavigator(QWidget):
             return False
         return self.open_case(e.case_id)
 
+    def _open_index(self, index: QModelIndex) -> None:
+        """Open the case of a table row (double-click, Enter): the case id is read from the index
+        while it is current, the case opened once the event is done (duplicates are no-ops)."""
+        if not index.isValid() or not 0 <= index.row() < len(self.model.rows):
+            return
+        case_id = self.model.rows[index.row()].case_id
+        QTimer.singleShot(0, lambda: self.open_case(case_id) if self.workspace is not None else None)
+
     def _open_first_match(self) -> None:
         if self.model.rows:
             self.open_case(self.model.rows[0].case_id)
@@ -933,8 +953,9 @@ class DatasetNavigator(QWidget):
         try:
             from .view import AnnotationWidget
 
-            found = [w for w in self.viewer.window._qt_window.findChildren(AnnotationWidget)
-                     if not getattr(w, "_torn_down", False)]
+            docked = list(self.viewer.window.dock_widgets.values())  # public: the docks' inner widgets
+            found = [plain_viewer(w) for w in docked]
+            found = [w for w in found if isinstance(w, AnnotationWidget) and not getattr(w, "_torn_down", False)]
         except (AttributeError, RuntimeError, ImportError):
             return None
         return found[0] if found else None

@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 
 from ..backends.base import BackendStatus, capability_names
 from ..types import Capability
+from ._host import HostedShortcuts, main_window_of, plain_viewer
 from .controller import AnnotationController
 from .shortcuts import SHORTCUTS, help_html, keys_text
 
@@ -92,15 +93,14 @@ def _window_actions(qwin: Any) -> list[Any]:
 
 
 class _CloseGuard(QObject):
-    """Asks before napari's window closes with unsaved annotations."""
+    """Asks before napari's window closes with unsaved annotations, and stops the session
+    when the window really closes (napari's ``Window.close`` included)."""
 
-    def __init__(self, widget: AnnotationWidget, window: Any, qt_viewer: Any = None) -> None:
+    def __init__(self, widget: AnnotationWidget, window: Any) -> None:
         super().__init__()
         self._widget = widget
         self._window = window
-        self._qt_viewer = qt_viewer
-        self._orig_close = None
-        # File > Close Window / Exit call window.close(confirm_need=True): ask there too
+        # File > Close Window / Exit call the main window's close(confirm_need=True): ask there too
         orig = window.close
         self._orig_close = orig
 
@@ -112,26 +112,34 @@ class _CloseGuard(QObject):
 
         window.close = close
         window.installEventFilter(self)
-        if qt_viewer is not None:
-            qt_viewer.installEventFilter(self)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close:
-            if obj is self._qt_viewer:
-                # napari is closing the viewer (Window.close): stop the session with it
+        if event.type() == QEvent.Type.Close and obj is self._window:
+            if not event.spontaneous():
+                # napari closing its window (Window.close, File > Close after our question): it
+                # does not refuse these, so stop the session now, before napari tears down
                 self._widget.teardown()
                 return False
-            if event.spontaneous() and not self._widget.confirm_discard():
+            if not self._widget.confirm_discard():
                 event.ignore()
                 return True
+            # a user's close: napari may still refuse (its own confirmation dialog), so decide
+            # once the event is done
+            QTimer.singleShot(0, self._after_close)
         return False
+
+    def _after_close(self) -> None:
+        try:
+            closed = not self._window.isVisible()
+        except RuntimeError:  # the window is gone
+            closed = True
+        if closed:
+            self._widget.teardown()
 
     def remove(self) -> None:
         try:
-            if self._qt_viewer is not None:
-                self._qt_viewer.removeEventFilter(self)
             self._window.removeEventFilter(self)
-            if self._orig_close is not None and "close" in self._window.__dict__:
+            if "close" in self._window.__dict__:
                 del self._window.close
         except RuntimeError:  # window already deleted
             pass
@@ -152,14 +160,17 @@ class AnnotationWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, backend: Any = "default", *, auto_attach: bool = True) -> None:
         super().__init__()
-        # napari hands plugin widgets a public-only proxy; the controller needs the layers themselves
-        # (partial Labels refresh) and the view napari's main window (shortcuts, close guard)
-        napari_viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        # napari hands plugin widgets a public-only proxy, which wraps every layer anew on each
+        # access: the controller compares layers by identity, so it gets the viewer itself (and
+        # uses public API only); napari's main window comes from the dock's Qt parents (_host)
+        napari_viewer = plain_viewer(napari_viewer)
         self.viewer = napari_viewer
         self._invoker = _Invoker()
         self.controller = AnnotationController(napari_viewer, post=self._invoker.post, notify=self._notify,
                                                backend=backend)
-        self._shortcuts: list[QShortcut] = []
+        self._hosted = HostedShortcuts(self)
+        self._shortcuts: list[QShortcut] = self._hosted.shortcuts
+        self._docked_in: Any = None
         self._save_action_keys: list[tuple[Any, Any]] = []
         self._close_guard: _CloseGuard | None = None
         self._torn_down = False
@@ -429,25 +440,30 @@ class AnnotationWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self._on_step)
 
     def _stop_stale_activity_spinner(self) -> None:
-        """Hide napari's "activity" spinner when no napari progress is running.
+        """Stop an animated "in progress" spinner of napari's window when no progress bar shows.
 
         napari 0.9 leaves the spinner of its "Opening Files" progress animating after
         ``viewer.open`` has finished. Each frame of that GIF re-composes the whole window,
         OpenGL canvas included; without a GPU (software OpenGL, remote desktops) that kept
         ~0.7 of a CPU core busy, taken from inference (measured: 15 CT_AMOS boxes, llvmpipe
-        threads at 68-79 % CPU; 35 frames/s with nothing moving). Private napari attributes,
-        hence the guard: if they change, nothing happens.
+        threads at 68-79 % CPU; 35 frames/s with nothing moving). Found through public Qt API
+        only (labels showing a running ``QMovie``; napari's progress items are progress bars):
+        while any progress bar outside this dock is visible, nothing is touched.
         """
-        try:
-            from napari.utils import progress
+        from qtpy.QtGui import QMovie
 
-            if len(progress._all_instances):
+        win = main_window_of(self)
+        if win is None:
+            return
+        try:
+            if any(b.isVisible() and not self.isAncestorOf(b) for b in win.findChildren(QProgressBar)):
                 return
-            indicator = self.viewer.window._qt_window._activity_dialog._toggleButton._inProgressIndicator
-            if indicator.isVisible():
-                indicator.movie().stop()
-                indicator.hide()
-        except Exception:  # noqa: BLE001 - napari internals; purely an optimisation
+            for lbl in win.findChildren(QLabel):
+                mov = lbl.movie()
+                if mov is not None and mov.state() == QMovie.MovieState.Running and not self.isAncestorOf(lbl):
+                    mov.stop()
+                    lbl.hide()
+        except RuntimeError:  # widgets deleted meanwhile
             pass
 
     def _on_attached(self, attached: bool) -> None:
@@ -473,15 +489,12 @@ class AnnotationWidget(QWidget):
 
     # ================================================================ shortcuts
     def _window(self) -> Any:
-        win = getattr(self.viewer, "window", None)
-        return getattr(win, "_qt_window", None)
+        """napari's main window (a ``QMainWindow``) once docked, else ``None`` (public Qt API)."""
+        return main_window_of(self)
 
-    def _install_shortcuts(self) -> None:
-        qwin = self._window()
-        if qwin is None:
-            return
+    def _shortcut_actions(self) -> dict[str, Any]:
         c = self.controller
-        actions = {
+        return {
             "tool_box": lambda: c.activate_tool("box"),
             "tool_click": lambda: c.activate_tool("click"),
             "toggle_negative": c.toggle_negative,
@@ -505,39 +518,39 @@ class AnnotationWidget(QWidget):
             "cancel": c.cancel,
             "toggle_help": lambda: self.help_btn.toggle(),
         }
+
+    def _install_shortcuts(self) -> None:
+        """Create the dock's shortcuts (on the widget; :meth:`_on_docked` moves them onto napari's
+        main window)."""
+        actions = self._shortcut_actions()
+        for sc in SHORTCUTS:
+            fn = actions[sc.action]
+            for key in sc.keys:
+                q = self._hosted.add(key, lambda f=fn, a=sc.action: self._run_shortcut(a, f),
+                                     enabled=not sc.only_when_busy)
+                if sc.only_when_busy:
+                    q._only_when_busy = True  # type: ignore[attr-defined]
+        self._on_docked()
+
+    def _on_docked(self) -> None:
+        """Once in napari's window: shortcuts onto it, Ctrl+S lent by File > Save Selected Layers,
+        the close guard. Called again on every re-parenting (no-op when nothing changed)."""
+        if getattr(self, "_hosted", None) is None or self._torn_down:
+            return
+        qwin = self._hosted.attach()
+        if qwin is None or qwin is self._docked_in:
+            return
+        self._release_window()
+        self._docked_in = qwin
         # napari's File > Save Selected Layers owns Ctrl+S: lend it to us while docked
         taken = {QKeySequence(k) for sc in SHORTCUTS for k in sc.keys}
         for act in _window_actions(qwin):
             if act.shortcut() in taken:
                 self._save_action_keys.append((act, act.shortcut()))
                 act.setShortcut(QKeySequence())
-        for sc in SHORTCUTS:
-            fn = actions[sc.action]
-            for key in sc.keys:
-                q = QShortcut(QKeySequence(key), qwin)
-                q.setContext(Qt.ShortcutContext.WindowShortcut)
-                q.activated.connect(lambda f=fn, a=sc.action: self._run_shortcut(a, f))
-                if sc.only_when_busy:
-                    q.setEnabled(False)
-                    q._only_when_busy = True  # type: ignore[attr-defined]
-                self._shortcuts.append(q)
-        self._close_guard = _CloseGuard(self, qwin, getattr(self.viewer.window, "_qt_viewer", None))
+        self._close_guard = _CloseGuard(self, qwin)
 
-    def _run_shortcut(self, action: str, fn: Any) -> None:
-        if self.controller.session is None and action not in ("toggle_help", "save"):
-            self._notify("info", "open an image first")
-            return
-        self._guard(fn)
-
-    def _remove_shortcuts(self) -> None:
-        for q in self._shortcuts:
-            try:
-                q.setEnabled(False)
-                q.setParent(None)
-                q.deleteLater()
-            except RuntimeError:
-                pass
-        self._shortcuts.clear()
+    def _release_window(self) -> None:
         for act, key in self._save_action_keys:
             try:
                 act.setShortcut(key)
@@ -547,6 +560,17 @@ class AnnotationWidget(QWidget):
         if self._close_guard is not None:
             self._close_guard.remove()
             self._close_guard = None
+        self._docked_in = None
+
+    def _run_shortcut(self, action: str, fn: Any) -> None:
+        if self.controller.session is None and action not in ("toggle_help", "save"):
+            self._notify("info", "open an image first")
+            return
+        self._guard(fn)
+
+    def _remove_shortcuts(self) -> None:
+        self._hosted.remove()
+        self._release_window()
 
     def _focus_name(self) -> None:
         self.name_edit.setFocus()
@@ -972,6 +996,9 @@ class AnnotationWidget(QWidget):
             self.teardown()
         elif e.type() == QEvent.Type.ParentChange and self.parent() is not None:
             self._was_docked = True
+            self._on_docked()
+        elif e.type() == QEvent.Type.Show:
+            self._on_docked()
         return super().event(e)
 
     def teardown(self) -> None:
@@ -981,6 +1008,8 @@ class AnnotationWidget(QWidget):
         self._torn_down = True
         self._busy_timer.stop()
         self._remove_shortcuts()
+        for emitter in vars(self.controller.events).values():  # late posts (backend list, saves) find no widget
+            emitter.disconnect()
         for emitter, fn in ((self.viewer.layers.events.inserted, self._maybe_auto_attach),
                             (self.viewer.layers.events.inserted, self._refresh_images),
                             (self.viewer.layers.events.removed, self._refresh_images),
