@@ -311,11 +311,12 @@ def save_labels(
     if out_fmt == "medsegpy_h5":
         from .medsegpy import save_medsegpy_h5_labels
 
-        return save_medsegpy_h5_labels(labels, target, case=case, overwrite_gt=overwrite_gt)
+        return save_medsegpy_h5_labels(labels, target, case=case, overwrite_gt=overwrite_gt,
+                                       label_names=label_names)
     if out_fmt == "medsegpy_slices":
         from .medsegpy import save_medsegpy_slices
 
-        files = save_medsegpy_slices(labels, target, case=case, overwrite_gt=overwrite_gt)
+        files = save_medsegpy_slices(labels, target, case=case, overwrite_gt=overwrite_gt, label_names=label_names)
         return files[0].parent if files else target
     if out_fmt == "samed2d":
         from .samed2d import save_samed2d_masks

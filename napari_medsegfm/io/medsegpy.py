@@ -322,14 +322,53 @@ def write_medsegpy_h5(case: Case, path: str | os.PathLike[str], *, labels_key: s
     return target
 
 
+def _write_category_sidecar(candidates: tuple[Path, Path], base: dict[str, Any], base_path: Path | None,
+                            ids: list[CategoryId], names: dict[int, str] | None) -> Path | None:
+    """Keep label ``i + 1`` <-> category ``ids[i]`` readable beside saved segs.
+
+    ``candidates`` are the sidecars the reader looks for at the target, in order (the first
+    is the one written); ``base``/``base_path`` the source's sidecar. Nothing is written when
+    the reader would find the same categories anyway (the source's own sidecar, or none and
+    one channel per label); else the first candidate gets the base sidecar's other keys,
+    ``category_ids`` and ``categories`` (names: the base's, else ``names``, else
+    ``label N``), atomically. Returns the path written, or ``None``.
+    """
+    base_ids = [_norm_cat(c, str(base_path)) for c in base["category_ids"]] if base.get("category_ids") else None
+    found = next((c for c in candidates if c.is_file()), None)
+    if base_path is not None and found is not None and same_file(found, base_path) and ids == base_ids:
+        return None
+    if base_path is None and found is None and ids == list(range(len(ids))):
+        return None
+    old_names = list(base.get("categories") or [])
+    cats = []
+    for i, c in enumerate(ids):
+        if base_ids is not None and c in base_ids and base_ids.index(c) < len(old_names):
+            cats.append(str(old_names[base_ids.index(c)]))
+        else:
+            cats.append(str((names or {}).get(i + 1) or f"label {i + 1}"))
+    meta = dict(base)
+    meta["category_ids"] = [list(c) if isinstance(c, tuple) else int(c) for c in ids]
+    meta["categories"] = cats
+    colors = meta.get("category_colors")
+    if isinstance(colors, list) and len(colors) != len(ids):
+        meta["category_colors"] = (colors + [[200, 200, 200]] * len(ids))[:len(ids)]
+    with atomic_writer(candidates[0], "w") as fh:
+        json.dump(meta, fh, indent=1)
+    logger.info("wrote the category sidecar %s (%d categories)", candidates[0], len(ids))
+    return candidates[0]
+
+
 def save_medsegpy_h5_labels(
-    labels: np.ndarray, path: str | os.PathLike[str], *, case: Case | None = None, overwrite_gt: bool = False
+    labels: np.ndarray, path: str | os.PathLike[str], *, case: Case | None = None, overwrite_gt: bool = False,
+    label_names: dict[int, str] | None = None,
 ) -> Path:
     """Write labels ``(D, H, W)`` as the ``seg`` dataset (H×W×D×C) of a medsegpy ``.h5``, atomically.
 
     The target is a copy of the source file (``case.source``, or ``path`` itself) with
     ``seg`` replaced; every other dataset/attribute is copied unchanged. Replacing the
-    ``seg`` of the case's own file needs ``overwrite_gt=True`` and keeps ``.bak``.
+    ``seg`` of the case's own file needs ``overwrite_gt=True`` and keeps ``.bak``. Labels
+    beyond the case's categories get new channels, and a ``<target>.json`` sidecar records
+    the categories (names from ``label_names``) whenever the reader could not tell them.
     """
     h5py = _h5py()
     target = Path(path)
@@ -380,6 +419,9 @@ def save_medsegpy_h5_labels(
             if old is not None:
                 for k, v in old.attrs.items():
                     ds.attrs[k] = v
+    base, side = read_sidecar(source.with_suffix(".json"), source.parent / "metadata.json")
+    _write_category_sidecar((target.with_suffix(".json"), target.parent / "metadata.json"), base, side, ids,
+                            label_names)
     return target
 
 
@@ -484,11 +526,13 @@ def save_medsegpy_slices(
     case: Case | None = None,
     scan_id: str | None = None,
     overwrite_gt: bool = False,
+    label_names: dict[int, str] | None = None,
 ) -> list[Path]:
     """Write labels ``(D, H, W)`` as one ``.seg`` file per slice (``data`` H×W×1×C), each atomically.
 
     Writing into the folder the scan was read from replaces its ground truth: that needs
-    ``overwrite_gt=True`` and keeps a ``.bak`` of every replaced file.
+    ``overwrite_gt=True`` and keeps a ``.bak`` of every replaced file. A ``<scan>.json``
+    sidecar records the categories whenever the reader could not tell them.
     """
     h5py = _h5py()
     out = Path(folder)
@@ -528,6 +572,9 @@ def save_medsegpy_slices(
         with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("data", data=seg)
         written.append(p)
+    src_dir = Path(case.source) if case is not None and case.source is not None else out
+    base, side = read_sidecar(src_dir / f"{scan_id}.json", src_dir / "metadata.json")
+    _write_category_sidecar((out / f"{scan_id}.json", out / "metadata.json"), base, side, ids, label_names)
     return written
 
 
