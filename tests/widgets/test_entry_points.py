@@ -186,6 +186,13 @@ def _attach_by_combo(qtbot, w, name):
                and not w.controller.busy, timeout=30)
 
 
+def _show_only(viewer, case_name):
+    """Show one case's layers (as a user toggling the eyes to look at one image); zoom to it."""
+    for ly in viewer.layers:
+        ly.visible = ly.name.startswith(case_name) and not ly.name.endswith(" gts")
+    viewer.reset_view()
+
+
 def _left():
     from qtpy.QtCore import Qt
 
@@ -230,6 +237,7 @@ def test_two_cases_in_one_viewer_keep_their_own_prompts_objects_and_files(
     wait_until(qtbot, lambda: not c.busy and c.inflight == 0, timeout=60)
     assert sorted(c.objects) == [1, 2, 3]
     assert len(box_a.data) == 15  # A's boxes untouched
+    _show_only(viewer, HEART)
     _grab(viewer, artifacts_dir / "entry_two_cases_heart.png")
     key(qtbot, viewer, "Ctrl+S")
     wait_until(qtbot, lambda: not c.dirty and not c.saving)
@@ -244,6 +252,7 @@ def test_two_cases_in_one_viewer_keep_their_own_prompts_objects_and_files(
     assert c.box_layer is box_a
     assert sorted(c.objects) == sorted(int(v) for v in np.unique(seg_a) if v)  # (objects come from the labels)
     np.testing.assert_array_equal(c.session.labels, seg_a)
+    _show_only(viewer, "CT_AMOS_amos_0018")
     viewer.dims.set_current_step(0, 12)
     _grab(viewer, artifacts_dir / "entry_two_cases_ct.png")
 
