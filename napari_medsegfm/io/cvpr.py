@@ -696,7 +696,8 @@ def load_cvpr_npz(
     fmt = fmt or sniff_npz(src) or "cvpr25_npz"
     members: dict[str, Any] = {}
     with NpzReader(src) as r:
-        for k in r.keys():
+        all_keys = r.keys()
+        for k in all_keys:
             if k in LABEL_KEYS or k in ("spacing", "direction", "origin"):
                 members[k] = r.read(k, allow_object=False)
             elif k == "imgs" or k in PICKLED_KEYS:
@@ -712,6 +713,7 @@ def load_cvpr_npz(
                 else:
                     gp = None
     case = read_cvpr_members(members, src, fmt=fmt, _label_evidence=evidence)
+    case.meta["npz_keys"] = all_keys  # every member of the file, also those not parsed
     if gp is not None:
         with NpzReader(gp) as g:
             case.labels["gts"] = check_labels(g.read("gts", allow_object=False), case.image.spatial_shape, gp, "gts")

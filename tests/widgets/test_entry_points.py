@@ -207,11 +207,7 @@ def test_two_cases_in_one_viewer_keep_their_own_prompts_objects_and_files(
     viewer.window._qt_window.resize(1280, 800)
     viewer.open(str(amos_case), plugin=PLUGIN)
     viewer.open(str(heart_case), plugin=PLUGIN)
-    _dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Interactive segmentation")
-    c = w.controller
-    wait_until(qtbot, lambda: c.attached, timeout=60)
-    c.set_backend("slowfake")
-    wait_until(qtbot, lambda: c.backend_name == "slowfake" and not c.busy)
+    w, c = _annotation_dock(viewer, qtbot)
 
     # case A (3D CT): its own 15 boxes and class names
     _attach_by_combo(qtbot, w, "CT_AMOS_amos_0018")
@@ -257,15 +253,23 @@ def test_two_cases_in_one_viewer_keep_their_own_prompts_objects_and_files(
     _grab(viewer, artifacts_dir / "entry_two_cases_ct.png")
 
 
-def test_shift_del_takes_the_box_and_run_all_never_resurrects(make_napari_viewer, qtbot, amos_case,
-                                                             fake_backend, artifacts_dir):
-    viewer = make_napari_viewer(show=True)
-    viewer.open(str(amos_case), plugin=PLUGIN)
+def _annotation_dock(viewer, qtbot, case=None):
+    """Open ``case`` with the plugin's reader, dock Interactive segmentation as napari does, switch
+    it to the fake backend; returns (widget, controller)."""
+    if case is not None:
+        viewer.open(str(case), plugin=PLUGIN)
     _dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Interactive segmentation")
     c = w.controller
     wait_until(qtbot, lambda: c.attached, timeout=60)
     c.set_backend("slowfake")
     wait_until(qtbot, lambda: c.backend_name == "slowfake" and not c.busy)
+    return w, c
+
+
+def test_shift_del_takes_the_box_and_run_all_never_resurrects(make_napari_viewer, qtbot, amos_case,
+                                                             fake_backend, artifacts_dir):
+    viewer = make_napari_viewer(show=True)
+    w, c = _annotation_dock(viewer, qtbot, amos_case)
     c.run_all_boxes()
     wait_until(qtbot, lambda: not c.busy and c.inflight == 0, timeout=60)
     n_boxes, ids = len(c.box_layer.data), sorted(c.objects)
@@ -289,12 +293,7 @@ def test_shift_del_takes_the_box_and_run_all_never_resurrects(make_napari_viewer
 
 def test_failed_save_leaves_save_and_save_as_usable(make_napari_viewer, qtbot, amos_case, fake_backend, tmp_path):
     viewer = make_napari_viewer(show=True)
-    viewer.open(str(amos_case), plugin=PLUGIN)
-    _dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Interactive segmentation")
-    c = w.controller
-    wait_until(qtbot, lambda: c.attached, timeout=60)
-    c.set_backend("slowfake")
-    wait_until(qtbot, lambda: c.backend_name == "slowfake" and not c.busy)
+    w, c = _annotation_dock(viewer, qtbot, amos_case)
     c.add_object("x")
     w.save_as(str(tmp_path / "no such folder" / "out.npz"))  # fails in the background
     wait_until(qtbot, lambda: not c.saving)
