@@ -47,7 +47,7 @@ from ._common import (
     same_file,
 )
 from .atomic import backup_file
-from .npzfile import NpzReader, rewrite_npz
+from .npzfile import NpzReader, read_npy_header, rewrite_npz
 
 __all__ = [
     "sniff_npz",
@@ -92,15 +92,11 @@ def sniff_npz(path: str | os.PathLike[str]) -> str | None:
                 return "cvpr25_npz"
             if "boxes" in keys:
                 with zf.open(zf.getinfo("boxes.npy" if "boxes.npy" in zf.namelist() else "boxes")) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    _shape, _f, dtype = read(fp)
+                    dtype = read_npy_header(fp).dtype  # header length bounded (a header bomb is not read)
                 return "cvpr25_npz" if dtype.hasobject else "cvpr24_npz"
             if "imgs" in keys:
                 with zf.open(zf.getinfo("imgs.npy" if "imgs.npy" in zf.namelist() else "imgs")) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _f, _d = read(fp)
+                    shape = read_npy_header(fp).shape
                 if len(shape) == 3 and shape[-1] == 3 and "spacing" not in keys:
                     return "cvpr24_npz"
             return "cvpr25_npz"
@@ -276,6 +272,18 @@ def _itk_affine_zyx(spacing_xyz: tuple[float, ...], direction: np.ndarray | None
     return m[:, [2, 1, 0, 3]]
 
 
+def _check_label_header(r: NpzReader, key: str, image_shape: tuple[int, ...], src: Path) -> None:
+    """Refuse a label member whose header shape fits neither ``image_shape`` nor its RGB
+    spatial part, before the member is decompressed."""
+    shape = tuple(r.header(key).shape)
+    ok = {tuple(image_shape)}
+    if len(image_shape) == 3 and image_shape[-1] == 3:
+        ok.add(tuple(image_shape[:2]))
+    if shape not in ok:
+        raise ValueError(f"{src}: '{key}' has shape {shape}; expected the image's spatial shape "
+                         f"{' or '.join(str(s) for s in sorted(ok, key=len))} (not read)")
+
+
 def _sibling_gts(path: Path) -> Path | None:
     if path.parent.name != "imgs":
         return None
@@ -320,6 +328,8 @@ def load_cvpr_npz(
         labels: dict[str, np.ndarray] = {}
         for k in LABEL_KEYS:
             if k in r:
+                if imgs is not None:  # a wrong shape is refused from the header, before decompressing
+                    _check_label_header(r, k, imgs.shape, src)
                 labels[k] = r.read(k, allow_object=False)
         if imgs is None and not labels:
             raise ValueError(
@@ -369,6 +379,7 @@ def load_cvpr_npz(
         if gp is not None:
             with NpzReader(gp) as g:
                 if "gts" in g:
+                    _check_label_header(g, "gts", spatial, gp)
                     labels["gts"] = check_labels(g.read("gts", allow_object=False), spatial, gp, "gts")
                     meta["gts_source"] = str(gp)
                     if "spacing" in g:
