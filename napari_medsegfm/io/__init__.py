@@ -152,6 +152,8 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
+    if not os.access(p, os.R_OK):
+        raise PermissionError(f"{p}: permission denied (it exists but may not be read; check its permissions)")
     fmt = fmt or detect_format(p)
     if fmt is None:
         raise ValueError(f"{p}: not a supported case (expected one of: {', '.join(FORMATS)})")

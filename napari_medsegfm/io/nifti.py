@@ -86,6 +86,8 @@ def _open(path: Path) -> Any:
     nib = _nib()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such NIfTI file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: permission denied (the file exists but may not be read; check its permissions)")
     try:
         img = nib.load(str(path))
     except PermissionError:
