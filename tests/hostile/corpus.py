@@ -152,40 +152,24 @@ def _npz_declared(d: Path, key: str, shape: tuple[int, ...], descr: str = "|u1",
 
 
 def _real_bomb(d: Path) -> dict[str, Any]:
-    import zlib
-
     shape = (256, 1024, 1024)
     n = shape[0] * shape[1] * shape[2]
     hdr = F.npy_header(shape)
-    c = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
     zero = bytes(16 << 20)
-    parts = [c.compress(hdr)]
-    crc = zlib.crc32(hdr)
-    for _ in range(n // len(zero)):
-        parts.append(c.compress(zero))
-        crc = zlib.crc32(zero, crc)
-    parts.append(c.flush())
+    data, crc = F.deflated(hdr, zero, n // len(zero))
     p = d / "case.npz"
-    F.raw_zip(p, [("imgs.npy", b"".join(parts), 8, crc, len(hdr) + n),
+    F.raw_zip(p, [("imgs.npy", data, 8, crc, len(hdr) + n),
                   F.member("spacing.npy", F.npy(np.array([1.0, 1.0, 1.0])))])
     return {"path": p}
 
 
 def _npy_header_bomb(d: Path) -> dict[str, Any]:
-    import zlib
-
     n = 256 << 20
-    head = b"\x93NUMPY\x02\x00" + n.to_bytes(4, "little")
-    c = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = b"\x93NUMPY\x02\x00" + n.to_bytes(4, "little")  # a version-2 header declaring 256 MiB of text
     spaces = b" " * (16 << 20)
-    parts = [c.compress(head)]
-    crc = zlib.crc32(head)
-    for _ in range(n // len(spaces)):
-        parts.append(c.compress(spaces))
-        crc = zlib.crc32(spaces, crc)
-    parts.append(c.flush())
+    data, crc = F.deflated(head, spaces, n // len(spaces))
     p = d / "case.npz"
-    F.raw_zip(p, [("imgs.npy", b"".join(parts), 8, crc, len(head) + n)])
+    F.raw_zip(p, [("imgs.npy", data, 8, crc, len(head) + n)])
     return {"path": p}
 
 

@@ -68,6 +68,19 @@ def member(name: str, payload: bytes, *, declared: int | None = None, deflate: b
             len(payload) if declared is None else declared)
 
 
+def deflated(head: bytes, filler: bytes, repeats: int) -> tuple[bytes, int]:
+    """(raw deflate stream of ``head`` + ``repeats`` x ``filler``, its CRC-32), built piece by piece:
+    a zip bomb is a few hundred KB to write and never held uncompressed."""
+    c = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [c.compress(head)]
+    crc = zlib.crc32(head)
+    for _ in range(repeats):
+        parts.append(c.compress(filler))
+        crc = zlib.crc32(filler, crc)
+    parts.append(c.flush())
+    return b"".join(parts), crc
+
+
 def small_case_members(shape: tuple[int, int, int] = (5, 7, 11)) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"imgs": rng.integers(0, 255, shape, dtype=np.uint8), "spacing": np.array([1.0, 1.0, 2.0])}
