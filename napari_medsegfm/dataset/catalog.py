@@ -338,6 +338,10 @@ def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, d
             if key is None:
                 raise ValueError(f"case {entry.case_id!r}: label file {lp} has none of the keys gts/segs/labels "
                                  f"(it has {', '.join(r.keys())})")
+            declared = tuple(r.header(key).shape)
+            if declared != shape:  # refused from the header, before the member is decompressed
+                raise ValueError(f"case {entry.case_id!r}: labels {lp} ('{key}') have shape {declared}, image "
+                                 f"{entry.path} has {shape} (not read)")
             gts = r.read(key, allow_object=False)
     else:
         lab_case = medio.load_case(lp, entry.label_fmt or None)

@@ -204,6 +204,18 @@ def list_samed2d_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
     return [CaseRef(name=c, path=r, format="samed2d", case_id=c) for c in _cases(r)]
 
 
+def _png_declared_size(path: Path) -> tuple[int | str, int | str]:
+    """(width, height) from a PNG's IHDR, without decoding; ``("?", "?")`` when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError:
+        return "?", "?"
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return "?", "?"
+
+
 def _read_png(path: Path, *, grey: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -223,8 +235,10 @@ def _read_png(path: Path, *, grey: bool) -> np.ndarray:
                 arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
     except PermissionError:
         raise PermissionError(f"{path}: permission denied (the file exists but may not be read)") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path}: PNG declares too many pixels to decode safely ({exc})") from None
+    except Image.DecompressionBombError:
+        w, h = _png_declared_size(path)
+        raise ArrayTooLargeError(f"{path}: PNG of {w} x {h} pixels is too large to decode safely (more than "
+                                 f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels); not read") from None
     except ArrayTooLargeError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

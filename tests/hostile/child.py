@@ -66,6 +66,11 @@ def act(action: str, args: dict[str, Any]) -> dict[str, Any]:
         cat = discover(path)
         listed = sorted(r.name for r in list_cases(path / "imgs")) if (path / "imgs").is_dir() else []
         return {"ids": cat.ids(), "layout": cat.layout, "listed": listed}
+    if action == "catalog_load":
+        from napari_medsegfm.dataset.catalog import discover
+
+        cat = discover(path)
+        return _summary_of_case(cat.load(args["case"]))
     if action in ("workspace", "workspace_open"):
         from napari_medsegfm.dataset.workspace import DatasetWorkspace
 

@@ -181,6 +181,16 @@ def _sibling_gts(d: Path) -> dict[str, Any]:
     return {"path": d / "imgs" / "c.npz"}
 
 
+def _catalog_gt_folder(d: Path) -> dict[str, Any]:
+    """The ``X/`` + ``X_gt/`` layout, where the catalog (not the npz reader) reads the labels."""
+    root = d / "ds"
+    (root / "val_npz").mkdir(parents=True)
+    (root / "val_gt").mkdir()
+    np.savez(root / "val_npz" / "c.npz", **F.small_case_members())
+    _npz_declared(root / "val_gt", "gts", (4000, 4000, 4000), others=False).rename(root / "val_gt" / "c.npz")
+    return {"path": root, "case": "val_npz/c"}
+
+
 def _nii(dims: tuple[int, ...], name: str = "img.nii.gz", **kw: Any) -> Callable[[Path], dict[str, Any]]:
     def build(d: Path) -> dict[str, Any]:
         return {"path": F.write_nifti(d / name, dims, **kw)}
@@ -506,6 +516,9 @@ CASES: list[Hostile] = [
     Hostile("dataset", "status_db_wal_garbage", "a valid database with a garbage -wal beside it",
             _dataset_with_db("wal"), "workspace", errors=("StatusDatabaseError",),
             fragments=("status.sqlite-wal", "not a valid SQLite WAL"), names_file=False, unchanged=True),
+    Hostile("dataset", "catalog_gt_folder_wrong_shape_huge", "X_gt/c.npz declaring (4000, 4000, 4000) labels",
+            _catalog_gt_folder, "catalog_load", fragments=("(4000, 4000, 4000)", "val_gt/c.npz", "not read"),
+            names_file=False),
     Hostile("dataset", "correction_declares_huge", "an autosaved correction declaring 10^15 voxels",
             _correction_bomb, "workspace_open", fragments=("correction file",), names_file=False),
 ]
