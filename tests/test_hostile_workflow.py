@@ -390,6 +390,29 @@ def test_killed_save_leftovers_never_listed_and_cleaned_safely(tmp_path, small):
             live.wait()
 
 
+def test_reader_sees_one_file_while_a_writer_replaces_it(tmp_path, monkeypatch):
+    """The zip directory and the member bytes come from the same file even when an autosave
+    replaces it (atomically) while the reader opens it."""
+    import zipfile
+
+    from napari_medsegfm.io import npzfile
+
+    path = tmp_path / "c.npz"
+    old = np.arange(4000, dtype=np.uint8).reshape(40, 100)
+    np.savez_compressed(path, labels=old, meta=np.array('{"v": 1}'))
+    np.savez_compressed(tmp_path / "new.npz", pad=np.ones(999, np.uint8), labels=old[::-1] + 1,
+                        meta=np.array('{"v": 2}'))
+
+    class Racing(zipfile.ZipFile):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            os.replace(tmp_path / "new.npz", path)  # the writer's rename lands right now
+
+    monkeypatch.setattr(npzfile.zipfile, "ZipFile", Racing)
+    with npzfile.NpzReader(path) as r:
+        assert np.array_equal(r.read("labels"), old) and str(r.read("meta")[()]) == '{"v": 1}'
+
+
 def test_corrupt_correction_file_is_reported_not_fatal(tmp_path, small):
     with DatasetWorkspace(small) as ws:
         _edit_and_autosave(ws, "imgs/MR_small01")

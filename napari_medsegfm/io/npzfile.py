@@ -146,15 +146,21 @@ class NpzReader:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such npz file")
         try:
-            self._zf = zipfile.ZipFile(self.path)
+            # one open file for the zip directory and the raw reads: a file replaced (atomically) by a
+            # writer meanwhile cannot mix the old directory with the new bytes
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except PermissionError:
             raise PermissionError(f"{self.path}: permission denied (the file exists but may not be read; "
                                   "check its permissions)") from None
+        except OSError as exc:
+            raise ValueError(f"{self.path}: cannot be opened ({exc.strerror})") from None
+        try:
+            self._zf = zipfile.ZipFile(self._fh)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            self._fh.close()
             raise ValueError(
                 f"{self.path}: not a valid npz (zip) archive ({exc}); the file may be truncated or corrupt"
             ) from None
-        self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         self.infos: dict[str, zipfile.ZipInfo] = {}
         for info in self._zf.infolist():
             if info.is_dir():
