@@ -42,13 +42,13 @@ def dataset(tmp_path, shared_data):
 
 def test_two_workers_match_single_process_failures_recorded_and_resume(tmp_path, dataset, client):
     ref = run_batch(dataset, "boxfill", tmp_path / "ref", scheduler="sync", progress=False)
-    assert sorted(ref.failed) == ["CT_broken", "MR_BraTS-T1c_bratsgli_0017"]
+    assert sorted(ref.failed) == ["imgs/CT_broken", "imgs/MR_BraTS-T1c_bratsgli_0017"]
 
     t0 = time.time()
     rep = run_batch(dataset, "boxfill", tmp_path / "dask", client=client, progress=False)
     assert time.time() - t0 < 60
-    assert sorted(rep.ok) == ["CT_small00", "CT_small02", "MR_small01", "MR_small03"]
-    assert sorted(rep.failed) == ["CT_broken", "MR_BraTS-T1c_bratsgli_0017"]  # the batch went on
+    assert sorted(rep.ok) == ["imgs/CT_small00", "imgs/CT_small02", "imgs/MR_small01", "imgs/MR_small03"]
+    assert sorted(rep.failed) == ["imgs/CT_broken", "imgs/MR_BraTS-T1c_bratsgli_0017"]  # the batch went on
     workers = {rep.records[c]["worker"] for c in rep.ok + rep.failed}
     assert len(workers) == 2, workers  # both worker processes did work
     for cid in rep.ok:
@@ -60,15 +60,15 @@ def test_two_workers_match_single_process_failures_recorded_and_resume(tmp_path,
     # errors are in the manifest on disk, with the reason
     man = json.loads((tmp_path / "dask" / "manifest.json").read_text())
     by_id = {r["case_id"]: r for r in man["cases"]}
-    assert "no boxes" in by_id["MR_BraTS-T1c_bratsgli_0017"]["error"]
-    assert by_id["CT_broken"]["status"] == "error" and "CT_broken" in by_id["CT_broken"]["traceback"] + by_id["CT_broken"]["error"]
+    assert "no boxes" in by_id["imgs/MR_BraTS-T1c_bratsgli_0017"]["error"]
+    assert by_id["imgs/CT_broken"]["status"] == "error" and "CT_broken.npz" in by_id["imgs/CT_broken"]["traceback"] + by_id["imgs/CT_broken"]["error"]
     assert man["summary"] == {"ok": 4, "error": 2}
 
     # resume: done cases are skipped (checksums verified); failed ones are retried
     rep2 = run_batch(dataset, "boxfill", tmp_path / "dask", client=client, progress=False)
     assert sorted(rep2.skipped) == sorted(rep.ok) and sorted(rep2.processed) == sorted(rep.failed)
     # a tampered output is redone; a touched but identical input is still skipped (SHA-256)
-    out0 = tmp_path / "dask" / rep.records["CT_small00"]["output"]
+    out0 = tmp_path / "dask" / rep.records["imgs/CT_small00"]["output"]
     raw = bytearray(out0.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     out0.write_bytes(bytes(raw))
@@ -80,10 +80,10 @@ def test_two_workers_match_single_process_failures_recorded_and_resume(tmp_path,
     members["imgs"] = (members["imgs"] // 2).astype(np.uint8)
     np.savez_compressed(dataset / "imgs" / "CT_small02.npz", **members)
     rep3 = run_batch(dataset, "boxfill", tmp_path / "dask", client=client, progress=False, cases=[
-        "CT_small00", "CT_small02", "MR_small01", "MR_small03"])
-    assert sorted(rep3.processed) == ["CT_small00", "CT_small02"]
-    assert sorted(rep3.skipped) == ["MR_small01", "MR_small03"]
-    assert read_manifest(tmp_path / "dask")["CT_small00"]["output_sha256"] == ref.records["CT_small00"]["output_sha256"]
+        "imgs/CT_small00", "imgs/CT_small02", "imgs/MR_small01", "imgs/MR_small03"])
+    assert sorted(rep3.processed) == ["imgs/CT_small00", "imgs/CT_small02"]
+    assert sorted(rep3.skipped) == ["imgs/MR_small01", "imgs/MR_small03"]
+    assert read_manifest(tmp_path / "dask")["imgs/CT_small00"]["output_sha256"] == ref.records["imgs/CT_small00"]["output_sha256"]
 
 
 def test_prompts_from_gts_on_nifti_records_dice_in_status_db(tmp_path, shared_data):
@@ -111,10 +111,10 @@ def test_cli_batch(tmp_path, shared_data, capsys):
     rc = cli_main(["batch", str(root), "--backend", "boxfill", "--out", str(tmp_path / "o"), "--scheduler", "sync",
                    "--no-progress", "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and sorted(out["done"]) == ["CT_small00", "MR_small01"]
+    assert rc == 0 and sorted(out["done"]) == ["imgs/CT_small00", "imgs/MR_small01"]
     # recorded in the dataset's own sidecar database
     st = StatusStore(root / ".medsegfm" / "status.sqlite")
-    assert st.metric("CT_small00", "dice_pred") is not None
+    assert st.metric("imgs/CT_small00", "dice_pred") is not None
     st.close()
     rc = cli_main(["batch", str(root), "--backend", "nosuch", "--out", str(tmp_path / "o"), "--scheduler", "sync"])
     assert rc == 2 and "unknown backend" in capsys.readouterr().err
@@ -134,9 +134,9 @@ def test_worker_over_memory_limit_is_recorded(tmp_path, shared_data):
     np.savez_compressed(root / "imgs" / "ZZ_huge.npz", imgs=big, spacing=np.ones(3), boxes=boxes)
     # run_batch's own LocalCluster: 1 worker process with a 600 MiB limit, no retries of a killed case
     rep = run_batch(root, "boxfill", tmp_path / "out", n_workers=1, memory_limit="600MiB", progress=False)
-    assert rep.ok == ["CT_small00"]
-    assert rep.failed == ["ZZ_huge"]
-    err = rep.records["ZZ_huge"]["error"]
+    assert rep.ok == ["imgs/CT_small00"]
+    assert rep.failed == ["imgs/ZZ_huge"]
+    err = rep.records["imgs/ZZ_huge"]["error"]
     assert "KilledWorker" in err or "memory" in err.lower(), err
 
 
@@ -144,5 +144,5 @@ def test_existing_scheduler_by_address(tmp_path, shared_data, client):
     """--scheduler ADDRESS: the batch connects to a running cluster instead of starting one."""
     root = make_small_cvpr(shared_data, tmp_path / "ds", 2)
     rep = run_batch(root, "boxfill", tmp_path / "out", scheduler=client.scheduler.address, progress=False)
-    assert sorted(rep.ok) == ["CT_small00", "MR_small01"] and rep.n_workers == 2
+    assert sorted(rep.ok) == ["imgs/CT_small00", "imgs/MR_small01"] and rep.n_workers == 2
     assert all(r["worker"].startswith("tcp://") for r in rep.records.values())

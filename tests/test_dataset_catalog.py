@@ -34,9 +34,10 @@ def test_cvpr25_imgs_gts(tmp_path, shared_data):
     root = make_cvpr25(shared_data, tmp_path / "cvpr")
     cat = discover(root)
     assert cat.layout == "cvpr_npz" and len(cat) == 3
-    e = cat["CT_AMOS_amos_0018"]
+    e = cat["imgs/CT_AMOS_amos_0018"]  # the path relative to the dataset root, without extension
     assert e.label_path == root / "gts" / "CT_AMOS_amos_0018.npz" and e.modality == "CT"
-    assert cat.find("amos").case_id == "CT_AMOS_amos_0018"
+    assert cat.find("amos").case_id == "imgs/CT_AMOS_amos_0018"
+    assert cat.find("CT_AMOS_amos_0018").case_id == "imgs/CT_AMOS_amos_0018"  # by name
     case = cat.load(e)
     role, gts = existing_labels(case)
     assert role == "gts" and gts.shape == (63, 512, 512) and int(gts.max()) == 15
@@ -51,7 +52,7 @@ def test_cvpr_val_layout_with_gt_suffix_folder(tmp_path, shared_data):
                 gt_folder="3D_val_gt/3D_val_gt_interactive_seg")
     cat = discover(root)
     e = cat[0]
-    assert e.case_id == "MR_BraTS-T1c_bratsgli_0017"
+    assert e.case_id == "3D_val_npz/MR_BraTS-T1c_bratsgli_0017"
     assert e.label_path is not None and e.label_path.parent.name == "3D_val_gt_interactive_seg"
     gts = existing_labels(cat.load(e))[1]
     ref = np.load(shared_data / "cvpr25" / "gts" / "MR_BraTS-T1c_bratsgli_0017.npz")["gts"]
@@ -95,9 +96,9 @@ def test_nnunet(tmp_path, shared_data):
 def test_nifti_folders(tmp_path, shared_data):
     root = make_nifti_pairs(shared_data, tmp_path / "nii")
     cat = discover(root)
-    assert cat.layout == "nifti" and cat.ids() == ["ct", "mr"]
-    assert cat["ct"].label_path == root / "labels" / "ct.nii.gz"
-    assert cat["mr"].label_path is None
+    assert cat.layout == "nifti" and cat.ids() == ["images/ct", "images/mr"]
+    assert cat["images/ct"].label_path == root / "labels" / "ct.nii.gz"
+    assert cat["images/mr"].label_path is None
     _check_header_matches_load(cat)
     # flat pair X.nii.gz + X_seg.nii.gz
     flat = tmp_path / "flat"

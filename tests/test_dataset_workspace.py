@@ -36,11 +36,11 @@ def test_rows_scan_sort_filter_review(tmp_path, small):
         queue = ws.review_queue(rows)
         dices = [r.dice for r in queue]
         assert dices == sorted(dices)  # worst agreement (lowest Dice) first
-        ws.set_status("MR_small01", "flagged", "boundary leaks")
-        ws.set_status("CT_small02", "done")
+        ws.set_status("imgs/MR_small01", "flagged", "boundary leaks")
+        ws.set_status("imgs/CT_small02", "done")
         rows = ws.rows()
-        assert [r.case_id for r in ws.filter(rows, ["flagged"])] == ["MR_small01"]
-        assert [r.case_id for r in ws.filter(rows, text="leaks")] == ["MR_small01"]
+        assert [r.case_id for r in ws.filter(rows, ["flagged"])] == ["imgs/MR_small01"]
+        assert [r.case_id for r in ws.filter(rows, text="leaks")] == ["imgs/MR_small01"]
         by_status = ws.sort(rows, "status")
         assert [r.status for r in by_status] == ["todo", "todo", "done", "flagged"]
         by_labels = ws.sort(rows, "n_labels", descending=True)
@@ -55,13 +55,13 @@ def test_open_edit_autosave_restore_and_locks(tmp_path, small):
     ws = DatasetWorkspace(small, user="ann", autosave_s=1)
     other = DatasetWorkspace(small, user="bob")
     try:
-        ws.prefetch("CT_small00")
-        oc = ws.open("CT_small00")
+        ws.prefetch("imgs/CT_small00")
+        oc = ws.open("imgs/CT_small00")
         assert oc.labels_source == "gts" and not oc.restored
         gts = oc.labels.copy()
         with pytest.raises(CaseLockedError, match="ann"):
-            other.open("CT_small00")
-        ro = other.open("CT_small00", read_only=True)
+            other.open("imgs/CT_small00")
+        ro = other.open("imgs/CT_small00", read_only=True)
         assert ro.read_only and "being edited elsewhere by ann" in ro.message()
         with pytest.raises(ValueError, match="read-only"):
             ro.start_autosave()
@@ -70,14 +70,14 @@ def test_open_edit_autosave_restore_and_locks(tmp_path, small):
         oc.labels[gts == 1] = 0  # an edit in place
         aus.mark_dirty()
         ws.close_case(oc)  # final save + unlock
-        assert ws.corrections.exists("CT_small00")
-        oc2 = other.open("CT_small00")  # free now; restores the correction
+        assert ws.corrections.exists("imgs/CT_small00")
+        oc2 = other.open("imgs/CT_small00")  # free now; restores the correction
         assert oc2.restored and oc2.labels_source == "correction" and "restored" in oc2.message()
         np.testing.assert_array_equal(oc2.labels, np.where(gts == 1, 0, gts))
         other.close_case(oc2)
-        rec = ws.store.get("CT_small00")
+        rec = ws.store.get("imgs/CT_small00")
         assert rec.status == "in progress" and rec.edited_by == "ann"
-        assert [e.action for e in ws.store.history("CT_small00")][:4] == ["restore", "autosave", "status", "open"]
+        assert [e.action for e in ws.store.history("imgs/CT_small00")][:4] == ["restore", "autosave", "status", "open"]
         assert ws.rows()[0].has_correction
     finally:
         ws.close()
@@ -86,31 +86,33 @@ def test_open_edit_autosave_restore_and_locks(tmp_path, small):
 
 def test_export_folder_nifti_and_in_place(tmp_path, small, shared_data):
     ws = DatasetWorkspace(small, user="ann")
-    for cid in ("CT_small00", "MR_small01"):
+    for cid in ("imgs/CT_small00", "imgs/MR_small01"):
         oc = ws.open(cid)
         oc.labels[oc.labels == 1] = 7
         oc.label_names[7] = "relabelled"
         oc.start_autosave().mark_dirty()
         ws.close_case(oc)
-    ws.set_status("CT_small00", "done", "ok")
+    ws.set_status("imgs/CT_small00", "done", "ok")
     rep = export_corrections(ws, tmp_path / "export", fmt="npz")
-    assert [r["case_id"] for r in rep.exported] == ["CT_small00", "MR_small01"] and not rep.failed
-    with np.load(tmp_path / "export" / "CT_small00.npz") as z:
+    assert [r["case_id"] for r in rep.exported] == ["imgs/CT_small00", "imgs/MR_small01"] and not rep.failed
+    with np.load(tmp_path / "export" / "imgs" / "CT_small00.npz") as z:  # <out>/<case id>.npz
         assert 7 in np.unique(z["gts"]) and "spacing" in z.files
     man = json.loads((tmp_path / "export" / "export_manifest.json").read_text())
     row = man["cases"][0]
     assert row["status"] == "done" and row["edited_by"] == "ann" and row["exported_by"] == "ann"
     assert row["label_names"]["7"] == "relabelled" and 7 in row["label_ids"] and len(row["sha256"]) == 64
     with open(tmp_path / "export" / "export_manifest.csv") as fh:
-        assert [r["case_id"] for r in csv.DictReader(fh)] == ["CT_small00", "MR_small01"]
+        assert [r["case_id"] for r in csv.DictReader(fh)] == ["imgs/CT_small00", "imgs/MR_small01"]
     only_done = export_corrections(ws, tmp_path / "done_only", statuses=["done"])
-    assert [r["case_id"] for r in only_done.exported] == ["CT_small00"]
-    # exporting into the dataset folder over its own files is refused
-    with pytest.raises(ValueError, match="overwrite the original"):
-        export_corrections(ws, small / "gts", fmt="npz")
+    assert [r["case_id"] for r in only_done.exported] == ["imgs/CT_small00"]
+    # exporting into the dataset folder (over its own files, or beside them) is refused, nothing written
+    for inside in (small / "gts", small, small / "exports"):
+        with pytest.raises(ValueError, match="inside the dataset"):
+            export_corrections(ws, inside, fmt="npz")
+    assert not (small / "exports").exists() and not (small / "gts" / "imgs").exists()
     # in place: originals backed up in the sidecar, then replaced
     before = (small / "gts" / "CT_small00.npz").read_bytes()
-    rep = export_corrections(ws, in_place=True, cases=["CT_small00"])
+    rep = export_corrections(ws, in_place=True, cases=["imgs/CT_small00"])
     assert rep.exported[0]["output"] == str(small / "gts" / "CT_small00.npz")
     backup = rep.backup_dir / "gts" / "CT_small00.npz"
     assert backup.read_bytes() == before
@@ -138,22 +140,22 @@ def test_dataset_cli(tmp_path, small, capsys):
     assert "flagged" in capsys.readouterr().out
     assert cli_main(["dataset", "status", str(small), "--json", "--filter", "flagged"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["case_id"] for r in rows] == ["MR_small01"] and rows[0]["comment"] == "check"
+    assert [r["case_id"] for r in rows] == ["imgs/MR_small01"] and rows[0]["comment"] == "check"
     assert cli_main(["dataset", "status", str(small)]) == 0
     out = capsys.readouterr().out
     assert "CT_small00" in out and "1 flagged" in out
     assert cli_main(["dataset", "history", str(small), "MR_small01"]) == 0
     assert "todo -> flagged" in capsys.readouterr().out
     ws = DatasetWorkspace(small, user="zed")
-    ws.store.acquire("CT_small00")
+    ws.store.acquire("imgs/CT_small00")
     assert cli_main(["dataset", "unlock", str(small), "CT_small00"]) == 0
     assert "zed" in capsys.readouterr().out
-    oc = ws.open("CT_small02")
+    oc = ws.open("imgs/CT_small02")
     oc.start_autosave().mark_dirty()
     ws.close_case(oc)
     ws.close()
     assert cli_main(["dataset", "export", str(small), str(tmp_path / "ex")]) == 0
-    assert (tmp_path / "ex" / "CT_small02.npz").is_file() and "exported 1" in capsys.readouterr().out
+    assert (tmp_path / "ex" / "imgs" / "CT_small02.npz").is_file() and "exported 1" in capsys.readouterr().out
     assert cli_main(["dataset", "set", str(small), "nosuchcase", "--status", "done"]) == 2
 
 

@@ -20,6 +20,7 @@ from napari_medsegfm.io.atomic import (
     atomic_write_bytes,
     atomic_writer,
     backup_file,
+    is_temp_name,
     remove_stale_temps,
 )
 
@@ -87,7 +88,7 @@ def test_kill_writer_mid_save_keeps_previous_file(tmp_path):
         deadline = time.monotonic() + 60
         tmp = None
         while time.monotonic() < deadline:
-            temps = [p for p in tmp_path.iterdir() if p.name.startswith(".case.npz.")]
+            temps = [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
             if temps and temps[0].stat().st_size > 1_000_000:
                 tmp = temps[0]
                 break

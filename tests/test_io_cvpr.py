@@ -120,7 +120,7 @@ def test_axis_order_with_asymmetric_volume(tmp_path):
 
 def test_save_segs_keeps_every_other_member_byte_for_byte(shared_data, tmp_path):
     src = tmp_path / "CT_AMOS_amos_0018.npz"
-    shutil.copy(shared_data / AMOS, src)
+    shutil.copyfile(shared_data / AMOS, src)  # a writable copy (the sample files are read-only)
     before = _raw_entries(src)
     case = load_case(src, gts_path=None)
     segs = np.zeros(case.image.spatial_shape, np.int32)
@@ -145,7 +145,7 @@ def test_save_segs_keeps_every_other_member_byte_for_byte(shared_data, tmp_path)
 
 def test_gts_protected_and_backed_up(shared_data, tmp_path):
     src = tmp_path / "case.npz"
-    shutil.copy(shared_data / "medsam2_recist/CT_Lesion_000001_02_01_008-023.npz", src)
+    shutil.copyfile(shared_data / "medsam2_recist/CT_Lesion_000001_02_01_008-023.npz", src)  # writable copy
     old = src.read_bytes()
     case = load_case(src)
     new = np.zeros_like(case.labels["gts"])

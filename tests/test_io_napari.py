@@ -50,7 +50,7 @@ def test_reader_list_of_paths(shared_data):
 
 def test_writer_npz_roundtrip_via_layer_metadata(shared_data, tmp_path):
     src = tmp_path / "case.npz"
-    shutil.copy(shared_data / "medsam2_recist/CT_Lesion_000001_02_01_008-023.npz", src)
+    shutil.copyfile(shared_data / "medsam2_recist/CT_Lesion_000001_02_01_008-023.npz", src)  # writable copy
     layers = _layers(src)
     data, kw, _ = next(x for x in layers if x[2] == "labels")
     assert kw["metadata"]["medsegfm_key"] == "gts"

@@ -37,7 +37,7 @@ def test_lps_mr_is_shown_canonical(shared_data):
 @pytest.mark.parametrize("name", [fx.TOTALSEG_MR_SEG, fx.TOTALSEG_CT_SEG])
 def test_label_map_roundtrip_bit_exact(shared_data, tmp_path, name):
     src = tmp_path / "labels_seg.nii.gz"
-    shutil.copy(shared_data / name, src)
+    shutil.copyfile(shared_data / name, src)  # writable: the sample files are read-only
     case = load_case(src)
     assert case.meta["labels_only"] and "gts" in case.labels
     layers = case_to_layers(case)

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -86,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"medsegfm {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"medsegfm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # a status database that broke while in use
+        print(f"medsegfm {args.command}: error: status database: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medsegfm {args.command}: interrupted", file=sys.stderr)

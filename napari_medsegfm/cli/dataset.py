@@ -53,6 +53,14 @@ def register(sub: Any) -> None:
     u.add_argument("dataset")
     u.add_argument("case")
     u.set_defaults(func=_unlock)
+
+    r = dsub.add_parser("recover", help="rebuild a damaged status database from the corrections folder",
+                        description="Move a damaged or foreign status database (and its -wal) aside, into "
+                                    "SIDECAR/damaged-<time>/, and rebuild it: statuses, comments and history the old "
+                                    "file still yields are kept; every case with an autosaved correction is at least "
+                                    "'in progress'. Nothing is deleted.")
+    r.add_argument("dataset")
+    r.set_defaults(func=_recover)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -96,14 +104,20 @@ def _status(args: argparse.Namespace) -> int:
         ws.close()
 
 
+def _case_id(ws: Any, text: str) -> str:
+    """The case id for ``text`` (an id, a name or part of an id)."""
+    if text in ws.catalog:
+        return text
+    found = ws.catalog.find(text)
+    if found is None:
+        raise CLIError(f"no case {text!r} in {ws.catalog.describe()}")
+    return found.case_id
+
+
 def _set(args: argparse.Namespace) -> int:
     ws = _ws(args)
     try:
-        if args.case not in ws.catalog:
-            found = ws.catalog.find(args.case)
-            if found is None:
-                raise CLIError(f"no case {args.case!r} in {ws.catalog.describe()}")
-            args.case = found.case_id
+        args.case = _case_id(ws, args.case)
         if args.status is None and args.comment is None:
             raise CLIError("nothing to set: give --status and/or --comment")
         if args.status is not None:
@@ -122,7 +136,8 @@ def _history(args: argparse.Namespace) -> int:
 
     ws = _ws(args)
     try:
-        for ev in ws.store.history(args.case, limit=args.limit):
+        case = None if args.case is None else _case_id(ws, args.case)
+        for ev in ws.store.history(case, limit=args.limit):
             times = f" (x{ev.count})" if ev.count > 1 else ""
             print(f"{format_time(ev.at)}  {ev.who:<10} {ev.case_id:<30} {ev.action:<8} {ev.detail}{times}")
         return 0
@@ -152,8 +167,19 @@ def _export(args: argparse.Namespace) -> int:
 def _unlock(args: argparse.Namespace) -> int:
     ws = _ws(args)
     try:
-        info = ws.store.force_unlock(args.case)
+        info = ws.store.force_unlock(_case_id(ws, args.case))
         print(f"removed the lock of {info.user}@{info.host} (pid {info.pid})" if info else "no lock on that case")
         return 0
     finally:
         ws.close()
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from ..dataset.workspace import recover_status
+
+    rep = recover_status(args.dataset, sidecar=args.sidecar)
+    where = f"; the damaged files are in {rep['moved_to']}" if rep["moved_to"] else ""
+    print(f"status database rebuilt: {rep['salvaged_cases']} case record(s), {rep['salvaged_history']} history "
+          f"event(s) and {rep['salvaged_metrics']} metric(s) salvaged, {rep['corrections']} correction(s) "
+          f"re-registered{where}")
+    return 0

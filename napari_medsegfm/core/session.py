@@ -147,6 +147,7 @@ from ..types import (
     prompt_to_dict,
     validate_prompt,
 )
+from .maskcheck import binary_mask
 from .postprocess import BBox, bbox_of, label_dtype_for, merge_object_mask, union_bbox
 from .promptlog import LOG_VERSION, PromptLog, decode_array, encode_array, read_log
 from .undo import LabelDiff, ObjectState, UndoEntry, UndoStack, bbox_from_list, bbox_to_list
@@ -1305,11 +1306,7 @@ class AnnotationSession:
             token.check()
             mask = req.backend.predict(req.prompts, None if req.replace else prev, token)
         token.check()
-        mask = np.asarray(mask)
-        if mask.shape != self._shape:
-            raise ValueError(f"backend {res.backend!r} returned a mask of shape {mask.shape}; expected {self._shape}")
-        if mask.dtype != bool:
-            mask = mask != 0
+        mask = binary_mask(mask, self._shape, res.backend)  # floats/NaN/labels/wrong shape: an error, not applied
         res.mask = mask
         res.bbox = _fast_bbox(mask)
         res._bbox_done = True
@@ -1366,7 +1363,7 @@ class AnnotationSession:
             res = self._infer(req, token)
         except Cancelled:
             res = self._failed(req, None, cancelled=True)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a backend calling sys.exit() must not end the program
             log.warning("backend %r failed on %s for object %d: %s", self.backend_name,
                         prompt_kind(req.prompt), req.label_id, exc)
             res = self._failed(req, exc)

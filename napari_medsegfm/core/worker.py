@@ -16,6 +16,11 @@ allocator caches are per-thread warm). Semantics:
   generation is no longer the key's current one at callback time. A GUI marshals
   the outcome to its own thread (a Qt signal) and re-checks :meth:`is_current` there.
 * A callback that raises is logged; the thread keeps serving.
+* The thread survives **anything** a job raises, ``SystemExit`` and ``KeyboardInterrupt``
+  included (a backend calling ``sys.exit()`` is a bug of that backend, and signals are only
+  delivered to the main thread, so on this thread neither is a request to stop): it becomes
+  the job's error outcome, :attr:`busy` returns to False. Should the loop itself ever fail,
+  the running job gets an error outcome and the next submit starts a fresh thread.
 * ``debounce_s`` (default 0): a job that supersedes a queued or running job of the
   same key waits that long before starting, so a burst of prompts (a drag, rapid
   clicks) starts only the last one instead of starting and cancelling each. An
@@ -296,11 +301,25 @@ class InferenceWorker:
             return
         try:
             job.callback(outcome)
-        except Exception:
+        except BaseException:  # noqa: BLE001 - SystemExit in a callback must not end the worker either
             log.exception("callback of job %r (generation %d) raised", job.key, job.generation)
 
     def _loop(self) -> None:
         _lower_thread_priority()
+        try:
+            self._serve()
+        finally:
+            # whatever ended the loop, nothing may stay "running": busy goes back to False and the
+            # next submit starts a new thread (_ensure_thread_locked)
+            with self._cond:
+                stuck = self._running
+                self._running = None
+                self._cond.notify_all()
+            if stuck is not None and stuck.callback is not None:
+                self._deliver(stuck, JobOutcome(stuck.key, stuck.generation,
+                                                error=RuntimeError("the worker thread stopped unexpectedly")))
+
+    def _serve(self) -> None:
         while True:
             task = None
             with self._cond:
@@ -338,7 +357,7 @@ class InferenceWorker:
             if task is not None:
                 try:
                     task()
-                except Exception:
+                except BaseException:  # noqa: BLE001 - housekeeping never ends the worker
                     log.exception("housekeeping task %r failed", task)
                 del task
                 continue
@@ -369,7 +388,7 @@ class InferenceWorker:
             out.value = job.fn(job.token)
         except Cancelled:
             out.cancelled = True
-        except Exception as exc:  # a backend error becomes an error outcome
+        except BaseException as exc:  # noqa: BLE001 - any backend failure (SystemExit too) is an error outcome
             out.error = exc
         out.elapsed_s = time.perf_counter() - t0
         if not out.cancelled and job.token.cancelled:

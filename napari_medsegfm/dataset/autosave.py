@@ -50,9 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_write_bytes, remove_stale_temps
+from ..io.atomic import atomic_write_bytes, fsync_dir, is_temp_name, remove_stale_temps
+from ..io.npzfile import NpzReader
 from ._util import json_default, label_ids
-from .status import LockLostError, StatusStore
+from .status import ID_SCHEME, LockLostError, StatusStore
 
 __all__ = [
     "SIDECAR_NAME",
@@ -202,6 +203,7 @@ class CorrectionStore:
         m = dict(meta or {})
         m.setdefault("saved_at", time.time())
         m["case_id"] = str(case_id)
+        m["id_scheme"] = ID_SCHEME
         m["shape"] = list(np.shape(labels))
         m["dtype"] = str(np.asarray(labels).dtype)
         m["format_version"] = FORMAT_VERSION
@@ -210,48 +212,98 @@ class CorrectionStore:
         atomic_write_bytes(path, data)
         return path
 
-    def _read_meta(self, zf: np.lib.npyio.NpzFile, path: Path) -> dict[str, Any]:
+    @staticmethod
+    def _read_meta(r: NpzReader, path: Path) -> dict[str, Any]:
+        if "meta" not in r:
+            raise ValueError(f"correction file {path} has no 'meta' member; expected an npz with 'labels' and 'meta'")
+        hdr = r.header("meta")
+        if hdr.dtype.kind != "U" or hdr.shape != () or hdr.nbytes > 64 << 20:
+            raise ValueError(f"correction file {path}: 'meta' is {hdr.shape} {hdr.dtype}; expected a JSON string")
         try:
-            return json.loads(str(zf["meta"][()]))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ValueError(f"correction file {path} has no valid 'meta' member ({exc})") from exc
+            meta = json.loads(str(r.read("meta", allow_object=False)[()]))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"correction file {path} has no valid 'meta' member ({type(exc).__name__})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"correction file {path}: 'meta' holds a {type(meta).__name__}; expected an object")
+        return meta
+
+    @staticmethod
+    def read_file(path: str | os.PathLike[str], *, labels: bool = True) -> Correction:
+        """Read one correction file (bounded: a hostile file cannot make it allocate what it declares).
+
+        Raises ``ValueError`` (or ``PermissionError``) naming the file.
+        """
+        p = Path(path)
+        try:
+            with NpzReader(p) as r:
+                meta = CorrectionStore._read_meta(r, p)
+                arr = np.zeros((0,), np.uint8)
+                if labels:
+                    if "labels" not in r:
+                        raise ValueError(f"correction file {p} has no 'labels' member")
+                    hdr = r.header("labels")
+                    if hdr.dtype.kind not in "ui" or hdr.dtype.itemsize > 4:
+                        raise ValueError(f"correction file {p}: 'labels' has dtype {hdr.dtype}; expected integer labels")
+                    arr = r.read("labels", allow_object=False)
+        except (FileNotFoundError, PermissionError):
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+            if str(exc).startswith(f"correction file {p}"):
+                raise
+            raise ValueError(f"correction file {p} is unreadable ({exc}); expected an npz with 'labels' and "
+                             "'meta'") from None
+        return Correction(labels=arr, meta=meta, path=p)
 
     def load(self, case_id: str) -> Correction | None:
         """The saved correction of ``case_id`` or ``None``; ``ValueError`` if the file is unreadable."""
         path = self.path_for(case_id)
         if not path.is_file():
             return None
-        try:
-            with np.load(path, allow_pickle=False) as zf:
-                labels = zf["labels"]
-                meta = self._read_meta(zf, path)
-        except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-            raise ValueError(f"correction file {path} is unreadable ({exc}); expected an npz with 'labels' and 'meta'") from exc
+        corr = self.read_file(path)
+        meta = corr.meta
         if meta.get("case_id") not in (None, str(case_id)):
             raise ValueError(f"correction file {path} belongs to case {meta.get('case_id')!r}, not {case_id!r}")
-        return Correction(labels=labels, meta=meta, path=path)
+        return corr
 
     def meta(self, case_id: str) -> dict[str, Any] | None:
         """Only the metadata of a saved correction (does not decompress the labels)."""
         path = self.path_for(case_id)
         if not path.is_file():
             return None
-        try:
-            with np.load(path, allow_pickle=False) as zf:
-                return self._read_meta(zf, path)
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"correction file {path} is unreadable ({exc})") from exc
+        return self.read_file(path, labels=False).meta
+
+    def files(self) -> dict[str, Path]:
+        """``{case id: correction file}`` from the files' metadata (unreadable files are skipped, logged)."""
+        out: dict[str, Path] = {}
+        for p in sorted(self.folder.glob("*.npz")):
+            if is_temp_name(p.name):
+                continue
+            try:
+                out[str(self.read_file(p, labels=False).meta["case_id"])] = p
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("skipping unreadable correction file %s: %s", p, exc)
+        return out
 
     def case_ids(self) -> list[str]:
         """Ids of every case with a saved correction (read from the files' metadata)."""
-        out = []
-        for p in sorted(self.folder.glob("*.npz")):
-            try:
-                with np.load(p, allow_pickle=False) as zf:
-                    out.append(str(self._read_meta(zf, p)["case_id"]))
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-                logger.warning("skipping unreadable correction file %s: %s", p, exc)
-        return out
+        return list(self.files())
+
+    def rename(self, old: str, new: str) -> Path | None:
+        """Move the correction of case id ``old`` to ``new`` (rewritten with the new id; the old file
+        is removed only once the new one is on disk). Returns the new path, or ``None`` when ``old``
+        has none or ``new`` already has one (nothing changed then)."""
+        src = self.path_for(old)
+        if not src.is_file() or self.path_for(new).is_file():
+            return None
+        corr = self.read_file(src)
+        if corr.meta.get("case_id") not in (None, str(old)):
+            return None
+        meta = dict(corr.meta)
+        meta["migrated_from"] = str(old)
+        dst = self.save(new, corr.labels, meta)
+        os.unlink(src)
+        fsync_dir(self.folder)
+        return dst
 
     def discard(self, case_id: str) -> Path | None:
         """Set a correction aside (renamed to ``.discarded-<time>.npz``, not deleted); returns the new path."""

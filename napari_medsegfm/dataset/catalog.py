@@ -27,8 +27,16 @@ Supported layouts (checked in this order; :func:`discover` reports which one mat
     ``_label``, ``_mask``, ``_gt``...).
 
 A case id is the case's path relative to the dataset root, without extension, with ``/``
-separators (``imgs/CT_AMOS_amos_0018``, ``imagesTr/liver_001``, ``03``); it is stable and
-used as key by the status database, the autosave store and the batch manifest.
+separators (``imgs/CT_AMOS_amos_0018``, ``imagesTr/liver_001``, ``03``); it depends only on
+where the case's file is, so adding files or folders never renames a case. It is the key of
+the status database, the autosave store and the batch manifest. (Before, ids had the
+folders shared by every case stripped, ``CT_AMOS_amos_0018``; :class:`DatasetWorkspace
+<napari_medsegfm.dataset.workspace.DatasetWorkspace>` migrates sidecars written that way.)
+
+Symbolic links are followed, but a case is identified by the file it resolves to: a file
+reachable under several names (a symlinked folder, a symlinked file, a loop back to an
+ancestor) is listed once, under the name that needs no link where there is one; folder
+loops are detected, not walked.
 
 Loading goes through :func:`napari_medsegfm.io.load_case` (the io helpers own every
 file format); the catalog only adds labels that live in a separate file.
@@ -49,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.atomic import is_temp_name
 from ..types import Case
 from ._util import label_ids
 
@@ -329,6 +338,10 @@ def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, d
             if key is None:
                 raise ValueError(f"case {entry.case_id!r}: label file {lp} has none of the keys gts/segs/labels "
                                  f"(it has {', '.join(r.keys())})")
+            declared = tuple(r.header(key).shape)
+            if declared != shape:  # refused from the header, before the member is decompressed
+                raise ValueError(f"case {entry.case_id!r}: labels {lp} ('{key}') have shape {declared}, image "
+                                 f"{entry.path} has {shape} (not read)")
             gts = r.read(key, allow_object=False)
     else:
         lab_case = medio.load_case(lp, entry.label_fmt or None)
@@ -428,7 +441,7 @@ def discover(root: str | os.PathLike[str], *, layout: str | None = None) -> Cata
         fn = _FINDERS[name]
         cat = fn(root)
         if cat is not None and len(cat):
-            _strip_common_prefix(cat)
+            cat = _dedupe_by_identity(cat)
             logger.info("dataset %s: layout %s, %d cases", root, name, len(cat))
             return cat
     raise ValueError(
@@ -438,16 +451,46 @@ def discover(root: str | os.PathLike[str], *, layout: str | None = None) -> Cata
     )
 
 
-def _strip_common_prefix(cat: Catalog) -> None:
-    """Drop leading folders shared by every case id (``imgs/CT_x`` -> ``CT_x`` when all are in ``imgs/``)."""
-    parts = [e.case_id.split("/") for e in cat.entries]
-    n = 0
-    while all(len(p) > n + 1 for p in parts) and len({p[n] for p in parts}) == 1:
-        n += 1
-    if n:
-        for e, p in zip(cat.entries, parts):
-            e.case_id = "/".join(p[n:])
-        cat._by_id = {e.case_id: e for e in cat.entries}
+def _file_identity(p: Path) -> tuple[int, int] | None:
+    try:
+        st = p.stat()  # follows symlinks: the file itself
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _through_link(root: Path, p: Path) -> bool:
+    """True when ``p`` (under ``root``) is reached through a symbolic link."""
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        return True
+    q = root
+    for part in rel.parts:
+        q = q / part
+        if q.is_symlink():
+            return True
+    return False
+
+
+def _dedupe_by_identity(cat: Catalog) -> Catalog:
+    """One entry per resolved file (+ case inside it): aliases through symlinks are dropped,
+    keeping the name reached without a link (else the first id in order)."""
+    groups: dict[Any, list[CaseEntry]] = {}
+    for e in cat.entries:
+        ident = _file_identity(e.path)
+        key = (ident, e.io_case_id) if ident is not None else ("path", str(e.path), e.io_case_id)
+        groups.setdefault(key, []).append(e)
+    if all(len(g) == 1 for g in groups.values()):
+        return cat
+    keep: list[CaseEntry] = []
+    for g in groups.values():
+        g.sort(key=lambda e: (_through_link(cat.root, e.path), e.case_id))
+        keep.append(g[0])
+        if len(g) > 1:
+            logger.warning("dataset %s: case %s is also reachable as %s (symbolic links); listed once", cat.root,
+                           g[0].case_id, ", ".join(e.case_id for e in g[1:]))
+    return Catalog(cat.root, keep, cat.layout, cat.label_names, cat.modality)
 
 
 def _single(path: Path) -> Catalog:
@@ -461,24 +504,58 @@ def _single(path: Path) -> Catalog:
 
 
 def _walk(root: Path, max_depth: int = 4) -> Iterator[Path]:
-    """Files under ``root`` (sorted, skipping the sidecar and hidden folders)."""
-    stack = [(root, 0)]
-    while stack:
-        d, depth = stack.pop()
-        try:
-            children = sorted(d.iterdir())
-        except OSError:
-            continue
-        subdirs = []
-        for c in children:
-            if c.name.startswith(".") or c.name in _SKIP_DIRS:
+    """Files under ``root`` (sorted per folder, skipping the sidecar, hidden files/folders and temp
+    files of interrupted saves).
+
+    The real folder tree is walked first, then the folders reached through symbolic links; each
+    folder is entered once (by device and inode), so a link loop ends and a linked alias of a folder
+    already walked adds nothing.
+    """
+    seen: set[tuple[int, int]] = set()
+    root_id = _file_identity(root)
+    if root_id is not None:
+        seen.add(root_id)
+    links: list[tuple[Path, int]] = []
+
+    def scan(start: Path, depth0: int, follow: bool) -> Iterator[Path]:
+        stack = [(start, depth0)]
+        while stack:
+            d, depth = stack.pop()
+            try:
+                children = sorted(d.iterdir())
+            except OSError:
                 continue
-            if c.is_dir():
-                if depth < max_depth:
-                    subdirs.append((c, depth + 1))
-            else:
-                yield c
-        stack.extend(reversed(subdirs))
+            subdirs = []
+            for c in children:
+                if c.name.startswith(".") or c.name in _SKIP_DIRS or is_temp_name(c.name):
+                    continue
+                if not c.is_dir():
+                    yield c
+                    continue
+                if depth >= max_depth:
+                    continue
+                if c.is_symlink() and not follow:
+                    links.append((c, depth + 1))
+                    continue
+                ident = _file_identity(c)
+                if ident is not None:
+                    if ident in seen:
+                        logger.info("not entering %s again (a symbolic link to a folder already listed)", c)
+                        continue
+                    seen.add(ident)
+                subdirs.append((c, depth + 1))
+            stack.extend(reversed(subdirs))
+
+    yield from scan(root, 0, follow=False)
+    while links:
+        c, depth = links.pop(0)
+        ident = _file_identity(c)
+        if ident is None or ident in seen:
+            if ident is not None:
+                logger.info("not entering %s (a symbolic link to a folder already listed)", c)
+            continue
+        seen.add(ident)
+        yield from scan(c, depth, follow=True)
 
 
 def _rel_id(root: Path, path: Path) -> str:
@@ -527,7 +604,7 @@ def _find_nnunet(root: Path) -> Catalog | None:
         lab_dir = root / d.replace("images", "labels")
         groups: dict[str, dict[int, Path]] = {}
         for f in sorted((root / d).iterdir()):
-            if not f.is_file() or not f.name.endswith(ending):
+            if not f.is_file() or not f.name.endswith(ending) or is_temp_name(f.name):
                 continue
             m = _NNUNET_CH.match(f.name[: -len(ending)])
             if not m:

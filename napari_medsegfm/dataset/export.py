@@ -126,14 +126,13 @@ def export_corrections(
     backup_dir = ws.sidecar / "backups" / stamp if in_place else None
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else backup_dir
     assert out is not None
-    out.mkdir(parents=True, exist_ok=True)
     if not in_place and _inside(out, ws.root) and not _inside(out, ws.sidecar):
-        # writing into the dataset folder itself could overwrite originals silently
-        for e in ws.catalog:
-            p, _ = export_path(out, e, fmt)
-            if p.exists() and any(p.resolve() == f.resolve() for f in e.files()):
-                raise ValueError(f"export to {out} would overwrite the original {p}; choose another folder or "
-                                 "use in_place=True (keeps backups)")
+        # files written there would be listed as cases the next time the dataset is opened (or
+        # overwrite originals): refused before anything is written
+        raise ValueError(f"export folder {out} is inside the dataset {ws.root}: the exported files would be "
+                         "taken for cases of the dataset (or overwrite its originals). Choose a folder outside "
+                         "it, or export in place (in_place=True / --in-place, which keeps backups)")
+    out.mkdir(parents=True, exist_ok=True)
     wanted_status = None if statuses is None else set(statuses)
     ids = set(cases) if cases is not None else None
     corrected = set(ws.corrections.case_ids())

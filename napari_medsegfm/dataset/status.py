@@ -18,6 +18,14 @@ SQLite relies on working file locks: on a network share without them (some NFS/S
 set-ups) WAL cannot be enabled; the store then logs a warning and falls back to the
 rollback journal, which is still safe where locks work.
 
+A damaged or foreign database is never repaired or emptied silently: a file that is not
+SQLite, a SQLite file of another program, one that fails SQLite's ``quick_check``, or a
+``-wal`` file whose header is not a valid write-ahead log (SQLite would discard it, and with
+it the changes it holds) raises :class:`StatusDatabaseError` and leaves every file as it
+is. The corrections folder is the record of the work: :func:`~napari_medsegfm.dataset.
+workspace.recover_status` (``medsegfm dataset recover``) moves the damaged files aside and
+rebuilds the database from the corrections, keeping what the old file still yields.
+
 Times are UNIX epoch seconds (float). Case ids are the catalog's ids (strings).
 """
 
@@ -53,6 +61,8 @@ __all__ = [
     "LockInfo",
     "CaseLockedError",
     "LockLostError",
+    "StatusDatabaseError",
+    "check_database_files",
     "current_user",
     "format_time",
 ]
@@ -66,6 +76,10 @@ FLAGGED = "flagged"
 STATUSES: tuple[str, ...] = (TODO, IN_PROGRESS, DONE, FLAGGED)
 
 SCHEMA_VERSION = 1
+#: case ids are paths relative to the dataset root (2); before, shared leading folders were stripped (1)
+ID_SCHEME = "2"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_WAL_MAGICS = (0x377F0682, 0x377F0683)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,6 +236,61 @@ class LockLostError(RuntimeError):
     """This store no longer holds the lease it needs (it expired and another viewer took it)."""
 
 
+class StatusDatabaseError(ValueError):
+    """The status database (or its ``-wal``) is damaged or belongs to another program; untouched."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        side = self.path.parent
+        dataset = side.parent if side.name == ".medsegfm" else "DATASET"
+        super().__init__(
+            f"status database {self.path} {reason}; it was left as it is. The autosaved corrections in "
+            f"{side / 'corrections'} are the record of the work: 'medsegfm dataset recover {dataset}"
+            f"{'' if side.name == '.medsegfm' else f' --sidecar {side}'}' moves the damaged file aside and rebuilds "
+            "the status database from them (keeping the statuses and comments the old file still yields)"
+        )
+
+
+def check_database_files(path: str | os.PathLike[str]) -> None:
+    """Check a status database and its ``-wal`` *before* SQLite opens them (SQLite would silently
+    drop a write-ahead log it cannot read). Raises :class:`StatusDatabaseError`."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        size = 0
+    page_size = None
+    if size:
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(100)
+        except OSError as exc:
+            raise StatusDatabaseError(p, f"cannot be read ({exc.strerror})") from None
+        if len(head) < 100 or head[:16] != _SQLITE_MAGIC:
+            raise StatusDatabaseError(p, "is not an SQLite database (damaged, or another kind of file)")
+        page_size = int.from_bytes(head[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+    wal = p.with_name(p.name + "-wal")
+    try:
+        wsize = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    if not wsize:
+        return
+    try:
+        with open(wal, "rb") as fh:
+            whead = fh.read(32)
+    except OSError as exc:
+        raise StatusDatabaseError(p, f"has a write-ahead log {wal.name} that cannot be read ({exc.strerror})") from None
+    ok = (len(whead) == 32 and int.from_bytes(whead[:4], "big") in _WAL_MAGICS
+          and int.from_bytes(whead[4:8], "big") == 3007000)
+    wpage = int.from_bytes(whead[8:12], "big") if len(whead) >= 12 else 0
+    if not ok or (page_size and wpage != page_size) or (not size and wsize):
+        raise StatusDatabaseError(p, f"has a write-ahead log {wal.name} that is not a valid SQLite WAL (SQLite "
+                                     "would discard it and the changes it holds)")
+
+
 # ------------------------------------------------------------------------------- store
 class StatusStore:
     """SQLite status database of one dataset.
@@ -268,26 +337,69 @@ class StatusStore:
         self._mutex = threading.RLock()
         self._held: set[str] = set()
         self._closed = False
-        self._con = sqlite3.connect(
-            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        self.wal = str(mode).lower() == "wal"
-        if not self.wal:
-            logger.warning(
-                "status database %s: WAL journal unavailable (journal_mode=%s); the file system may not "
-                "support the shared memory SQLite needs. Falling back to the rollback journal.",
-                self.path, mode,
+        check_database_files(self.path)
+        existed = self.path.is_file() and self.path.stat().st_size > 0
+        try:
+            self._con = sqlite3.connect(
+                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-        self._con.execute("PRAGMA synchronous = NORMAL")
-        self._con.execute("PRAGMA foreign_keys = ON")
-        self._init_schema()
+        except sqlite3.Error as exc:
+            raise StatusDatabaseError(self.path, f"cannot be opened ({exc})") from None
+        try:
+            if existed:
+                self._check_existing()
+            self._con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.wal = str(mode).lower() == "wal"
+            if not self.wal:
+                logger.warning(
+                    "status database %s: WAL journal unavailable (journal_mode=%s); the file system may not "
+                    "support the shared memory SQLite needs. Falling back to the rollback journal.",
+                    self.path, mode,
+                )
+            self._con.execute("PRAGMA synchronous = NORMAL")
+            self._con.execute("PRAGMA foreign_keys = ON")
+            self._init_schema()
+        except StatusDatabaseError:
+            self._con.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._con.close()
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise
+            raise StatusDatabaseError(self.path, f"cannot be used ({exc})") from None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._finalizer = weakref.finalize(self, _close_connection, self._con)
 
     # ------------------------------------------------------------------ plumbing
+    def _check_existing(self) -> None:
+        """An existing file must be a consistent napari-medsegfm status database (read-only checks)."""
+        con = self._con
+        try:
+            res = con.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StatusDatabaseError(self.path, f"is damaged ({exc})") from None
+        if [r[0] for r in res] != ["ok"]:
+            raise StatusDatabaseError(self.path, f"is damaged (SQLite quick_check: {str(res[0][0])[:200]})")
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return  # an empty database: set up as new
+        ours = {"meta", "cases", "history", "metrics", "locks"}
+        row = None
+        if "meta" in tables:
+            try:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            except sqlite3.DatabaseError:
+                row = None
+        if row is None or not tables <= ours | {"sqlite_sequence"}:
+            raise StatusDatabaseError(self.path, "belongs to another program (its tables are "
+                                                 f"{', '.join(sorted(tables))[:200]}, not a napari-medsegfm status "
+                                                 "database)")
+        cols = {r[1] for r in con.execute("PRAGMA table_info(cases)")} if "cases" in tables else set()
+        if "cases" in tables and not {"case_id", "status", "comment", "info"} <= cols:
+            raise StatusDatabaseError(self.path, "has a 'cases' table of another layout")
+
     def _init_schema(self) -> None:
         with self._mutex:
             for stmt in [s.strip() for s in _SCHEMA.split(";") if s.strip()]:
@@ -296,6 +408,9 @@ class StatusStore:
                 row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", (ID_SCHEME,))
+                elif not str(row[0]).isdigit():
+                    raise StatusDatabaseError(self.path, f"has schema version {str(row[0])[:40]!r}")
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise ValueError(
                         f"status database {self.path} has schema version {row[0]}; this version of "
@@ -360,6 +475,42 @@ class StatusStore:
     def integrity_check(self) -> str:
         """``'ok'`` when SQLite finds the file consistent."""
         return str(self._read("PRAGMA integrity_check")[0][0])
+
+    def meta_value(self, key: str) -> str | None:
+        """A value of the ``meta`` table (``schema_version``, ``id_scheme``, ...)."""
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def known_case_ids(self) -> set[str]:
+        """Every case id the database mentions (cases, history, metrics, locks)."""
+        out: set[str] = set()
+        for table in ("cases", "history", "metrics", "locks"):
+            out.update(r[0] for r in self._read(f"SELECT DISTINCT case_id FROM {table}"))
+        return out
+
+    def rename_case(self, old: str, new: str, *, why: str = "") -> bool:
+        """Move everything stored under case id ``old`` to ``new`` in one transaction.
+
+        Refused (returns False, nothing changed) when ``new`` already has a status other than a
+        fresh ``todo``, history, metrics or a lock of its own.
+        """
+        with self._write() as con:
+            row = con.execute("SELECT status, comment, status_at, edited_at FROM cases WHERE case_id=?", (new,)).fetchone()
+            busy = row is not None and (row[0] != TODO or row[1] or row[2] is not None or row[3] is not None)
+            for table in ("history", "metrics", "locks"):
+                busy = busy or con.execute(f"SELECT 1 FROM {table} WHERE case_id=? LIMIT 1", (new,)).fetchone()
+            if busy:
+                return False
+            con.execute("DELETE FROM cases WHERE case_id=?", (new,))
+            for table in ("cases", "history", "metrics", "locks"):
+                con.execute(f"UPDATE {table} SET case_id=? WHERE case_id=?", (new, old))
+            self._add_history(con, new, "migrate", f"case id {old!r} -> {new!r}" + (f" ({why})" if why else ""),
+                              self.user, time.time())
+        return True
 
     # ------------------------------------------------------------------ cases
     def ensure_cases(self, case_ids: Iterable[str]) -> None:

@@ -18,6 +18,13 @@ Typical use::
 Which labels a case opens with: the autosaved correction if there is one (that is
 crash recovery: the last autosave before a crash), else the existing labels
 (``gts``, else ``segs``...), else an empty label image.
+
+Case ids of older sidecars (the folders shared by every case were stripped, so
+``imgs/CT_x`` was ``CT_x``) are migrated when the dataset is opened: a status row or
+correction whose id is a trailing part of exactly one current id moves to it (see
+:meth:`DatasetWorkspace.migrate_case_ids`). A damaged status database raises
+:class:`~napari_medsegfm.dataset.status.StatusDatabaseError`; :func:`recover_status`
+rebuilds it from the corrections.
 """
 
 from __future__ import annotations
@@ -36,11 +43,11 @@ import numpy as np
 
 from ..types import Case
 from ._util import label_ids
-from .autosave import Autosaver, Correction, CorrectionStore, sidecar_dir
+from .autosave import Autosaver, Correction, CorrectionStore, safe_case_filename, sidecar_dir
 from .catalog import CaseEntry, Catalog, discover, existing_labels, scan_entry
-from .status import STATUSES, LockInfo, StatusStore
+from .status import ID_SCHEME, IN_PROGRESS, STATUSES, TODO, LockInfo, StatusStore
 
-__all__ = ["CaseRow", "OpenCase", "DatasetWorkspace", "COLUMNS", "DICE_METRIC"]
+__all__ = ["CaseRow", "OpenCase", "DatasetWorkspace", "COLUMNS", "DICE_METRIC", "recover_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,14 +209,62 @@ class DatasetWorkspace:
         self.root = self.catalog.root
         self.sidecar = sidecar_dir(self.root, sidecar)
         self.store = StatusStore(self.sidecar / "status.sqlite", user=user, lease_s=lease_s)
-        self.corrections = CorrectionStore(self.sidecar)
-        self.autosave_s = autosave_s
-        self.store.ensure_cases(self.catalog.ids())
+        try:
+            self.corrections = CorrectionStore(self.sidecar)
+            self.autosave_s = autosave_s
+            self.migrated = self.migrate_case_ids()
+            self.store.ensure_cases(self.catalog.ids())
+        except BaseException:
+            self.store.close()
+            raise
         self._prefetch_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="medsegfm-prefetch")
         self._prefetched: dict[str, concurrent.futures.Future[Case]] = {}
         self._mutex = threading.Lock()
         self._headers: dict[str, dict[str, Any]] = {}
         self._closing: dict[str, concurrent.futures.Future[None]] = {}
+
+    # ------------------------------------------------------------------ id migration
+    def migrate_case_ids(self) -> dict[str, str]:
+        """Move statuses, history, metrics and corrections stored under old-style case ids to the
+        current ids; returns ``{old id: new id}`` of what moved.
+
+        An old id (the current one with leading folders stripped) maps to the one current id that
+        equals it or ends with ``/<old id>``; an id matching several cases, or whose new id already
+        has work of its own, is left as it is (logged). Status rows are considered once (the
+        database then records ``id_scheme``); correction files whenever one carries an old id.
+        """
+        ids = self.catalog.ids()
+        current = set(ids)
+        candidates: set[str] = set()
+        if self.store.meta_value("id_scheme") != ID_SCHEME:
+            candidates |= self.store.known_case_ids() - current
+        wanted = {safe_case_filename(c) for c in ids}
+        if any(p.stem not in wanted for p in self.corrections.folder.glob("*.npz")):
+            corr_files = self.corrections.files()
+            candidates |= {c for c, p in corr_files.items() if c not in current and p.stem not in wanted}
+        moved: dict[str, str] = {}
+        for old in sorted(candidates):
+            matches = [c for c in ids if c == old or c.endswith("/" + old)]
+            if len(matches) != 1:
+                if matches:
+                    logger.warning("dataset %s: old case id %r matches %d cases (%s); left as it is", self.root, old,
+                                   len(matches), ", ".join(matches[:5]))
+                continue
+            new = matches[0]
+            ok_db = self.store.rename_case(old, new, why="case ids are now paths relative to the dataset root")
+            if not ok_db:
+                logger.warning("dataset %s: case %r already has a status of its own; the records of old id %r were "
+                               "left as they are", self.root, new, old)
+            moved_corr = self.corrections.rename(old, new)
+            if self.corrections.path_for(old).is_file() and moved_corr is None:
+                logger.warning("dataset %s: case %r already has a correction; the correction saved under old id %r "
+                               "(%s) was left as it is", self.root, new, old, self.corrections.path_for(old))
+            if ok_db or moved_corr is not None:
+                moved[old] = new
+                logger.info("dataset %s: case id %r is now %r", self.root, old, new)
+        if self.store.meta_value("id_scheme") != ID_SCHEME:
+            self.store.set_meta("id_scheme", ID_SCHEME)
+        return moved
 
     # ------------------------------------------------------------------ rows
     def rows(self) -> list[CaseRow]:
@@ -510,3 +565,86 @@ class DatasetWorkspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def recover_status(root: str | os.PathLike[str], *, sidecar: str | os.PathLike[str] | None = None,
+                   user: str | None = None) -> dict[str, Any]:
+    """Rebuild a damaged status database from the corrections folder (the record of the work).
+
+    The damaged ``status.sqlite`` (and its ``-wal``/``-shm``) are *moved* to
+    ``<sidecar>/damaged-<UTC time>/`` (never deleted); what they still yield (case statuses,
+    comments, history) is copied into a new database; every case with a correction becomes at
+    least ``in progress`` with its last edit time and author. Returns a summary dict
+    (``moved_to``, ``salvaged_cases``, ``salvaged_history``, ``corrections``).
+    """
+    side = sidecar_dir(root, sidecar)
+    db = side / "status.sqlite"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = side / f"damaged-{stamp}"
+    moved = []
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        f = db.with_name(db.name + suffix)
+        if f.exists():
+            dest.mkdir(exist_ok=True)
+            os.replace(f, dest / f.name)
+            moved.append(dest / f.name)
+    cases, history, metrics = _salvage(dest / db.name) if moved else ([], [], [])
+    corrections = CorrectionStore(side)
+    store = StatusStore(db, user=user)
+    try:
+        with store._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", ("1",))
+            for row in cases:
+                con.execute(f"INSERT OR REPLACE INTO cases ({StatusStore._COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            for row in history:
+                con.execute("INSERT INTO history (case_id, at, who, action, detail, count, owner) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            for row in metrics:
+                con.execute("INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", row)
+        files = corrections.files()
+        for cid, path in files.items():
+            meta = corrections.read_file(path, labels=False).meta
+            rec = store.get(cid)
+            with store._write() as con:
+                con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (cid,))
+                if rec.status == TODO:
+                    con.execute("UPDATE cases SET status=?, status_at=?, status_by=? WHERE case_id=?",
+                                (IN_PROGRESS, time.time(), store.user, cid))
+                if rec.edited_at is None or (meta.get("saved_at") or 0) > rec.edited_at:
+                    con.execute("UPDATE cases SET edited_at=?, edited_by=? WHERE case_id=?",
+                                (meta.get("saved_at"), meta.get("saved_by"), cid))
+                store._add_history(con, cid, "recover", f"status database rebuilt from {path.name}", store.user,
+                                   time.time())
+    finally:
+        store.close()
+    logger.warning("status database of %s rebuilt: %d case rows and %d history events salvaged, %d corrections; "
+                   "the damaged files are in %s", root, len(cases), len(history), len(files), dest if moved else "-")
+    return {"moved_to": str(dest) if moved else None, "moved": [str(m) for m in moved],
+            "salvaged_cases": len(cases), "salvaged_history": len(history), "salvaged_metrics": len(metrics),
+            "corrections": len(files)}
+
+
+def _salvage(db: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Rows of ``cases``, ``history`` and ``metrics`` a damaged database still yields (read-only,
+    best effort: a table that cannot be read yields nothing)."""
+    queries = (f"SELECT {StatusStore._COLS} FROM cases",
+               "SELECT case_id, at, who, action, detail, count, owner FROM history ORDER BY id",
+               "SELECT case_id, name, value, source, at, detail FROM metrics")
+    out: list[list[tuple[Any, ...]]] = [[], [], []]
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return out[0], out[1], out[2]
+    try:
+        for i, q in enumerate(queries):
+            try:
+                out[i] = [tuple(r) for r in con.execute(q)]
+            except sqlite3.Error:
+                out[i] = []
+    finally:
+        con.close()
+    cases = [r for r in out[0] if len(r) == 8 and isinstance(r[0], str) and r[1] in STATUSES]
+    history = [r for r in out[1] if len(r) == 7 and isinstance(r[0], str)]
+    metrics = [r for r in out[2] if len(r) == 6 and isinstance(r[0], str)]
+    return cases, history, metrics

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..types import Case, Volume
 from ._common import CaseRef, GroundTruthProtected
-from .atomic import atomic_path, atomic_write_bytes, atomic_writer
+from .atomic import atomic_path, atomic_write_bytes, atomic_writer, is_temp_name, remove_stale_temps
 from .safe_pickle import UnsafePickleError
 
 __all__ = [
@@ -152,6 +152,8 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
+    if not os.access(p, os.R_OK):
+        raise PermissionError(f"{p}: permission denied (it exists but may not be read; check its permissions)")
     fmt = fmt or detect_format(p)
     if fmt is None:
         raise ValueError(f"{p}: not a supported case (expected one of: {', '.join(FORMATS)})")
@@ -209,7 +211,7 @@ def list_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
             return list_medsegpy_cases(p)
         folder = p / "imgs" if (p / "imgs").is_dir() else p
         for f in sorted(folder.iterdir()):
-            if f.is_file():
+            if f.is_file() and not is_temp_name(f.name):  # a save in progress (or killed) is not a case
                 ff = detect_format(f)
                 if ff is not None and ff != "ivdm3seg":
                     refs.append(CaseRef(name=f.name.split(".")[0], path=f, format=ff))
@@ -300,6 +302,7 @@ def save_labels(
     if case is not None and not isinstance(case, Case):
         case = load_case(case)
     out_fmt = _output_format(target, case, fmt)
+    _sweep_temps(target)
     if out_fmt == "npz":
         from .cvpr import save_npz_labels
 
@@ -326,6 +329,16 @@ def save_labels(
         save_samed2d_masks(labels, target, case=case, overwrite_gt=overwrite_gt, label_names=label_names)
         return target.parent if target.suffix.lower() == ".png" else target
     raise ValueError(f"unknown output format {out_fmt!r}")
+
+
+def _sweep_temps(target: Path) -> None:
+    """Remove what a killed earlier save of ``target`` left (only temps of dead writers; see
+    :func:`~napari_medsegfm.io.atomic.remove_stale_temps`)."""
+    real = Path(os.path.realpath(target))
+    if real.is_dir():
+        remove_stale_temps(real)
+    elif real.parent.is_dir():
+        remove_stale_temps(real.parent, real)
 
 
 def case_from_layer_metadata(metadata: dict[str, Any], shape: tuple[int, ...],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ __all__ = [
     "modality_from_name",
     "CaseRef",
     "GroundTruthProtected",
+    "read_json_file",
 ]
 
 #: modality prefixes of CVPR file names (``CT_AMOS_amos_0018``)
@@ -196,3 +198,32 @@ def same_file(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None
     except OSError:
         pass
     return pa.resolve() == pb.resolve()
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """Parse a JSON sidecar, refusing what a hostile file could do to the parser.
+
+    The file is checked against :func:`~napari_medsegfm.io.limits.max_json_bytes` before it is
+    read; invalid UTF-8/JSON and nesting too deep for the parser (``[[[[...`` → RecursionError)
+    raise ``ValueError`` naming the file; an unreadable file raises ``PermissionError``.
+    """
+    from .limits import ENV_MAX_JSON_BYTES, format_bytes, max_json_bytes
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        cap = max_json_bytes()
+        if size > cap:
+            raise ValueError(f"{p}: {what} of {format_bytes(size)} is larger than the limit of "
+                             f"{format_bytes(cap)} ({ENV_MAX_JSON_BYTES}); not read")
+        text = p.read_text(encoding="utf-8")
+    except PermissionError:
+        raise PermissionError(f"{p}: permission denied (the {what} exists but may not be read)") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: {what} is not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: {what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: {what} is nested too deeply to parse; not a valid sidecar") from None

@@ -4,17 +4,34 @@ Every write goes to a temporary file **in the same folder** as the target (so th
 ``os.replace`` is a rename on one file system), is flushed and ``fsync``-ed, then
 renamed over the target, and finally the folder itself is ``fsync``-ed so the rename
 survives a power cut. If the process dies at any point before the rename, the previous
-file is untouched; only a stray ``.<name>.*.tmp`` file may remain (see
-:func:`remove_stale_temps`).
+file is untouched; only a stray temp file may remain (see :func:`remove_stale_temps`).
+
+Temp names are short and hidden, ``.msf-<hash of the target name>-<host><pid>-<random>.tmp``
+(+ the target's extension for :func:`atomic_path`), so a target name of up to 255
+characters (``NAME_MAX``) can be saved, a killed writer's leftover is never taken for a case
+(:func:`is_temp_name`; listings skip it), and it can be told apart from a live writer's.
+
+What a careful user expects, decided here once for every writer:
+
+* a **read-only** target (no write permission bit, e.g. ``chmod 444``) is *not* replaced:
+  :class:`ReadOnlyFileError` (a ``PermissionError``) says so; make it writable or save elsewhere;
+* a target that is a **symlink** stays a symlink: the write goes through to the file it points
+  to (temp file beside that file, atomic rename over it);
+* a folder without write permission gives a ``PermissionError`` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,14 +43,33 @@ __all__ = [
     "fsync_dir",
     "backup_file",
     "remove_stale_temps",
+    "is_temp_name",
+    "ReadOnlyFileError",
     "TMP_PREFIX",
 ]
 
 logger = logging.getLogger(__name__)
 
-TMP_PREFIX = "."
-TMP_INFIX = ".medsegfm-"
+TMP_PREFIX = ".msf-"
 TMP_SUFFIX = ".tmp"
+#: temp files of earlier versions: ``.<target name>.medsegfm-<random>.tmp[<ext>]``
+_LEGACY_INFIX = ".medsegfm-"
+_TEMP_RE = re.compile(r"^\.msf-([0-9a-f]{8})-([0-9a-f]{4})(\d+)-[^.]*\.tmp(\.[A-Za-z0-9.]*)?$")
+#: a temp file untouched this long is stale whoever wrote it; one whose writer was a process of this
+#: host that no longer runs is stale at once (its pid and a host tag are in its name)
+STALE_TEMP_S = 3600.0
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+
+class ReadOnlyFileError(PermissionError):
+    """The target file is read-only: it is not replaced (make it writable, or save elsewhere)."""
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temp file of an atomic write (this or an earlier version)."""
+    if _TEMP_RE.match(name):
+        return True
+    return name.startswith(".") and _LEGACY_INFIX in name and TMP_SUFFIX in name
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -51,16 +87,48 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _kept_suffix(target: Path) -> str:
+    """The target's extension for temp names (``.nii.gz``, ``.h5``): short alphanumeric parts only."""
+    parts = [p for p in target.suffixes[-2:] if len(p) <= 8 and p[1:].isalnum()]
+    if len(parts) == 2 and target.suffixes[-1] != parts[-1]:
+        parts = parts[-1:]
+    return "".join(parts)[-16:] if parts and target.name.endswith("".join(parts)) else ""
+
+
 def _temp_name(target: Path, keep_suffix: bool) -> Path:
-    """A fresh temp path beside ``target``; ``keep_suffix`` keeps e.g. ``.nii.gz`` last."""
-    suffix = "".join(target.suffixes[-2:]) if keep_suffix else ""
-    fd, name = tempfile.mkstemp(
-        prefix=f"{TMP_PREFIX}{target.name}{TMP_INFIX}",
-        suffix=f"{TMP_SUFFIX}{suffix}",
-        dir=target.parent,
-    )
+    """A fresh, short temp path beside ``target``; ``keep_suffix`` keeps e.g. ``.nii.gz`` last."""
+    suffix = _kept_suffix(target) if keep_suffix else ""
+    tag = hashlib.sha1(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{tag}-{_HOST_TAG}{os.getpid()}-",
+                                    suffix=f"{TMP_SUFFIX}{suffix}", dir=target.parent)
+    except PermissionError:
+        raise PermissionError(f"cannot write {target}: permission denied in the folder {target.parent}") from None
     os.close(fd)
     return Path(name)
+
+
+def _resolve_target(path: str | os.PathLike[str]) -> Path:
+    """The file to replace: ``path``, or the file a symlink ``path`` points to (write-through).
+
+    Raises :class:`ReadOnlyFileError` for an existing read-only file and
+    ``FileNotFoundError`` when its folder does not exist.
+    """
+    target = Path(path)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {Path(path)}: folder {target.parent} does not exist")
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return target
+    if stat.S_ISREG(st.st_mode) and (not st.st_mode & 0o222 or not os.access(target, os.W_OK)):
+        raise ReadOnlyFileError(
+            f"{Path(path)} is read-only (mode {stat.S_IMODE(st.st_mode):04o}); it was not overwritten. "
+            "Make it writable (chmod u+w) or save under another name"
+        )
+    return target
 
 
 def _finish(tmp: Path, target: Path) -> None:
@@ -103,9 +171,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_writer mode must be 'wb' or 'w'; got {mode!r}")
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
+    target = _resolve_target(path)
     tmp = _temp_name(target, keep_suffix=False)
     try:
         kw = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
@@ -128,9 +194,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     from the extension: the temp name ends with the target's suffixes (``.nii.gz``).
     On clean exit the temp file is fsync-ed and renamed over ``path``.
     """
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
+    target = _resolve_target(path)
     tmp = _temp_name(target, keep_suffix=True)
     try:
         yield tmp
@@ -192,12 +256,53 @@ def backup_file(path: str | os.PathLike[str], suffix: str = ".bak") -> Path | No
     return bak
 
 
-def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temp files left by a writer that was killed mid-write; returns what was removed."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists (another user's) or cannot tell
+        return True
+    return True
+
+
+def _is_stale(name: str, mtime: float, now: float) -> bool:
+    """A temp file is stale when untouched for :data:`STALE_TEMP_S`, or when its writer was a
+    process of this host that no longer runs. A live writer's temp is never stale."""
+    age = now - mtime
+    if age > STALE_TEMP_S:
+        return True
+    m = _TEMP_RE.match(name)
+    if m is None or m.group(2) != _HOST_TAG:
+        return False  # an earlier version's, or another host's: only by age
+    pid = int(m.group(3))
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], target: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Delete temp files left by writers that were killed mid-write; returns what was removed.
+
+    Only stale temps go (see :func:`_is_stale`): the temp of a writer that is still running,
+    here or on another host sharing the folder, is left alone. ``target`` limits the sweep to
+    the temps of that one file name.
+    """
+    tag = None if target is None else hashlib.sha1(Path(target).name.encode("utf-8", "surrogateescape")
+                                                   ).hexdigest()[:8]
     removed = []
-    for p in Path(folder).glob(f"{TMP_PREFIX}*{TMP_INFIX}*{TMP_SUFFIX}*"):
-        if p.is_file():
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not is_temp_name(e.name) or (tag is not None and not e.name.startswith(f"{TMP_PREFIX}{tag}-")):
+            continue
+        try:
+            if not e.is_file(follow_symlinks=False) or not _is_stale(e.name, e.stat().st_mtime, now):
+                continue
+            os.unlink(e.path)
+        except OSError:
+            continue
+        removed.append(Path(e.path))
+        logger.info("removed %s, the temp file of an interrupted save", e.path)
     return removed

@@ -49,7 +49,7 @@ from ._common import (
     same_file,
 )
 from .atomic import backup_file
-from .npzfile import NpzReader, rewrite_npz
+from .npzfile import NpzReader, read_npy_header, rewrite_npz
 
 __all__ = [
     "sniff_npz",
@@ -98,15 +98,11 @@ def sniff_npz(path: str | os.PathLike[str]) -> str | None:
                 return "cvpr25_npz"
             if "boxes" in keys:
                 with zf.open(zf.getinfo("boxes.npy" if "boxes.npy" in zf.namelist() else "boxes")) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    _shape, _f, dtype = read(fp)
+                    dtype = read_npy_header(fp).dtype  # header length bounded (a header bomb is not read)
                 return "cvpr25_npz" if dtype.hasobject else "cvpr24_npz"
             if "imgs" in keys:
                 with zf.open(zf.getinfo("imgs.npy" if "imgs.npy" in zf.namelist() else "imgs")) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _f, _d = read(fp)
+                    shape = read_npy_header(fp).shape
                 if len(shape) == 3 and shape[-1] == 3 and "spacing" not in keys:
                     return "cvpr24_npz"
             return "cvpr25_npz"
@@ -534,6 +530,18 @@ def _itk_affine_zyx(spacing_xyz: tuple[float, ...], direction: np.ndarray | None
     return m[:, [2, 1, 0, 3]]
 
 
+def _check_label_header(r: NpzReader, key: str, image_shape: tuple[int, ...], src: Path) -> None:
+    """Refuse a label member whose header shape fits neither ``image_shape`` nor its RGB
+    spatial part, before the member is decompressed."""
+    shape = tuple(r.header(key).shape)
+    ok = {tuple(image_shape)}
+    if len(image_shape) == 3 and image_shape[-1] == 3:
+        ok.add(tuple(image_shape[:2]))
+    if shape not in ok:
+        raise ValueError(f"{src}: '{key}' has shape {shape}; expected the image's spatial shape "
+                         f"{' or '.join(str(s) for s in sorted(ok, key=len))} (not read)")
+
+
 def _sibling_gts(path: Path) -> Path | None:
     if path.parent.name != "imgs":
         return None
@@ -697,8 +705,12 @@ def load_cvpr_npz(
     members: dict[str, Any] = {}
     with NpzReader(src) as r:
         all_keys = r.keys()
+        img_shape = tuple(r.header("imgs").shape) if "imgs" in r else None
         for k in all_keys:
             if k in LABEL_KEYS or k in ("spacing", "direction", "origin"):
+                if k in LABEL_KEYS and img_shape is not None:
+                    # a wrong shape is refused from the header, before decompressing
+                    _check_label_header(r, k, img_shape, src)
                 members[k] = r.read(k, allow_object=False)
             elif k == "imgs" or k in PICKLED_KEYS:
                 members[k] = r.read(k)
@@ -709,6 +721,8 @@ def load_cvpr_npz(
         if gp is not None:
             with NpzReader(gp) as g:
                 if "gts" in g:
+                    if img_shape is not None:
+                        _check_label_header(g, "gts", img_shape, gp)
                     evidence[f"gts of {gp.name}"] = tuple(g.header("gts").shape)
                 else:
                     gp = None

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -27,14 +28,40 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 _BOX_COLOR = "#ffd000"
 
+logger = logging.getLogger(__name__)
 
-def contrast_limits_for(arr: np.ndarray) -> list[float]:
-    """Display window: full range for uint8, else the 0.5–99.5 % percentiles of a subsample."""
+
+def _count_nonfinite(arr: np.ndarray) -> int:
+    """NaN/inf voxels of a float array, one slice at a time (no volume-sized temporary)."""
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return 0
+    if arr.ndim < 3:
+        return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    return sum(int(arr[z].size - np.count_nonzero(np.isfinite(arr[z]))) for z in range(arr.shape[0]))
+
+
+def contrast_limits_for(arr: np.ndarray, name: str = "") -> list[float]:
+    """Display window: full range for uint8, else the 0.5–99.5 % percentiles of a subsample.
+
+    Always finite: NaN/inf voxels are left out (with a warning naming ``name`` and how many
+    there are); an image without any finite value gets ``[0, 1]``.
+    """
     if arr.dtype == np.uint8:
         return [0.0, 255.0]
+    bad = _count_nonfinite(arr)
+    if bad:
+        logger.warning("%s: %d of %d voxels are NaN or infinite; the contrast limits are taken from the "
+                       "finite voxels only", name or "image", bad, arr.size)
     step = max(1, int(round((arr.size / 2_000_000) ** (1 / max(arr.ndim, 1)))))
     sub = np.asarray(arr[tuple(slice(None, None, step) for _ in range(arr.ndim))], dtype=np.float64)
-    lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
+    if bad:
+        sub = sub[np.isfinite(sub)]
+        if not sub.size:  # every sampled voxel was NaN/inf: take the finite ones of the whole image
+            flat = np.asarray(arr, dtype=np.float64).reshape(-1)
+            sub = flat[np.isfinite(flat)][:2_000_000]
+    if not sub.size:
+        return [0.0, 1.0]
+    lo, hi = np.percentile(sub, [0.5, 99.5])
     if not hi > lo:
         lo, hi = float(sub.min()), float(sub.max()) + 1.0
     return [float(lo), float(hi)]
@@ -179,7 +206,7 @@ def case_to_layers(case: Case) -> list[LayerData]:
                 kw["rgb"] = True
             else:
                 kw["colormap"] = "gray"
-                kw["contrast_limits"] = contrast_limits_for(vol.array)
+                kw["contrast_limits"] = contrast_limits_for(vol.array, str(case.source or name))
             if vol.affine is not None:
                 kw["metadata"]["medsegfm_affine"] = np.asarray(vol.affine).tolist()
             layers.append((vol.array, kw, "image"))

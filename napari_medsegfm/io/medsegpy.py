@@ -39,9 +39,11 @@ from ._common import (
     as_label_array,
     check_spacing,
     integer_labels,
+    read_json_file,
     same_file,
 )
-from .atomic import atomic_path, atomic_writer, backup_file
+from .atomic import atomic_path, atomic_writer, backup_file, is_temp_name
+from .limits import check_shape
 
 __all__ = [
     "SLICE_RE",
@@ -120,6 +122,8 @@ def list_medsegpy_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
     p = Path(path)
     refs = [CaseRef(name=s, path=p, format="medsegpy_slices", case_id=s) for s in list_scans(p)]
     for h in sorted(p.glob("*.h5")):
+        if is_temp_name(h.name):  # a save in progress (or killed): not a case
+            continue
         refs.append(CaseRef(name=h.stem, path=h, format="medsegpy_h5"))
     return refs
 
@@ -141,10 +145,7 @@ def read_sidecar(*candidates: str | os.PathLike[str]) -> tuple[dict[str, Any], P
     for c in candidates:
         p = Path(c)
         if p.is_file():
-            try:
-                meta = json.loads(p.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{p}: medsegpy metadata sidecar is not valid JSON ({exc})") from None
+            meta = read_json_file(p, "medsegpy metadata sidecar")
             if not isinstance(meta, dict):
                 raise ValueError(f"{p}: medsegpy metadata sidecar holds a {type(meta).__name__}; expected an object")
             return meta, p
@@ -238,6 +239,8 @@ def _h5_open(path: Path) -> Any:
     h5py = _h5py()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such HDF5 file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: permission denied (the file exists but may not be read; check its permissions)")
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError) as exc:
@@ -249,6 +252,10 @@ def _dataset(f: Any, key: str, path: Path, expect: str) -> np.ndarray:
     obj = f.get(key)
     if obj is None or not isinstance(obj, h5py.Dataset):
         raise ValueError(f"{path}: no dataset '{key}' (has: {', '.join(f.keys()) or 'none'}); expected {expect}")
+    if obj.dtype.kind not in "uifb":
+        raise ValueError(f"{path}: dataset '{key}' has dtype {obj.dtype}; expected numbers")
+    # the shape is what the file declares: refuse what cannot be held before HDF5 allocates it
+    check_shape(obj.shape or (), obj.dtype.itemsize, f"{path}: dataset '{key}' (shape {obj.shape}, {obj.dtype})")
     try:
         arr = obj[()]
     except (OSError, ValueError, TypeError) as exc:
@@ -269,6 +276,10 @@ def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | 
     meta_json, side = read_sidecar(src.with_suffix(".json"), src.parent / "metadata.json")
     with _h5_open(src) as f:
         vol = _dataset(f, "volume", src, "an H x W x D image")
+        declared = getattr(f.get("seg"), "shape", None)
+        if declared is not None and tuple(declared[:3]) != tuple(vol.shape[:3]):
+            raise ValueError(f"{src}: 'seg' has shape {tuple(declared)}; expected H x W x D x C = "
+                             f"{tuple(vol.shape[:3])} x C (not read)")
         seg = _dataset(f, "seg", src, "H x W x D x C masks") if "seg" in f else None
         attrs_spacing = f.attrs.get("spacing")
     if vol.ndim == 4 and vol.shape[-1] == 1:
@@ -426,6 +437,20 @@ def save_medsegpy_h5_labels(
 
 
 # -------------------------------------------------------------------------- 2D slices
+def _gaps(nums: list[int], first: int = 10) -> tuple[list[int], int]:
+    """The first ``first`` slice numbers missing from sorted ``nums`` (expected ``1..max``), and how
+    many are missing, from the numbers present (never a range as long as the largest number)."""
+    out: list[int] = []
+    n = 0
+    prev = 0
+    for k in nums:
+        if k > prev + 1:
+            n += k - prev - 1
+            out.extend(range(prev + 1, min(k, prev + 1 + first - len(out))))
+        prev = k
+    return out[:first], n
+
+
 def load_medsegpy_scan(
     path: str | os.PathLike[str], scan_id: str | None = None, *, category_ids: list[Any] | None = None
 ) -> Case:
@@ -459,9 +484,11 @@ def load_medsegpy_scan(
     nums = sorted(k for k, v in slices.items() if "im" in v)
     if not nums:
         raise ValueError(f"{folder}: scan {scan_id} has .seg files but no .im images")
-    missing = sorted(set(range(1, nums[-1] + 1)) - set(nums))
-    if missing:
-        raise ValueError(f"{folder}: scan {scan_id} lacks slice(s) {missing[:10]} (.im); expected slices 1..{nums[-1]}")
+    missing, n_missing = _gaps(nums)
+    if n_missing:
+        more = f" and {n_missing - len(missing)} more" if n_missing > len(missing) else ""
+        raise ValueError(f"{folder}: scan {scan_id} lacks slice(s) {missing}{more} (.im); expected slices "
+                         f"1..{nums[-1]}")
     meta_json, side = read_sidecar(folder / f"{scan_id}.json", folder / "metadata.json")
     images = []
     segs: list[np.ndarray | None] = []
@@ -477,6 +504,9 @@ def load_medsegpy_scan(
             raise ValueError(f"{im_path}: 'data' has shape {im.shape}; expected H x W x 1")
         if images and im.shape != images[0].shape:
             raise ValueError(f"{im_path}: 'data' has shape {im.shape}; slice 1 of the scan has {images[0].shape}")
+        if not images:  # the stacked volume (and the list of slices) must fit before the rest is read
+            check_shape((len(nums), *im.shape), im.dtype.itemsize,
+                        f"{folder}: scan {scan_id} ({len(nums)} slices of {im.shape} {im.dtype})", copies=2)
         images.append(im)
         seg_path = slices[k].get("seg")
         if seg_path is not None:
@@ -508,6 +538,8 @@ def load_medsegpy_scan(
             if s is not None and s.shape[-1] != n_ch:
                 raise ValueError(f"{slices[k]['seg']}: {s.shape[-1]} channels; slice {nums[0]} has {n_ch}")
         ids, names, colors = _categories(meta_json, n_ch, category_ids, side or folder)
+        check_shape(vol.shape + (n_ch,), present[0].dtype.itemsize,
+                    f"{folder}: scan {scan_id} masks ({len(nums)} slices x {n_ch} channels)")
         full = np.zeros(vol.shape + (n_ch,), dtype=present[0].dtype)
         for i, s in enumerate(segs):
             if s is not None:

@@ -36,6 +36,7 @@ from ._common import (
     same_file,
 )
 from .atomic import atomic_path, backup_file
+from .limits import check_shape
 
 __all__ = [
     "is_nifti_path",
@@ -85,9 +86,15 @@ def _open(path: Path) -> Any:
     nib = _nib()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such NIfTI file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: permission denied (the file exists but may not be read; check its permissions)")
     try:
         img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+    except PermissionError:
+        raise PermissionError(f"{path}: permission denied (the file exists but may not be read; "
+                              "check its permissions)") from None
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
+            OverflowError, MemoryError) as exc:
         raise ValueError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{path}: nibabel reads it as {type(img).__name__}; expected a NIfTI-1/2 image")
@@ -105,6 +112,17 @@ def _squeeze_shape(img: Any, path: Path) -> tuple[int, ...]:
     return shape
 
 
+def _check_data_size(img: Any, shape: tuple[int, ...], src: Path, labels: bool) -> None:
+    """Refuse voxel data whose header-declared size cannot be held, before reading it."""
+    dtype = np.dtype(img.get_data_dtype())
+    itemsize = dtype.itemsize
+    if not labels:
+        slope, inter = img.header.get_slope_inter()
+        if (slope is not None and slope != 1) or (inter is not None and inter != 0):
+            itemsize += 8  # the raw block and the scaled floats are in memory together
+    check_shape(shape, itemsize, f"{src}: voxel data (header dims {shape}, {dtype})")
+
+
 def read_nifti_volume(path: str | os.PathLike[str], *, labels: bool = False) -> tuple[Volume, Any]:
     """Read one NIfTI as a :class:`Volume` in canonical ``(Z, Y, X)`` order.
 
@@ -116,6 +134,7 @@ def read_nifti_volume(path: str | os.PathLike[str], *, labels: bool = False) -> 
     src = Path(path)
     img = _open(src)
     shape = _squeeze_shape(img, src)
+    _check_data_size(img, shape, src, labels)
     if len(shape) != len(img.shape):
         img = nib.funcs.squeeze_image(img)
     aff = img.affine

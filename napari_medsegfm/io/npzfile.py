@@ -31,9 +31,10 @@ from typing import IO
 
 import numpy as np
 
+from .limits import array_nbytes, check_array_bytes, format_bytes, max_pickle_bytes
 from .safe_pickle import UnsafePickleError, safe_loads
 
-__all__ = ["NpzReader", "NpyHeader", "rewrite_npz", "write_npz", "npz_keys"]
+__all__ = ["NpzReader", "NpyHeader", "read_npy_header", "rewrite_npz", "write_npz", "npz_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ _OUT_CHUNK = 1 << 20  # decompressed bytes per step / uncompressed bytes per com
 _IO_CHUNK = 1 << 24  # raw copy fallback
 
 
+#: longest ``.npy`` header read (numpy writes a few hundred bytes; its own parser allows 10000)
+MAX_NPY_HEADER_BYTES = 1 << 16
+
+
 @dataclass(frozen=True)
 class NpyHeader:
     """What an ``.npy`` header says: ``shape``, ``dtype``, ``fortran_order``; ``offset``
@@ -64,18 +69,46 @@ class NpyHeader:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """``prod(shape) * itemsize``, exact (no int64 wrap-around for hostile shapes)."""
+        return array_nbytes(self.shape, self.dtype.itemsize)
 
 
-def _read_npy_header(fp: IO[bytes]) -> NpyHeader:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:  # pragma: no cover - read_magic already refuses
-        raise ValueError(f"unsupported .npy format version {version}")
-    return NpyHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), fp.tell())
+def read_npy_header(fp: IO[bytes]) -> NpyHeader:
+    """Parse an ``.npy`` header from ``fp`` (a file or a zip member stream).
+
+    The header length field is checked against :data:`MAX_NPY_HEADER_BYTES` *before* the
+    header is read (numpy reads whatever length a file declares, up to 4 GiB), and the
+    shape must be non-negative integers. ``ValueError`` otherwise.
+    """
+    magic = fp.read(8)
+    if len(magic) != 8 or magic[:6] != b"\x93NUMPY":
+        raise ValueError("not an .npy array (no \\x93NUMPY magic)")
+    major = magic[6]
+    if major == 1:
+        raw_len = fp.read(2)
+        hlen = struct.unpack("<H", raw_len)[0] if len(raw_len) == 2 else -1
+    elif major in (2, 3):
+        raw_len = fp.read(4)
+        hlen = struct.unpack("<I", raw_len)[0] if len(raw_len) == 4 else -1
+    else:
+        raise ValueError(f"unsupported .npy format version {major}.{magic[7]}")
+    if hlen < 0:
+        raise ValueError("the .npy header ends early")
+    if hlen > MAX_NPY_HEADER_BYTES:
+        raise ValueError(f".npy header declares {hlen} bytes; at most {MAX_NPY_HEADER_BYTES} are accepted")
+    body = fp.read(hlen)
+    if len(body) != hlen:
+        raise ValueError(f"the .npy header ends early ({len(body)} of {hlen} bytes)")
+    buf = io.BytesIO(magic + raw_len + body)
+    np.lib.format.read_magic(buf)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(buf)
+    if not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise ValueError(f".npy header has shape {shape}; expected non-negative integers")
+    return NpyHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), len(magic) + len(raw_len) + hlen)
+
+
+_read_npy_header = read_npy_header
 
 
 def _parse_extra(extra: bytes) -> list[tuple[int, bytes]]:
@@ -113,12 +146,21 @@ class NpzReader:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such npz file")
         try:
-            self._zf = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            # one open file for the zip directory and the raw reads: a file replaced (atomically) by a
+            # writer meanwhile cannot mix the old directory with the new bytes
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except PermissionError:
+            raise PermissionError(f"{self.path}: permission denied (the file exists but may not be read; "
+                                  "check its permissions)") from None
+        except OSError as exc:
+            raise ValueError(f"{self.path}: cannot be opened ({exc.strerror})") from None
+        try:
+            self._zf = zipfile.ZipFile(self._fh)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            self._fh.close()
             raise ValueError(
                 f"{self.path}: not a valid npz (zip) archive ({exc}); the file may be truncated or corrupt"
             ) from None
-        self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         self.infos: dict[str, zipfile.ZipInfo] = {}
         for info in self._zf.infolist():
             if info.is_dir():
@@ -202,11 +244,19 @@ class NpzReader:
         if hdr.dtype.hasobject:
             if not allow_object:
                 raise ValueError(f"{self.path}: member '{key}' is a pickled object array; not expected here")
+            cap = max_pickle_bytes()
+            if info.file_size > cap:
+                raise UnsafePickleError(
+                    f"{self.path}: member '{key}' is a pickle of {format_bytes(info.file_size)}, more than the "
+                    f"limit of {format_bytes(cap)} (MEDSEGFM_MAX_PICKLE_BYTES); not read")
             try:
                 with self._zf.open(info) as fp:
-                    raw = fp.read()
+                    raw = fp.read(cap + 1)
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
                 raise ValueError(f"{self.path}: member '{key}' is corrupt ({exc})") from None
+            if len(raw) > cap:
+                raise UnsafePickleError(f"{self.path}: member '{key}' holds more than {format_bytes(cap)} of pickle "
+                                        "(MEDSEGFM_MAX_PICKLE_BYTES); not read")
             try:
                 arr = safe_loads(memoryview(raw)[hdr.offset :])
             except UnsafePickleError as exc:
@@ -220,6 +270,7 @@ class NpzReader:
                 f"{self.path}: member '{key}' holds {info.file_size} bytes, but its header "
                 f"(shape {hdr.shape}, dtype {hdr.dtype}) needs {expected}"
             )
+        check_array_bytes(hdr.nbytes, f"{self.path}: member '{key}' (shape {hdr.shape}, dtype {hdr.dtype})")
         out = np.empty(hdr.nbytes, dtype=np.uint8)
         try:
             if info.compress_type == zipfile.ZIP_STORED:

@@ -33,8 +33,16 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import CaseRef, GroundTruthProtected, as_label_array, modality_from_name, same_file
+from ._common import (
+    CaseRef,
+    GroundTruthProtected,
+    as_label_array,
+    modality_from_name,
+    read_json_file,
+    same_file,
+)
 from .atomic import atomic_writer, backup_file
+from .limits import ArrayTooLargeError, check_shape
 
 __all__ = [
     "CLASS_MAPPING_NAME",
@@ -127,10 +135,7 @@ def read_class_mapping(root: str | os.PathLike[str]) -> dict[int, str]:
     p = Path(root) / CLASS_MAPPING_NAME
     if not p.is_file():
         return {}
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc}); expected {{class name: 'NNNN'}}") from None
+    raw = read_json_file(p, "SA-Med2D class mapping (expected {class name: 'NNNN'})")
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: holds a {type(raw).__name__}; expected {{class name: 'NNNN'}}")
     out: dict[int, str] = {}
@@ -199,11 +204,28 @@ def list_samed2d_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
     return [CaseRef(name=c, path=r, format="samed2d", case_id=c) for c in _cases(r)]
 
 
+def _png_declared_size(path: Path) -> tuple[int | str, int | str]:
+    """(width, height) from a PNG's IHDR, without decoding; ``("?", "?")`` when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError:
+        return "?", "?"
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return "?", "?"
+
+
 def _read_png(path: Path, *, grey: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            # the declared size, before anything is decoded (PIL itself refuses > 2 x MAX_IMAGE_PIXELS)
+            w, h = im.size
+            bands = max(len(im.getbands()), 1 if grey else 3)
+            per = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+            check_shape((h, w), bands * per * 2, f"{path}: PNG of {w} x {h} pixels ({im.mode})")
             im.load()
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 arr = np.asarray(im)
@@ -211,6 +233,14 @@ def _read_png(path: Path, *, grey: bool) -> np.ndarray:
                 arr = np.asarray(im.convert("L") if im.mode not in ("L", "1") else im)
             else:
                 arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    except PermissionError:
+        raise PermissionError(f"{path}: permission denied (the file exists but may not be read)") from None
+    except Image.DecompressionBombError:
+        w, h = _png_declared_size(path)
+        raise ArrayTooLargeError(f"{path}: PNG of {w} x {h} pixels is too large to decode safely (more than "
+                                 f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels); not read") from None
+    except ArrayTooLargeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable PNG ({exc})") from None
     return np.array(arr)
@@ -322,6 +352,9 @@ def load_samed2d_case(root: str | os.PathLike[str], case_id: str | None = None, 
         logger.warning("%s: colour slices stacked as grey (channel 0)", case_id)
         first = first[..., 0]
     n = pos[-1] + 1
+    check_shape((n,) + first.shape, first.dtype.itemsize + 2,  # the volume and its uint16 labels
+                f"{r}: case {case_id} stacked to {n} slices of {first.shape} {first.dtype}"
+                + (" (fill_gaps: slice indices " f"{indices[0]}..{indices[-1]})" if fill_gaps else ""))
     vol = np.zeros((n,) + first.shape, dtype=first.dtype)
     labels = np.zeros((n,) + first.shape, dtype=np.uint8 if len(lmap) <= 255 else np.uint16)
     for (_k, _a, p), z in zip(slices, pos):
@@ -443,10 +476,7 @@ def save_samed2d_masks(
 
 
 def _update_index(index: Path, updates: dict[str, list[str]]) -> None:
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{index}: not valid JSON ({exc}); cannot update the image→mask index") from None
+    data = read_json_file(index, "SA-Med2D image→mask index")
     if not isinstance(data, dict):
         raise ValueError(f"{index}: expected {{image path: [mask paths]}}")
     prefix = "./"

@@ -518,15 +518,11 @@ class _AnnotationEditor:
 
 
 def _contrast_limits(arr: np.ndarray) -> tuple[float, float]:
-    """Display range without scanning a big volume: dtype range for uint8, else a subsample."""
-    if arr.dtype == np.uint8:
-        return (0.0, 255.0)
-    step = max(1, arr.size // 2_000_000)
-    sub = np.asarray(arr).ravel()[::step]
-    lo, hi = np.percentile(sub, [0.5, 99.5]) if sub.size else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1
-    return float(lo), float(hi)
+    """Display range (finite even with NaN/inf voxels): the io layer's rule."""
+    from ..io.layers import contrast_limits_for
+
+    lo, hi = contrast_limits_for(arr)
+    return lo, hi
 
 
 class DatasetNavigator(QWidget):

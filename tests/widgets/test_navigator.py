@@ -137,7 +137,7 @@ def test_navigator_table_navigation_autosave_restore_locks(make_napari_viewer, q
     other.close()
 
     # jump, done & next, export
-    assert nav.jump("MR_small03") and nav.current.case_id == "MR_small03"
+    assert nav.jump("MR_small03") and nav.current.case_id == "imgs/MR_small03"  # jumped to by name
     rep = nav.export(tmp_path / "export")
     man = json.loads((tmp_path / "export" / "export_manifest.json").read_text())
     assert [c["case_id"] for c in man["cases"]] == [queue[0]] and not rep.failed
@@ -153,22 +153,22 @@ def test_navigator_drives_annotation_widget(make_napari_viewer, qtbot, dataset, 
     nav = DatasetNavigator(viewer, root=dataset, autosave_s=30)  # long interval: only acceptance saves
     viewer.window.add_dock_widget(nav, name="Dataset correction", area="right", tabify=True)
     ws = nav.workspace
-    assert nav.open_case("CT_small00")
+    assert nav.open_case("imgs/CT_small00")
     ctrl = aw.controller
     assert ctrl.attached and ctrl.box_layer is not None and len(ctrl.box_layer.data) > 0
-    gts = ws.catalog.load("CT_small00").labels["gts"]
+    gts = ws.catalog.load("imgs/CT_small00").labels["gts"]
     np.testing.assert_array_equal(ctrl.session.labels, gts)
     qtbot.waitUntil(lambda: ctrl.backend_name == "boxfill" and not ctrl.busy, timeout=20000)
     # wipe one object, then let the model redo it from the file's boxes: each accepted result autosaves
     ctrl.session.reset_object(1)
-    qtbot.waitUntil(lambda: not nav.current.autosaver.dirty or ws.corrections.exists("CT_small00"), timeout=3000)
+    qtbot.waitUntil(lambda: not nav.current.autosaver.dirty or ws.corrections.exists("imgs/CT_small00"), timeout=3000)
     ctrl.run_all_boxes()
     qtbot.waitUntil(lambda: not ctrl.busy, timeout=20000)
     # (the autosave of the last accepted result may still be on its way: wait for it)
-    qtbot.waitUntil(lambda: ws.corrections.exists("CT_small00")
-                    and ws.corrections.load("CT_small00").meta.get("reason") == "accepted prompt"
-                    and np.array_equal(ws.corrections.load("CT_small00").labels, ctrl.session.labels), timeout=5000)
-    saved = ws.corrections.load("CT_small00").labels
+    qtbot.waitUntil(lambda: ws.corrections.exists("imgs/CT_small00")
+                    and ws.corrections.load("imgs/CT_small00").meta.get("reason") == "accepted prompt"
+                    and np.array_equal(ws.corrections.load("imgs/CT_small00").labels, ctrl.session.labels), timeout=5000)
+    saved = ws.corrections.load("imgs/CT_small00").labels
     assert (saved == 1).sum() > 0
     _screenshot(viewer, artifacts_dir / "navigator_with_annotation.png")
     # next case: the widget follows; its layers are reused (no napari layer added or removed: that
@@ -215,7 +215,7 @@ def test_ctrl_s_in_the_annotation_widget_saves_to_the_sidecar_not_the_original(m
     nav = DatasetNavigator(viewer, root=root, autosave_s=30, auto_scan=False)  # long interval: no autosave
     viewer.window.add_dock_widget(nav, name="Dataset correction", area="right", tabify=True)
     ws = nav.workspace
-    cid = "CT_small00"
+    cid = "imgs/CT_small00"
     assert nav.open_case(cid)
     ctrl = aw.controller
     qtbot.waitUntil(lambda: ctrl.backend_name == "boxfill" and not ctrl.busy, timeout=20000)

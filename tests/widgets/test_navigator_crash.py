@@ -72,7 +72,7 @@ def test_kill_9_of_napari_loses_at_most_the_last_seconds(make_napari_viewer, qtb
     from napari_medsegfm.widgets.navigator import DatasetNavigator
 
     root = make_small_cvpr(shared_data, tmp_path / "ds", 2)
-    case_id = "CT_small00"
+    case_id = "imgs/CT_small00"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ)
