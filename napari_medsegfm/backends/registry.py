@@ -46,6 +46,7 @@ ENTRY_POINT_GROUP = "napari_medsegfm.backends"
 #: points) is not installed, e.g. when running from a source checkout.
 BUILTIN_BACKENDS: dict[str, str] = {
     "classic": "napari_medsegfm.backends.classic:ClassicBackend",
+    "joint": "napari_medsegfm.backends.joint:JointClassicBackend",
     "boxfill": "napari_medsegfm.backends.boxfill:BoxFillBackend",
     "litemedsam": "napari_medsegfm.backends.litemedsam:LiteMedSAMBackend",
 }

@@ -350,6 +350,16 @@ def predict_case(
     masks: dict[int, np.ndarray] = {}
     inf = info if info is not None else PredictInfo()
     inf.mode = mode
+    # [joint hook] a backend with `predict_labels` predicts every object of the step at once
+    # and merges them itself (backends.joint); the per-object loop below is skipped
+    joint = getattr(backend, "predict_labels", None)
+    if callable(joint) and mode != "text":
+        segs = np.asarray(joint(prompts, prev, cancel))
+        if segs.shape != shape:
+            raise ValueError(f"backend {getattr(backend, 'name', backend)!r} returned labels of shape {segs.shape}; "
+                             f"expected {shape}")
+        inf.predicted = list(prompts)
+        return segs.astype(dtype, copy=False)
     n = len(prompts)
     for k, (lab, ps) in enumerate(prompts.items()):
         cancel.check()
