@@ -34,6 +34,8 @@ __all__ = [
     "get_backend",
     "get_backend_class",
     "default_backend_name",
+    "default_backend_choice",
+    "DEFAULT_PREFERENCE",
     "register_backend",
     "unregister_backend",
 ]
@@ -146,12 +148,31 @@ def list_backends() -> dict[str, BackendStatus]:
     return out
 
 
+#: The default backend: the first of these that is usable here, with why it is preferred.
+#: Chosen by measurement (benchmarks/accuracy_bench.py, CVPR 2025 protocol on the 20 case runs
+#: of the development set; benchmarks/results/accuracy_dev.md): on cases nobody tuned on,
+#: the LiteMedSAM pipeline fell below the weight-free graph cut (final DSC ~0.57 vs ~0.66,
+#: issue 17), so the model is not the default; it stays available by name.
+DEFAULT_PREFERENCE: tuple[tuple[str, str], ...] = (
+    ("joint", "highest mean DSC_AUC / final DSC of the installed backends on the development set "
+              "(benchmarks/results/accuracy_dev.md); weight-free, ~1 s per step on 2 CPU cores"),
+    ("classic", "weight-free graph cut; `joint` is not usable here"),
+    ("litemedsam", "the only usable backend here"),
+)
+
+
 def default_backend_name() -> str:
-    """``"litemedsam"`` when it is installed with its weights, else ``"classic"``."""
-    factory, _ = _resolve("litemedsam")
-    if factory is not None and _status_of("litemedsam", factory).ready:
-        return "litemedsam"
-    return "classic"
+    """The first backend of :data:`DEFAULT_PREFERENCE` that is usable here (``"classic"`` if none)."""
+    return default_backend_choice()[0]
+
+
+def default_backend_choice() -> tuple[str, str]:
+    """``(name, why)`` of the default backend (see :data:`DEFAULT_PREFERENCE`)."""
+    for name, why in DEFAULT_PREFERENCE:
+        factory, _ = _resolve(name)
+        if factory is not None and _status_of(name, factory).ready:
+            return name, why
+    return "classic", "fallback: no preferred backend is usable here"
 
 
 def _unknown(name: str) -> ValueError:
