@@ -20,7 +20,10 @@ step's ``prev_pred`` or ``None``) gets the whole step instead.
   click the previous labels do not already satisfy is re-predicted from its prompts
   and only its *change* is applied: voxels it dropped become background (unless
   another object claims them), voxels it added become its own - whoever held them -
-  smaller additions last so they win; objects without a new click, and every voxel no
+  smaller additions last so they win; an object with a 3D box gains voxels only in
+  its box's z range and within half the box's size around its xy rectangle, and a
+  click adds at most 0.6 x its box's volume (or the object's size, if larger) - the
+  voxels of a larger addition nearest to the click; objects without a new click, and every voxel no
   object changed, keep their labels. The newest positive click's voxel always gets
   its object.
 
@@ -65,6 +68,35 @@ def newest_edit(prompts: Sequence[Prompt]) -> Point | Scribble | None:
         if isinstance(p, (Point, Scribble)):
             return p
     return None
+
+
+#: how far (fraction of the box's size, per side) an addition may reach beyond an object's box
+BOX_REACH = 0.5
+
+
+def _box_reach(prompts: Sequence[Prompt], shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """Region an object's clicks may add to: its box's z range, the xy box grown by :data:`BOX_REACH`."""
+    for p in prompts:
+        if isinstance(p, Box3D) and len(shape) == 3:
+            gy = int(np.ceil(BOX_REACH * (p.y_max - p.y_min + 1)))
+            gx = int(np.ceil(BOX_REACH * (p.x_max - p.x_min + 1)))
+            return (slice(p.z_min, p.z_max + 1), slice(max(p.y_min - gy, 0), min(p.y_max + 1 + gy, shape[1])),
+                    slice(max(p.x_min - gx, 0), min(p.x_max + 1 + gx, shape[2])))
+    return None
+
+
+#: a click may add at most this fraction of its object's box volume (or the object's own size)
+ADD_LIMIT = 0.6
+
+
+def _nearest(mask: np.ndarray, zyx: tuple[int, ...], n: int, spacing: Sequence[float]) -> np.ndarray:
+    """The ``n`` voxels of ``mask`` nearest (mm) to ``zyx``."""
+    idx = np.argwhere(mask)
+    d2 = (((idx - np.asarray(zyx)) * np.asarray(spacing, dtype=float)) ** 2).sum(axis=1)
+    keep = idx[np.argsort(d2, kind="stable")[:n]]
+    out = np.zeros_like(mask)
+    out[tuple(keep.T)] = True
+    return out
 
 
 def _satisfied(edit: Point | Scribble, mask: np.ndarray) -> bool:
@@ -132,6 +164,15 @@ class JointPredictor:
             # object (oedema, myocardium) does not swallow the objects nested in it
             owner = int(prev[edit.zyx]) if isinstance(edit, Point) else 0
             added = new & ~old & ((prev == 0) | (prev == owner))
+            reach = _box_reach(ps, shape)
+            if reach is not None:  # an object stays near its box: no flooding of the image
+                inside = np.zeros(shape, dtype=bool)
+                inside[reach] = True
+                added &= inside
+            limit = max(int(np.count_nonzero(old)), int(ADD_LIMIT * box_volume(ps)))
+            if isinstance(edit, Point) and edit.positive and limit and np.count_nonzero(added) > limit:
+                # a flood, not a correction: keep the part of it nearest to the click
+                added = _nearest(added, edit.zyx, limit, self._joint_spacing())
             if added.any():
                 adds.append((lab, added))
             if isinstance(edit, Point) and edit.positive:
@@ -141,6 +182,10 @@ class JointPredictor:
         for lab, zyx in keep_voxels:
             out[zyx] = lab
         return out
+
+    def _joint_spacing(self) -> tuple[float, ...]:
+        vol = getattr(self, "_vol", None)
+        return tuple(vol.spacing) if vol is not None else (1.0,) * 3
 
     def _joint_shape(self) -> tuple[int, ...]:
         vol = getattr(self, "_vol", None)
