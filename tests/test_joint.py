@@ -1,4 +1,4 @@
-"""The click contract of the ``joint`` backend on a real crop (CT_AMOS spleen + left kidney).
+"""The click contract of the default ``classic`` backend and of ``joint`` on a real crop (CT_AMOS spleen + left kidney).
 
 A step goes through :func:`~napari_medsegfm.core.predict.predict_case`, as ``medsegfm
 predict`` and ``evaluate`` run it, with the challenge's members (``prev_pred``, ``clicks``,
@@ -21,6 +21,12 @@ from napari_medsegfm.core.predict import predict_case
 from napari_medsegfm.types import Box3D, Point, Volume
 
 
+@pytest.fixture(params=["classic", "joint"])
+def backend_name(request):
+    """The default backend (classic) and the joint one: both must keep the click contract."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def crop(shared_data):
     imgs, gts, spacing = amos_crop(str(shared_data))
@@ -37,25 +43,30 @@ def _step(backend, imgs, gts, spacing, boxes, prev):
     return predict_case(inputs, backend), added
 
 
+def _spleen_chunk(gts: np.ndarray) -> np.ndarray:
+    """The spleen's voxels in a slab of 5 slices x 24 rows at one side of its middle."""
+    spleen = gts == 1
+    zs, ys, _ = np.nonzero(spleen)
+    zc, yc = int(np.median(zs)), int(np.percentile(ys, 85))
+    chunk = np.zeros_like(spleen)
+    chunk[zc - 2:zc + 3, yc - 12:yc + 12, :] = True
+    return chunk & spleen
+
+
 def _distance_mm(mask: np.ndarray, point: tuple[int, ...], spacing_zyx) -> np.ndarray:
     """Distance (mm) of each True voxel of ``mask`` to ``point``."""
     idx = np.argwhere(mask)
     return np.sqrt((((idx - np.asarray(point)) * np.asarray(spacing_zyx)) ** 2).sum(axis=1))
 
 
-def test_positive_click_adds_the_missed_part_and_nothing_far_away_changes(crop):
+def test_positive_click_adds_the_missed_part_and_nothing_far_away_changes(crop, backend_name):
     imgs, gts, spacing, boxes = crop
     sp = tuple(float(s) for s in spacing[::-1])
     spleen = gts == 1
-    # a missed part: the spleen's voxels in a cube at one side of its middle slices
-    zs, ys, xs = np.nonzero(spleen)
-    zc, yc = int(np.median(zs)), int(np.percentile(ys, 85))
-    missed = np.zeros_like(spleen)
-    missed[zc - 2:zc + 3, yc - 12:yc + 12, :] = True
-    missed &= spleen
+    missed = _spleen_chunk(gts)  # a missed part of the spleen
     prev = gts.copy()
     prev[missed] = 0
-    be = get_backend("joint", device="cpu")
+    be = get_backend(backend_name, device="cpu")
     new, added = _step(be, imgs, gts, spacing, boxes, prev)
     click = added[0]
     assert click is not None and click.kind == "fg" and missed[click.position]
@@ -70,7 +81,7 @@ def test_positive_click_adds_the_missed_part_and_nothing_far_away_changes(crop):
     assert np.count_nonzero(gained & spleen) > np.count_nonzero(gained & ~spleen)
 
 
-def test_negative_click_removes_the_wrong_component_only(crop):
+def test_negative_click_removes_the_wrong_component_only(crop, backend_name):
     imgs, gts, spacing, boxes = crop
     kidney = gts == 2
     # a wrong separate component of the spleen label: a blob of background beside the kidney
@@ -84,7 +95,7 @@ def test_negative_click_removes_the_wrong_component_only(crop):
     blob &= gts == 0
     prev = gts.copy()
     prev[blob] = 1
-    be = get_backend("joint", device="cpu")
+    be = get_backend(backend_name, device="cpu")
     new, added = _step(be, imgs, gts, spacing, boxes, prev)
     click = added[0]
     assert click is not None and click.kind == "bg" and blob[click.position]
@@ -93,19 +104,14 @@ def test_negative_click_removes_the_wrong_component_only(crop):
     assert np.array_equal(new == 2, gts == 2)
 
 
-def test_positive_click_inside_another_objects_wrong_voxels_sticks(crop):
+def test_positive_click_inside_another_objects_wrong_voxels_sticks(crop, backend_name):
     """A part of the spleen wrongly labelled as the kidney: the spleen's click takes it back,
     and the kidney keeps its own voxels away from that part."""
     imgs, gts, spacing, boxes = crop
-    spleen = gts == 1
-    zs, ys, xs = np.nonzero(spleen)
-    zc, yc = int(np.median(zs)), int(np.percentile(ys, 85))
-    wrong = np.zeros_like(spleen)
-    wrong[zc - 2:zc + 3, yc - 12:yc + 12, :] = True
-    wrong &= spleen
+    wrong = _spleen_chunk(gts)
     prev = gts.copy()
     prev[wrong] = 2
-    be = get_backend("joint", device="cpu")
+    be = get_backend(backend_name, device="cpu")
     new, added = _step(be, imgs, gts, spacing, boxes, prev)
     assert added[0] is not None and added[0].kind == "fg" and wrong[added[0].position]
     assert np.count_nonzero((new == 1) & wrong) >= 0.15 * np.count_nonzero(wrong)
