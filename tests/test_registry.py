@@ -60,12 +60,16 @@ def test_runtime_registration_status_and_default(monkeypatch):
             registry.get_backend("fake")
     finally:
         registry.unregister_backend("fake")
-    # litemedsam is the default only when ready
-    ready = BackendStatus(name="litemedsam", capabilities=Capability.BOX3D, state="ready")
+    # the default is the first usable backend of DEFAULT_PREFERENCE, with its reason
+    usable = {"classic", "litemedsam"}
     monkeypatch.setattr(registry, "_resolve", lambda name: (BoxFillBackend, None))
-    monkeypatch.setattr(registry, "_status_of", lambda name, f: ready)
+    monkeypatch.setattr(registry, "_status_of", lambda name, f: BackendStatus(
+        name=name, capabilities=Capability.BOX3D, state="ready" if name in usable else "package missing"))
+    name, why = registry.default_backend_choice()
+    assert name == "classic" and "unseen" in why
+    usable = {"litemedsam"}
     assert registry.default_backend_name() == "litemedsam"
-    ready.state = "weights missing"
+    usable = set()
     assert registry.default_backend_name() == "classic"
 
 
@@ -73,7 +77,7 @@ def test_get_backend_passes_the_selected_device(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     b = registry.get_backend("boxfill", device="cpu")
     assert isinstance(b, BoxFillBackend)
-    assert registry.get_backend(None).name in ("classic", "litemedsam")
+    assert registry.get_backend(None).name == "classic"
     with pytest.raises(ValueError, match="unknown device"):
         registry.get_backend("classic", device="tpu")
 

@@ -22,14 +22,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backends.base import capability_names
     from ..backends.device import ENV_VAR, available_devices, select_device
-    from ..backends.registry import default_backend_name, list_backends
+    from ..backends.registry import default_backend_choice, list_backends
 
     try:
         device = select_device(args.device)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     statuses = list_backends()
-    default = default_backend_name()
+    default, why = default_backend_choice()
     rows = []
     for name, st in statuses.items():
         rows.append({
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         })
     if args.json:
         print(json.dumps({"device": device, "available_devices": available_devices(),
-                          "env": os.environ.get(ENV_VAR), "default": default, "backends": rows}, indent=2))
+                          "env": os.environ.get(ENV_VAR), "default": default, "default_reason": why,
+                          "backends": rows}, indent=2))
         return 0
     head = ["backend", "state", "capabilities", "device", "weights"]
     table = [[r["name"] + (" *" if r["default"] else ""), r["state"], ",".join(r["capabilities"]) or "-",
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for name, msg in notes:
         print(f"  {name}: {msg}")
     env = os.environ.get(ENV_VAR)
-    print(f"* default backend. Device: {device} (available: {', '.join(available_devices())}; "
+    print(f"* default backend ({default}): {why}")
+    print(f"Device: {device} (available: {', '.join(available_devices())}; "
           f"${ENV_VAR}={env if env else 'unset'}; override with --device)")
     return 0

@@ -59,6 +59,7 @@ from ..types import (
     Volume,
     validate_prompt,
 )
+from .maskcheck import binary_mask
 from .postprocess import bbox_of, label_dtype_for, merge_object_mask
 
 __all__ = [
@@ -145,14 +146,12 @@ def predict_masks(
     for k, (lab, ps) in enumerate(prompts.items()):
         cancel.check()
         t0 = time.perf_counter()
-        m = np.asarray(backend.predict(ps, None if prev is None else prev == lab, cancel), dtype=bool)
+        raw = backend.predict(ps, None if prev is None else prev == lab, cancel)
         if info is not None:
             info.seconds[lab] = time.perf_counter() - t0
             info.predicted.append(lab)
-        if m.shape != shape:
-            raise ValueError(f"backend {getattr(backend, 'name', backend)!r} returned a mask of shape {m.shape}; "
-                             f"expected {shape}")
-        masks[lab] = m
+        # bool or 0/1 masks only: NaN, probabilities or another shape are an error naming the backend
+        masks[lab] = binary_mask(raw, shape, str(getattr(backend, "name", backend)))
         if progress is not None:
             progress(k + 1, n)
     return masks
@@ -262,6 +261,22 @@ def predict_case(
     prev = case.labels.get("prev_pred")
     inf = info if info is not None else PredictInfo()
     inf.mode = mode
+    # [joint hook] a backend with `predict_labels` predicts every object of the step at once
+    # and merges them itself (backends.joint); the per-object path is skipped
+    joint = getattr(backend, "predict_labels", None)
+    if callable(joint) and mode != "text":
+        for ps in prompts.values():
+            for p in ps:
+                validate_prompt(p, shape)
+            check_capabilities(backend, ps)
+        backend.set_image(case.image)
+        segs = np.asarray(joint(prompts, prev if mode == "clicks" else None, cancel or CancelToken()))
+        if segs.shape != shape:
+            raise ValueError(f"backend {getattr(backend, 'name', backend)!r} returned labels of shape {segs.shape}; "
+                             f"expected {shape}")
+        inf.predicted = list(prompts)
+        max_label = max([int(prev.max()) if prev is not None and prev.size else 0] + list(prompts))
+        return segs.astype(label_dtype_for(max_label), copy=False)
     masks = predict_masks(case.image, prompts, backend, prev=prev if mode == "clicks" else None, cancel=cancel,
                           progress=progress, info=inf)
 
