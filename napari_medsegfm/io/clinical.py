@@ -39,6 +39,7 @@ __all__ = [
     "save_clinical_labels",
     "attach_labels_file",
     "sibling_labels_file",
+    "default_labels_path",
     "LABEL_SUFFIXES",
 ]
 
@@ -136,6 +137,23 @@ def default_seg_path(case_path: Path) -> Path:
         return p.with_name(f"{p.name}_seg.dcm")
     stem = p.name[:-4] if p.name.lower().endswith(".dcm") else p.name
     return p.with_name(f"{stem}_seg.dcm")
+
+
+def default_labels_path(src: Path, fmt: str) -> Path | None:
+    """Where Save writes the labels of a case in a clinical format, beside the source (never over it):
+    DICOM -> :func:`default_seg_path`; NRRD/MHA -> ``<stem>_segs.nrrd``/``.mha``; a ``.seg.nrrd`` or a
+    DICOM-SEG opened alone -> ``<stem>_segs.seg.nrrd``. ``None`` for other formats."""
+    from .itkimage import itk_stem
+
+    p = Path(src)
+    if fmt == "dicom":
+        return default_seg_path(p)
+    if fmt in ("nrrd", "metaimage"):
+        return p.with_name(f"{itk_stem(p)}_segs{'.nrrd' if fmt == 'nrrd' else '.mha'}")
+    if fmt in ("slicer_seg", "dicom_seg"):
+        stem = itk_stem(p) if fmt == "slicer_seg" else (p.name[:-4] if p.name.lower().endswith(".dcm") else p.name)
+        return p.with_name(f"{stem}_segs.seg.nrrd")
+    return None
 
 
 def save_clinical_labels(labels: np.ndarray, target: Path, out_fmt: str, *, case: Case | None,

@@ -20,8 +20,8 @@ Reading a classic series (one file per slice)
        positions involved (no resampling).
     4. The declared size (rows × columns × slices × dtype) is checked against
        :mod:`~napari_medsegfm.io.size_limit` before anything is allocated, and the
-       transfer syntax against the installed decoders (pydicom's plugins; SimpleITK's
-       GDCM as a fallback); a syntax that none decodes is refused naming the codec and
+       transfer syntax against the installed decoders (pydicom's plugins: GDCM, Pillow,
+       pyjpegls, its own RLE); a syntax that none decodes is refused naming the codec and
        the package that provides it.
     5. Pixels are decoded by pydicom and RescaleSlope/RescaleIntercept applied (CT in
        HU): ``int16``/``int32`` when every slice has slope 1 and an integer intercept,
@@ -209,9 +209,12 @@ def scan_dicom(path: str | os.PathLike[str]) -> DicomScan:
         if sop == SEG_SOP_CLASS:
             segs.append((f, h))
             continue
-        if sop.startswith(_NON_IMAGE_PREFIXES) or "Rows" not in h:
+        if sop.startswith(_NON_IMAGE_PREFIXES):
             skipped.append(f)
             continue
+        if "Rows" not in h or "Columns" not in h:
+            raise DicomError(f"{f}: DICOM image ({sop or 'no SOP class'}) without Rows/Columns; the file is "
+                             "truncated or corrupt")
         uid = str(h.get("SeriesInstanceUID", "") or "")
         if not uid:
             raise DicomError(f"{f}: DICOM image without SeriesInstanceUID; cannot tell which series it belongs to")
@@ -363,8 +366,9 @@ def _sort_slices(s: SeriesInfo) -> tuple[list[int], np.ndarray, float]:
 
 
 # ----------------------------------------------------------------------------- decoding
-def _check_decoder(f: Path, ts: str) -> str:
-    """``"pydicom"`` or ``"sitk"`` for a transfer syntax; raises naming the missing codec."""
+def _check_decoder(f: Path, ts: str) -> None:
+    """Refuse a transfer syntax that no installed pydicom pixel plugin decodes, naming the codec and
+    the packages that provide it (before anything is allocated)."""
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
@@ -374,30 +378,12 @@ def _check_decoder(f: Path, ts: str) -> str:
     except NotImplementedError:
         dec = None
     if dec is not None and dec.is_available:
-        return "pydicom"
-    if _sitk_can_decode(f):
-        return "sitk"
+        return
     name = uid.name if uid.is_transfer_syntax else ts
     needs = "; ".join(dec.missing_dependencies) if dec is not None else "no decoder known to pydicom"
     raise DicomError(f"{f}: pixel data is compressed as {name} ({ts}) and no installed decoder handles it "
-                     f"(pydicom plugins: {needs}; SimpleITK's GDCM could not read it either). Install one of "
-                     "those packages (e.g. pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or "
-                     "python-gdcm), or decompress the series (e.g. dcmdjpeg / gdcmconv --raw)")
-
-
-def _sitk_can_decode(f: Path) -> bool:
-    try:
-        import SimpleITK as sitk
-    except ImportError:  # pragma: no cover - a dependency
-        return False
-    try:
-        r = sitk.ImageFileReader()
-        r.SetImageIO("GDCMImageIO")
-        r.SetFileName(str(f))
-        img = r.Execute()
-        return img.GetNumberOfPixels() > 0
-    except RuntimeError:
-        return False
+                     f"(pydicom plugins: {needs}). Install one of those packages (e.g. pip install pylibjpeg "
+                     "pylibjpeg-openjpeg pylibjpeg-libjpeg), or decompress the series (e.g. gdcmconv --raw)")
 
 
 def _decode_pydicom(f: Path) -> tuple[np.ndarray, Any]:
@@ -412,21 +398,6 @@ def _decode_pydicom(f: Path) -> tuple[np.ndarray, Any]:
         raise DicomError(f"{f}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); the file may be "
                          "truncated or corrupt") from None
     return arr, ds
-
-
-def _decode_sitk(f: Path) -> np.ndarray:
-    """Raw stored values through SimpleITK/GDCM (modality rescale undone by re-reading raw)."""
-    import SimpleITK as sitk
-
-    try:
-        r = sitk.ImageFileReader()
-        r.SetImageIO("GDCMImageIO")
-        r.SetFileName(str(f))
-        img = r.Execute()
-    except RuntimeError as exc:
-        raise DicomError(f"{f}: pixel data cannot be decoded by SimpleITK/GDCM ({exc})") from None
-    arr = sitk.GetArrayFromImage(img)
-    return arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr
 
 
 def _rescale_params(h: Any, f: Path) -> tuple[float, float]:
@@ -560,19 +531,14 @@ def _load_classic(info: SeriesInfo, src: Path) -> Case:
                                                                                    key=lambda d: d.itemsize),
                         f"series {info.uid} ({n} slices)")
     ts = str(getattr(getattr(h0, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-    how = _check_decoder(files[0], ts)
-    vol = None
+    _check_decoder(files[0], ts)
+    vol = np.empty(shape, dtype=stored)
     for k, f in enumerate(files):
-        raw = _decode_pydicom(f)[0] if how == "pydicom" else _decode_sitk(f)
+        raw = _decode_pydicom(f)[0]
         if raw.shape != shape[1:]:
             raise DicomError(f"{f}: decoded pixel data has shape {raw.shape}; expected {shape[1:]} (Rows x Columns)")
-        if vol is None:
-            # pydicom: stored values; SimpleITK/GDCM applies the modality rescale itself
-            vol = np.empty(shape, dtype=raw.dtype if how == "sitk" else stored)
         vol[k] = raw
-    assert vol is not None
-    if how == "pydicom":
-        vol = _rescaled(vol, params)
+    vol = _rescaled(vol, params)
     row_sp, col_sp = _pixel_spacing(h0, files[0])
     iop = _floats(h0.ImageOrientationPatient, 6, files[0], "ImageOrientationPatient")
     meta_d = _identifiers(h0)
@@ -633,16 +599,13 @@ def _load_multiframe(f: Path, h: Any) -> Case:
     check_declared_size(f, (nfr, rows, cols, spp), np.float32 if "PerFrameFunctionalGroupsSequence" in h
                         else _stored_dtype(h), f"{nfr} frames")
     ts = str(getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-    how = _check_decoder(f, ts)
+    _check_decoder(f, ts)
     meta_d = _identifiers(h)
     meta_d.update(files=[str(f)], sop_instance_uids=[str(h.get("SOPInstanceUID", ""))],
                   sop_class_uid=str(h.get("SOPClassUID", "")), transfer_syntax=ts, n_frames=nfr)
     name = _case_name(h, None)
-    if how == "pydicom":
-        arr, ds = _decode_pydicom(f)
-    else:
-        arr, ds = _decode_sitk(f), None
-    if ds is not None and "PerFrameFunctionalGroupsSequence" in ds and spp == 1:
+    arr, ds = _decode_pydicom(f)
+    if "PerFrameFunctionalGroupsSequence" in ds and spp == 1:
         import highdicom as hd
 
         try:
@@ -663,7 +626,7 @@ def _load_multiframe(f: Path, h: Any) -> Case:
     # frames without plane geometry (ultrasound cine, ...)
     meta_d["geometry"] = "frames"
     slope, inter = _rescale_params(h, f)
-    if how == "pydicom" and (slope != 1.0 or inter != 0.0):
+    if slope != 1.0 or inter != 0.0:
         arr = arr.astype(np.float32) * np.float32(slope) + np.float32(inter)
     row_sp, col_sp = _pixel_spacing(h, f)
     us = h.get("SequenceOfUltrasoundRegions")

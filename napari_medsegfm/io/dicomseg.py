@@ -149,8 +149,6 @@ def _lab_color(rgb: Any) -> Any | None:
         return None
     if len(vals) != 3:
         return None
-    if all(0.0 <= float(v) <= 1.0 for v in list(rgb)[:3]) and any(isinstance(v, float) and v < 1 for v in rgb[:3]):
-        vals = [int(round(float(v) * 255)) for v in list(rgb)[:3]]
     vals = [min(255, max(0, v)) for v in vals]
     return _hd().color.CIELabColor.from_rgb(*vals)
 
@@ -247,7 +245,7 @@ def save_dicom_seg(
         A case read by :func:`~napari_medsegfm.io.dicom.load_dicom` (or rebuilt from
         its layer metadata): ``meta["dicom"]`` and ``meta["grid"]``.
     label_names, colors : dict, optional
-        ``{label: name}``, ``{label: (r, g, b)}`` (0..255, or 0..1 floats); default the
+        ``{label: name}``, ``{label: (r, g, b)}`` (0..255); default the
         case's names/colours, else ``"label N"`` and no colour.
     algorithm_type : {"SEMIAUTOMATIC", "MANUAL", "AUTOMATIC"}
     algorithm_name : str

@@ -153,7 +153,7 @@ def save_slicer_seg(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
     case : Case, optional
         Grid (and names/colours) source; without it an identity grid.
     label_names, colors : dict, optional
-        ``{label: name}``, ``{label: (r, g, b)}`` 0..255 (or 0..1 floats).
+        ``{label: name}``, ``{label: (r, g, b)}`` 0..255.
     overwrite_gt : bool
         Allow replacing the case's own label file (a ``.bak`` is kept).
     """
@@ -187,8 +187,7 @@ def save_slicer_seg(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
     for lid in (int(v) for v in np.unique(ijk) if v != 0):
         name = str(names.get(lid) or f"label {lid}")
         if lid in cols:
-            c = [float(v) for v in list(cols[lid])[:3]]
-            rgb = c if all(0 <= v <= 1 for v in c) and any(v < 1 and v != 0 for v in c) else [v / 255 for v in c]
+            rgb = [min(1.0, max(0.0, float(v) / 255)) for v in list(cols[lid])[:3]]
         else:
             rgb = list(default_color(lid))
         cat, typ, mod, _how = segment_codes(name)
