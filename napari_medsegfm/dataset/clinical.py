@@ -20,8 +20,8 @@ from typing import Any
 
 from .catalog import (
     _LABEL_DIRS,
-    Catalog,
     CaseEntry,
+    Catalog,
     _is_label_name,
     _label_match,
     _walk,

@@ -107,8 +107,8 @@ def load_clinical(p: Path, fmt: str, *, case_id: str | None = None, **options: A
 def list_dicom_cases(p: Path) -> list[Any]:
     """One :class:`~napari_medsegfm.io.CaseRef` per image series of a DICOM folder."""
     from ._common import CaseRef
-    from .dicom import list_series
     from .dicom import _case_name as case_name
+    from .dicom import list_series
 
     return [CaseRef(name=case_name(s.first, s), path=p, format="dicom", case_id=s.uid) for s in list_series(p)]
 

@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import GroundTruthProtected, as_label_array, label_dtype, modality_from_name, same_file
+from ._common import (
+    GroundTruthProtected,
+    as_label_array,
+    label_dtype,
+    modality_from_name,
+    same_file,
+)
 from .atomic import atomic_path, backup_file
 from .geometry import LPS_TO_RAS, canonical_view, source_grid, to_source_order
 from .size_limit import check_declared_size
@@ -103,6 +109,8 @@ def _read(src: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...], 
     sitk = _sitk()
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
+    if itk_format(src) == "nrrd":
+        _check_nrrd_header(src)  # ITK's NRRD reader gives up on huge headers without saying why
     r = sitk.ImageFileReader()
     r.SetFileName(str(src))
     try:
@@ -138,6 +146,19 @@ def _read(src: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...], 
     if not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise ValueError(f"{src}: direction/spacing {aff[:3, :3].tolist()} are singular or not finite")
     return arr, aff, (), ncomp
+
+
+def _check_nrrd_header(src: Path) -> None:
+    """Declared sizes x type of an NRRD header (pynrrd) against the size limit."""
+    import nrrd
+
+    try:
+        header = nrrd.read_header(str(src))
+        sizes = [int(v) for v in np.atleast_1d(header.get("sizes", []))]
+        dtype = nrrd.reader._determine_datatype(header)  # pynrrd's own mapping of the 'type' field
+    except (nrrd.NRRDError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{src}: not a readable NRRD header ({exc})") from None
+    check_declared_size(src, sizes, dtype)
 
 
 def _first_line(exc: Exception) -> str:

@@ -28,19 +28,19 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import GroundTruthProtected, as_label_array, label_dtype, modality_from_name, same_file
+from ._common import (
+    GroundTruthProtected,
+    as_label_array,
+    label_dtype,
+    modality_from_name,
+    same_file,
+)
 from .atomic import atomic_path, backup_file
 from .geometry import LPS_TO_RAS, canonical_view, source_grid, to_source_order
-from .size_limit import check_declared_size
 
 __all__ = ["is_slicer_seg_path", "load_slicer_seg", "save_slicer_seg", "default_color"]
 
 logger = logging.getLogger(__name__)
-
-_NRRD_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32,
-               "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64, "float": np.float32,
-               "double": np.float64}
-
 
 def is_slicer_seg_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).name.lower().endswith(".seg.nrrd")
@@ -68,20 +68,9 @@ def load_slicer_seg(path: str | os.PathLike[str]) -> Case:
     src = Path(path)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
-    try:
-        header = nrrd.read_header(str(src))
-    except (nrrd.NRRDError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{src}: not a readable NRRD header ({exc})") from None
-    sizes = [int(s) for s in np.atleast_1d(header.get("sizes", []))]
-    dtype = _NRRD_TYPES.get(str(header.get("type", "")).replace("unsigned ", "u").replace(" ", ""), None)
-    if dtype is None:
-        try:
-            dtype = nrrd.reader._determine_datatype(header)  # pynrrd's own type parsing
-        except (nrrd.NRRDError, KeyError, TypeError):
-            raise ValueError(f"{src}: NRRD type {header.get('type')!r} is not supported") from None
-    if len(sizes) not in (3, 4):
-        raise ValueError(f"{src}: a segmentation with sizes {sizes}; expected 3D (or 4D with layers)")
-    check_declared_size(src, sizes, dtype, "segmentation voxels")
+    from .itkimage import _check_nrrd_header
+
+    _check_nrrd_header(src)
     try:
         seg = slicerio.read_segmentation(str(src))
     except (nrrd.NRRDError, OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:

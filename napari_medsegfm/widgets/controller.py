@@ -1841,7 +1841,8 @@ class AnnotationController:
                 return src / "segs.nii.gz"
             stem = src.name[:-7] if name.endswith(".nii.gz") else src.stem
             return src.with_name(f"{stem}_segs.nii.gz")
-        from ..io.clinical import default_labels_path  # DICOM -> <series>_seg.dcm, NRRD/MHA, .seg.nrrd
+        # DICOM -> <series folder>_seg.dcm, NRRD/MHA -> <stem>_segs.nrrd/.mha, .seg.nrrd -> <stem>_segs.seg.nrrd
+        from ..io.clinical import default_labels_path
 
         return default_labels_path(src, fmt)
 
