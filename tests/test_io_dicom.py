@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import shutil
 import sys
 from pathlib import Path
@@ -75,7 +76,6 @@ def test_oblique_anisotropic_series_equals_nifti(shared_data, tmp_path):
 def test_compressed_syntaxes_that_installed_decoders_read(shared_data, tmp_path):
     """RLE (pydicom), JPEG-LS (pyjpegls), JPEG Lossless (GDCM): the same HU as uncompressed."""
     import pydicom
-    import SimpleITK as sitk
     from pydicom.uid import JPEGLSLossless, RLELossless
 
     ref = load_case(shared_data / DICOM_DIR).image.array
@@ -89,7 +89,21 @@ def test_compressed_syntaxes_that_installed_decoders_read(shared_data, tmp_path)
         assert case.meta["dicom"]["transfer_syntax"] == str(syntax)
         np.testing.assert_array_equal(case.image.array, ref, err_msg=name)
     out = tmp_path / "jpeg_lossless"
-    for f in copy_real_series(shared_data, out):
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_jpeg_lossless(copy_real_series(shared_data, out))
+    finally:  # GDCM's JPEG encoder (inside SimpleITK) switches the process locale to "C"
+        locale.setlocale(locale.LC_ALL, saved_locale)
+    ts = str(pydicom.dcmread(str(out / "01.dcm"), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    assert ts == "1.2.840.10008.1.2.4.70"  # JPEG Lossless SV1: decoded by the GDCM plugin (python-gdcm)
+    np.testing.assert_array_equal(load_case(out).image.array, ref)
+
+
+def _write_jpeg_lossless(files: list[Path]) -> None:
+    import pydicom
+    import SimpleITK as sitk
+
+    for f in files:
         r = sitk.ImageFileReader()
         r.SetFileName(str(f))
         r.LoadPrivateTagsOn()
@@ -108,9 +122,6 @@ def test_compressed_syntaxes_that_installed_decoders_read(shared_data, tmp_path)
         ds = pydicom.dcmread(str(f))  # ... so the intercept that undoes the shift goes in afterwards
         ds.RescaleIntercept = "-3024"
         ds.save_as(str(f))
-    ts = str(pydicom.dcmread(str(out / "01.dcm"), stop_before_pixels=True).file_meta.TransferSyntaxUID)
-    assert ts == "1.2.840.10008.1.2.4.70"  # JPEG Lossless SV1: decoded by the GDCM plugin (python-gdcm)
-    np.testing.assert_array_equal(load_case(out).image.array, ref)
 
 
 def test_multi_series_folder_lists_and_picks(shared_data, tmp_path):
@@ -231,3 +242,26 @@ def test_declared_size_limit_before_allocation(shared_data, tmp_path, monkeypatc
     ds.save_as(str(bomb))
     with pytest.raises(ValueError, match=r"bomb.dcm: 100000 frames declares .* TiB, above the limit"):
         load_case(bomb)
+
+
+def test_enhanced_multiframe_equals_the_series(shared_data, tmp_path):
+    """The real series converted to one multi-frame object (highdicom's legacy-converted enhanced
+    CT, per-frame plane positions) opens with the same voxels; a SEG drawn on it reads back."""
+    import highdicom as hd
+    import pydicom
+
+    from napari_medsegfm.io import save_labels
+
+    dss = [pydicom.dcmread(str(f)) for f in sorted((shared_data / DICOM_DIR).glob("*.dcm"))]
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage(dss, series_instance_uid=hd.UID(), series_number=3,
+                                                  sop_instance_uid=hd.UID(), instance_number=1)
+    f = tmp_path / "enhanced.dcm"
+    mf.save_as(str(f))
+    ref = load_case(shared_data / DICOM_DIR)
+    case = load_case(f)
+    assert case.meta["dicom"]["geometry"] == "enhanced"
+    np.testing.assert_array_equal(case.image.array, ref.image.array)
+    assert case.image.spacing == pytest.approx(ref.image.spacing, abs=1e-4)
+    labels = (case.image.array > 200).astype(np.uint8)
+    out = save_labels(labels, tmp_path / "enh_seg.dcm", case=case, label_names={1: "bone"})
+    np.testing.assert_array_equal(load_case(f, labels_file=out).labels["gts"], labels)

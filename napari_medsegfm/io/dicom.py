@@ -450,7 +450,8 @@ def _rescaled(vol: np.ndarray, params: list[tuple[float, float]]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- loading
-def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None) -> Case:
+def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None,
+               scan: DicomScan | None = None) -> Case:
     """Read a DICOM series folder, one file of a series, or a multi-frame file as a :class:`Case`.
 
     Parameters
@@ -461,11 +462,15 @@ def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None)
     series : str or int, optional
         Which series of a multi-series folder: SeriesInstanceUID, a unique prefix of
         it, or its 1-based number in :func:`list_series`.
+    scan : DicomScan, optional
+        The folder's :func:`scan_dicom` result when the caller has it (saves re-reading
+        the headers).
 
     Returns
     -------
     Case
-        ``image``: ``(Z, Y, X)`` closest canonical (3D), ``(rows, columns)`` (one 2D
+        ``source``: ``path``, or the series' first file when ``path`` is a folder holding
+        several series. ``image``: ``(Z, Y, X)`` closest canonical (3D), ``(rows, columns)`` (one 2D
         frame) or ``(rows, columns, 3)`` (RGB); ``spacing`` in mm, same order.
         ``meta["dicom"]``: identifiers, files and SOP instance UIDs in slice order.
         ``labels["segs"]``: the newest DICOM-SEG of the folder that references the series.
@@ -489,7 +494,7 @@ def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None)
         if int(h.get("NumberOfFrames", 1) or 1) > 1:
             return _load_multiframe(src, h)
         series = series if series is not None else str(h.get("SeriesInstanceUID", ""))
-    scan = scan_dicom(src)
+    scan = scan if scan is not None else scan_dicom(src)
     info = pick_series(scan, series, src)
     if len(info.files) == 1 and int(info.first.get("NumberOfFrames", 1) or 1) > 1:
         case = _load_multiframe(info.files[0], info.first)
@@ -497,7 +502,9 @@ def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None)
         raise DicomError(f"{scan.folder}: series {info.uid} mixes {len(info.files)} multi-frame files; open each "
                          "file on its own")
     else:
-        case = _load_classic(info, src)
+        # a series of a multi-series folder is named by its first file, so that re-reading
+        # ``case.source`` (writers, the annotation dock) finds this series again
+        case = _load_classic(info, src if len(scan.series) == 1 or src.is_file() else info.files[0])
     _attach_seg(case, scan, info)
     return case
 
@@ -621,7 +628,8 @@ def _load_multiframe(f: Path, h: Any) -> Case:
         if np.array_equal(data, np.round(data)) and data.size and -32768 <= data.min() and data.max() <= 32767:
             data = data.astype(np.int16)
         meta_d["geometry"] = "enhanced"
-        aff = LPS_TO_RAS @ np.asarray(hvol.affine, dtype=float)
+        # highdicom: array (slices, rows, columns), affine of (slice, row, column) -> LPS
+        aff = LPS_TO_RAS @ np.asarray(hvol.affine, dtype=float)[:, [2, 1, 0, 3]]
         return _case_3d(data, aff, f, meta_d, name)
     # frames without plane geometry (ultrasound cine, ...)
     meta_d["geometry"] = "frames"

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import as_label_array, label_dtype
+from ._common import as_label_array, label_dtype, present_labels
 from .atomic import atomic_path, backup_file
 from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file
 from .geometry import LPS_TO_RAS, canonical_view, to_source_order
@@ -272,7 +272,7 @@ def save_dicom_seg(
         raise ValueError(f"{target}: labels have shape {arr.shape}; case {case.name!r} has {case.image.spatial_shape}")
     headers, dmeta = _source_headers(case)
     frames = _frames(arr, case, len(headers))
-    ids = [int(v) for v in np.unique(frames) if v != 0]
+    ids = present_labels(arr)  # the same values as ``frames`` (a reordered view), read sequentially
     if not ids:
         raise ValueError(f"{target}: the labels are empty; a DICOM-SEG needs at least one segment")
     names = {**case.label_names, **(label_names or {})}

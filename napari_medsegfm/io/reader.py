@@ -95,15 +95,16 @@ def read_layers(path: PathLike, fmt: str | None = None, **options: Any) -> list[
     p = Path(path)
     fmt = fmt or detect_format(p)
     if fmt == "dicom" and p.is_dir() and "series" not in options and "case_id" not in options:
-        from .dicom import list_series
+        from .dicom import load_dicom, scan_dicom
 
-        series = list_series(p)
-        if len(series) > 1:
-            logger.info("%s: %d image series, each opened as its own layers", p, len(series))
-            layers: list[LayerData] = []
-            for s in series:
-                layers.extend(read_layers(p, fmt, series=s.uid))
-            return layers
+        scan = scan_dicom(p)  # headers read once for every series of the folder
+        if len(scan.series) > 1:
+            logger.info("%s: %d image series, each opened as its own layers", p, len(scan.series))
+        layers: list[LayerData] = []
+        for s in scan.series or [None]:
+            case = load_dicom(p, series=s.uid if s is not None else None, scan=scan)
+            layers.extend(case_to_layers(case))
+        return layers
     case = load_case(p, fmt, **options)
     logger.info("opened %s (%s): image %s, labels %s", path, case.format, case.image.array.shape, list(case.labels))
     return case_to_layers(case)

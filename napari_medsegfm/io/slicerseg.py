@@ -33,6 +33,7 @@ from ._common import (
     as_label_array,
     label_dtype,
     modality_from_name,
+    present_labels,
     same_file,
 )
 from .atomic import atomic_path, backup_file
@@ -169,11 +170,11 @@ def save_slicer_seg(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
                                        "overwrite_gt=True (a .bak copy is kept) or choose another file")
         backup_file(target)
     grid = source_grid(case)
-    ijk = np.ascontiguousarray(to_source_order(arr, grid))
+    ijk = to_source_order(arr, grid)  # a view: pynrrd writes it in Fortran order, i.e. sequentially
     names = {**case.label_names, **(label_names or {})}
     cols = {**(case.meta.get("label_colors") or {}), **(colors or {})}
     segments = []
-    for lid in (int(v) for v in np.unique(ijk) if v != 0):
+    for lid in present_labels(arr):
         name = str(names.get(lid) or f"label {lid}")
         if lid in cols:
             rgb = [min(1.0, max(0.0, float(v) / 255)) for v in list(cols[lid])[:3]]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import case_from_layer_metadata, save_labels
+from ._common import present_labels
 
 __all__ = ["napari_write_labels"]
 
@@ -77,12 +78,17 @@ def napari_write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]
         key = "segs"
     target = Path(path)
     lower = target.name.lower()
+    src = md.get("medsegfm_case")
+    if case is None and src and lower.endswith(_CLINICAL_EXT) and Path(src).exists():
+        from . import load_case
+
+        case = load_case(src)  # e.g. a labels layer the dock made for a DICOM series: its geometry
     if case is None and not lower.endswith((".npz", ".nii", ".nii.gz", ".seg.nrrd", ".nrrd", ".mha")):
         raise ValueError(f"{target}: this layer did not come from a case opened by napari-medsegfm; "
                          "save it as .npz, .nii.gz, .nrrd, .mha or .seg.nrrd")
     colors: dict[int, tuple[int, int, int]] = {}
     if lower.endswith(_CLINICAL_EXT):
-        ids = [int(v) for v in np.unique(arr) if v != 0]
+        ids = present_labels(arr)
         colors = _label_colors(meta, ids)
         if case is None:
             from ..types import Case, Volume
