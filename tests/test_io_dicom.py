@@ -265,3 +265,41 @@ def test_enhanced_multiframe_equals_the_series(shared_data, tmp_path):
     labels = (case.image.array > 200).astype(np.uint8)
     out = save_labels(labels, tmp_path / "enh_seg.dcm", case=case, label_names={1: "bone"})
     np.testing.assert_array_equal(load_case(f, labels_file=out).labels["gts"], labels)
+
+
+def test_multiframe_without_geometry_is_a_frame_stack(shared_data, tmp_path):
+    """An ultrasound-style multi-frame object (no plane positions; pixel size in the ultrasound
+    regions, in cm) opens as a frame stack with that pixel size; SEG writing is refused."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    dss = [pydicom.dcmread(str(f)) for f in sorted((shared_data / DICOM_DIR).glob("*.dcm"))]
+    ds = dss[0]
+    frames = np.stack([d.pixel_array[100:300, 120:360] for d in dss]).astype(np.uint16) + 2048
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceLocation"):
+        if k in ds:
+            delattr(ds, k)
+    ds.RescaleIntercept, ds.RescaleSlope = "0", "1"
+    ds.NumberOfFrames = 3
+    ds.Rows, ds.Columns = frames.shape[1:]
+    ds.PixelRepresentation = 0
+    region = Dataset()
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX, region.PhysicalDeltaY = 0.02, 0.03
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.PixelData = frames.tobytes()
+    f = tmp_path / "cine.dcm"
+    ds.save_as(str(f), enforce_file_format=True)
+    case = load_case(f)
+    assert case.meta["dicom"]["geometry"] == "frames" and case.image.spacing == pytest.approx((1.0, 0.3, 0.2))
+    np.testing.assert_array_equal(case.image.array, frames)
+    from napari_medsegfm.io import save_labels
+
+    with pytest.raises(ValueError, match="carry no plane geometry"):
+        save_labels(np.ones(frames.shape, np.uint8), tmp_path / "cine_seg.dcm", case=case)
+    assert not (tmp_path / "cine_seg.dcm").exists()
