@@ -255,3 +255,23 @@ def test_fractional_label_map_refused(shared_data, tmp_path):
     sitk.WriteImage(img, str(tmp_path / "g_seg.mha"))
     with pytest.raises(ValueError, match=r"g_seg.mha: 'voxel data' holds fractional values \(e.g. 0.5\)"):
         load_case(tmp_path / "g_seg.mha", as_labels=True)
+
+
+def test_labels_of_a_nifti_case_as_nrrd_mha_seg_nrrd_keep_its_geometry(shared_data, tmp_path):
+    """Labels drawn on an oblique NIfTI case land in NRRD/MHA/.seg.nrrd on the NIfTI's own grid:
+    SimpleITK reads the same voxel order, origin and direction as from the NIfTI itself."""
+    import SimpleITK as sitk
+
+    nii, _data, _aff = oblique_nifti(shared_data, tmp_path / "o.nii.gz")
+    case = load_case(nii)
+    labels = (case.image.array > 100).astype(np.uint8)
+    ref = sitk.ReadImage(str(nii))
+    for name in ("o_seg.nrrd", "o_seg.mha", "o.seg.nrrd"):
+        out = save_labels(labels, tmp_path / name, case=case, label_names={1: "bone"})
+        img = sitk.ReadImage(str(out))
+        np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-5)
+        np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), rtol=1e-5)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(img) > 0, sitk.GetArrayFromImage(ref) > 100)
+        np.testing.assert_array_equal(load_case(out, as_labels=True).labels["gts"] if not name.endswith(".seg.nrrd")
+                                      else load_case(out).labels["gts"], labels)

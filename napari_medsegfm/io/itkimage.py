@@ -253,6 +253,15 @@ def _itk_image(data_ijk: np.ndarray, grid: dict[str, Any] | None, spacing2d: tup
     return img
 
 
+def guard_ground_truth(target: Path, gt: str | os.PathLike[str] | None, overwrite_gt: bool) -> None:
+    """Refuse to write over the case's own label file ``gt`` unless ``overwrite_gt`` (then keep a ``.bak``)."""
+    if gt is not None and target.exists() and same_file(target, gt):
+        if not overwrite_gt:
+            raise GroundTruthProtected(f"{target}: refusing to overwrite the case's ground-truth labels; pass "
+                                       "overwrite_gt=True (a .bak copy is kept) or choose another file")
+        backup_file(target)
+
+
 def _check_target(target: Path) -> None:
     n = target.name.lower()
     if n.endswith((".nhdr", ".mhd")):
@@ -285,12 +294,7 @@ def save_itk_labels(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
     arr = as_label_array(labels, f"labels for {target}")
     if case is not None and tuple(arr.shape) != tuple(case.image.spatial_shape):
         raise ValueError(f"{target}: labels have shape {arr.shape}; case {case.name!r} has {case.image.spatial_shape}")
-    gt = case.meta.get("labels_source") if case is not None else None
-    if gt is not None and target.exists() and same_file(target, gt):
-        if not overwrite_gt:
-            raise GroundTruthProtected(f"{target}: refusing to overwrite the case's ground-truth labels; pass "
-                                       "overwrite_gt=True (a .bak copy is kept) or choose another file")
-        backup_file(target)
+    guard_ground_truth(target, case.meta.get("labels_source") if case is not None else None, overwrite_gt)
     if arr.ndim == 2:
         sp = tuple(case.image.spacing) if case is not None else ()
         img = _itk_image(arr, None, sp)

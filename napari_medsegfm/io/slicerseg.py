@@ -29,14 +29,12 @@ import numpy as np
 
 from ..types import Case, Volume
 from ._common import (
-    GroundTruthProtected,
     as_label_array,
     label_dtype,
     modality_from_name,
     present_labels,
-    same_file,
 )
-from .atomic import atomic_path, backup_file
+from .atomic import atomic_path
 from .geometry import LPS_TO_RAS, canonical_view, source_grid, to_source_order
 
 __all__ = ["is_slicer_seg_path", "load_slicer_seg", "save_slicer_seg", "default_color"]
@@ -150,6 +148,7 @@ def save_slicer_seg(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
     import slicerio
 
     from .dicomseg import segment_codes
+    from .itkimage import guard_ground_truth
 
     target = Path(path)
     if not is_slicer_seg_path(target):
@@ -163,12 +162,7 @@ def save_slicer_seg(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
         case = Case(image=Volume(array=np.broadcast_to(np.zeros((), np.uint8), arr.shape), spacing=(1.0, 1.0, 1.0)))
     if tuple(arr.shape) != tuple(case.image.spatial_shape):
         raise ValueError(f"{target}: labels have shape {arr.shape}; case {case.name!r} has {case.image.spatial_shape}")
-    gt = case.meta.get("labels_source")
-    if gt is not None and target.exists() and same_file(target, gt):
-        if not overwrite_gt:
-            raise GroundTruthProtected(f"{target}: refusing to overwrite the case's ground-truth labels; pass "
-                                       "overwrite_gt=True (a .bak copy is kept) or choose another file")
-        backup_file(target)
+    guard_ground_truth(target, case.meta.get("labels_source"), overwrite_gt)
     grid = source_grid(case)
     ijk = to_source_order(arr, grid)  # a view: pynrrd writes it in Fortran order, i.e. sequentially
     names = {**case.label_names, **(label_names or {})}
