@@ -71,13 +71,10 @@ def detect_clinical(p: Path) -> str | None:
 
 
 def _is_seg(p: Path) -> bool:
-    from .dicom import SEG_SOP_CLASS
+    from .dicom import SEG_SOP_CLASS, read_head
 
     try:
-        import pydicom
-
-        h = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        return str(h.get("SOPClassUID", "")) == SEG_SOP_CLASS
+        return str(read_head(p).get("SOPClassUID", "")) == SEG_SOP_CLASS
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return False
 

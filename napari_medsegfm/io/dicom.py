@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,61 @@ def _read_header(p: Path) -> Any:
             AttributeError, IndexError, OverflowError) as exc:
         raise DicomError(f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc}); the file may be "
                          "truncated or corrupt") from None
+
+
+def read_head(path: str | os.PathLike[str], last_group: int = 0x0008) -> Any:
+    """The file meta and the elements up to group ``last_group`` only (SOP class, modality,
+    manufacturer...): cheap even for a DICOM-SEG whose per-frame sequences are megabytes."""
+    pydicom = _pydicom()
+    from pydicom.filereader import read_partial
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_partial(fh, stop_when=lambda tag, _vr, _length: tag.group > last_group)
+    except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise DicomError(f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+#: headers of the last few series read, so that writing a DICOM-SEG does not parse them again
+_HEADERS: OrderedDict[tuple[str, ...], tuple[tuple[tuple[int, int], ...], list[Any]]] = OrderedDict()
+_HEADERS_KEPT = 4
+
+
+def _stamps(files: list[Path] | tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def remember_headers(files: list[Path], headers: list[Any]) -> None:
+    key = tuple(str(f) for f in files)
+    try:
+        _HEADERS[key] = (_stamps(files), headers)
+    except OSError:
+        return
+    _HEADERS.move_to_end(key)
+    while len(_HEADERS) > _HEADERS_KEPT:
+        _HEADERS.popitem(last=False)
+
+
+def source_headers(files: list[str]) -> list[Any]:
+    """Headers (no pixel data) of ``files``: the ones read when the series was opened if the
+    files are unchanged (same mtime and size), else read again."""
+    key = tuple(str(f) for f in files)
+    hit = _HEADERS.get(key)
+    if hit is not None:
+        try:
+            if _stamps(key) == hit[0]:
+                return hit[1]
+        except OSError:
+            pass
+    headers = [_read_header(Path(f)) for f in files]
+    remember_headers([Path(f) for f in files], headers)
+    return headers
 
 
 # --------------------------------------------------------------------- series scanning
@@ -486,11 +542,11 @@ def load_dicom(path: str | os.PathLike[str], *, series: str | int | None = None,
     if src.is_file():
         if not is_dicom_file(src):
             raise DicomError(f"{src}: not a DICOM file (no 'DICM' signature at byte 128)")
-        h = _read_header(src)
-        if str(h.get("SOPClassUID", "")) == SEG_SOP_CLASS:
+        if str(read_head(src).get("SOPClassUID", "")) == SEG_SOP_CLASS:
             from .dicomseg import load_dicom_seg
 
             return load_dicom_seg(src)
+        h = _read_header(src)
         if int(h.get("NumberOfFrames", 1) or 1) > 1:
             return _load_multiframe(src, h)
         series = series if series is not None else str(h.get("SeriesInstanceUID", ""))
@@ -526,6 +582,7 @@ def _load_classic(info: SeriesInfo, src: Path) -> Case:
     order, pos, step = _sort_slices(info)
     files = [info.files[i] for i in order]
     headers = [info.headers[i] for i in order]
+    remember_headers(files, headers)
     h0 = headers[0]
     rows, cols = int(h0.Rows), int(h0.Columns)
     spp = int(h0.get("SamplesPerPixel", 1) or 1)

@@ -44,7 +44,7 @@ import numpy as np
 from ..types import Case, Volume
 from ._common import as_label_array, label_dtype, present_labels
 from .atomic import atomic_path, backup_file
-from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file
+from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
 from .geometry import LPS_TO_RAS, canonical_view, to_source_order
 from .size_limit import check_declared_size
 
@@ -155,8 +155,6 @@ def _lab_color(rgb: Any) -> Any | None:
 
 # ----------------------------------------------------------------------------- writing
 def _source_headers(case: Case) -> tuple[list[Any], dict[str, Any]]:
-    import pydicom
-
     d = case.meta.get("dicom") or case.image.meta.get("dicom")
     if not isinstance(d, dict) or not d.get("files"):
         raise ValueError(f"case {case.name!r} ({case.format}) was not read from DICOM images; a DICOM-SEG needs the "
@@ -164,16 +162,12 @@ def _source_headers(case: Case) -> tuple[list[Any], dict[str, Any]]:
     if d.get("geometry") == "frames":
         raise ValueError(f"{case.source}: the frames of this DICOM object carry no plane geometry; a DICOM-SEG "
                          "cannot be placed on them (write .nrrd or .nii.gz instead)")
-    headers = []
     for f in d["files"]:
         p = Path(f)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: source DICOM file of case {case.name!r} is gone; the DICOM-SEG must "
                                     "reference the series it was drawn on")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            headers.append(pydicom.dcmread(str(p), stop_before_pixels=True))
-    return headers, d
+    return source_headers(list(d["files"])), d
 
 
 def _frames(labels: np.ndarray, case: Case, n_files: int) -> np.ndarray:
@@ -204,9 +198,7 @@ def _refuse_foreign_target(target: Path, overwrite_gt: bool) -> None:
         return
     if not is_dicom_file(target):
         raise ValueError(f"{target}: exists and is not a DICOM file; refusing to replace it with a DICOM-SEG")
-    import pydicom
-
-    h = pydicom.dcmread(str(target), stop_before_pixels=True)
+    h = read_head(target)
     if str(h.get("SOPClassUID", "")) != SEG_SOP_CLASS:
         raise ValueError(f"{target}: is a DICOM image ({h.get('Modality', '?')}); a DICOM-SEG never replaces an "
                          "original image file, choose another file name")
