@@ -289,8 +289,7 @@ def save_dicom_seg(
                 hd.sr.CodedConcept(mod.value, mod.scheme_designator, mod.meaning)]
         logger.debug("segment %d %r: %s / %s (%s)", num, name, cat.meaning, typ.meaning, how)
         descs.append(d)
-    # labels 1..N already are the segment numbers: no remapping pass over the volume
-    pixel = frames if ids == list(range(1, len(ids) + 1)) else lut[frames]
+    pixel = lut[frames]  # one contiguous pass: highdicom reads each frame many times (once per segment)
     enhanced = (dmeta.get("geometry") == "enhanced")
     _refuse_foreign_target(target, overwrite_gt)
     src_num = dmeta.get("SeriesNumber")
