@@ -140,4 +140,4 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="no cases found"):
         discover(tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown layout"):
-        discover(tmp_path / "empty", layout="dicom")
+        discover(tmp_path / "empty", layout="minc")

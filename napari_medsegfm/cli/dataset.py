@@ -42,7 +42,9 @@ def register(sub: Any) -> None:
     e = dsub.add_parser("export", help="export corrected cases with a manifest")
     e.add_argument("dataset")
     e.add_argument("out", nargs="?", default=None, help="output folder")
-    e.add_argument("--format", choices=("npz", "nifti", "same"), default="npz")
+    e.add_argument("--format", choices=("npz", "nifti", "same", "dicom_seg", "slicer_seg", "nrrd"), default="npz",
+                   help="npz, nifti, each case's own format (same: DICOM cases as DICOM-SEG), or a clinical label "
+                        "format for every case")
     e.add_argument("--key", default="gts", help="npz member for the labels (default gts)")
     e.add_argument("--status", action="append", default=None, help="only cases with this status (repeatable)")
     e.add_argument("--in-place", action="store_true",

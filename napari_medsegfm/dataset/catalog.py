@@ -65,7 +65,8 @@ __all__ = ["CaseEntry", "Catalog", "discover", "LAYOUTS", "existing_labels", "mo
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices", "nifti", "single")
+LAYOUTS = ("nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices", "dicom", "nifti", "itk",
+           "single")
 
 _NII = (".nii.gz", ".nii")
 _IMAGE_DIRS = ("images", "imagestr", "imgs", "image", "img", "volumes", "volume", "data", "scans", "ct", "mr")
@@ -329,6 +330,10 @@ def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, d
     lp = entry.label_path
     assert lp is not None
     shape = tuple(case.image.spatial_shape)
+    if entry.label_fmt == "dicom_seg":
+        from .clinical import load_dicom_seg_labels
+
+        return load_dicom_seg_labels(entry, case)
     if lp.suffix == ".npz":
         # a CVPR gts file holds only gts (+ spacing/boxes): no image, so read the member directly
         from ..io.npzfile import NpzReader
@@ -436,7 +441,8 @@ def discover(root: str | os.PathLike[str], *, layout: str | None = None) -> Cata
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if root.is_file():
         return _single(root)
-    order = [layout] if layout else ["nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices", "nifti"]
+    order = [layout] if layout else ["nnunet", "ivdm3seg", "samed2d", "cvpr_npz", "medsegpy_h5", "medsegpy_slices",
+                                     "dicom", "nifti", "itk"]
     for name in order:
         fn = _FINDERS[name]
         cat = fn(root)
@@ -834,6 +840,18 @@ _FINDERS = {
     "nifti": _find_nifti,
     "single": lambda root: None,
 }
+
+
+def _clinical_finder(name: str) -> Any:
+    def find(root: Path) -> Catalog | None:
+        from . import clinical  # dataset/clinical.py: DICOM series folders, NRRD/MHA images
+
+        return clinical.find_dicom(root) if name == "dicom" else clinical.find_itk(root)
+
+    return find
+
+
+_FINDERS.update(dicom=_clinical_finder("dicom"), itk=_clinical_finder("itk"))
 
 
 def scan_entry(catalog: Catalog, entry: CaseEntry) -> dict[str, Any]:

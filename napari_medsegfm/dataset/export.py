@@ -38,7 +38,11 @@ __all__ = ["EXPORT_FORMATS", "ExportReport", "export_corrections", "export_path"
 logger = logging.getLogger(__name__)
 
 #: format name -> file extension. "same" keeps each case's own format.
-EXPORT_FORMATS: dict[str, str] = {"npz": ".npz", "nifti": ".nii.gz", "same": ""}
+EXPORT_FORMATS: dict[str, str] = {"npz": ".npz", "nifti": ".nii.gz", "same": "", "dicom_seg": ".dcm",
+                                  "slicer_seg": ".seg.nrrd", "nrrd": ".nrrd"}
+#: a case's own format -> (extension, io format) of its labels when exporting with ``fmt="same"``
+_SAME_CLINICAL = {"dicom": (".dcm", "dicom_seg"), "nrrd": (".nrrd", "nrrd"), "metaimage": (".mha", "metaimage"),
+                  "slicer_seg": (".seg.nrrd", "slicer_seg"), "dicom_seg": (".seg.nrrd", "slicer_seg")}
 
 
 @dataclass
@@ -56,7 +60,10 @@ def export_path(out_dir: Path, entry: CaseEntry, fmt: str) -> tuple[Path, str]:
     ``npz``: ``<out>/<case_id>.npz``; ``nifti``: ``<out>/<case_id>.nii.gz``; ``same``: the case's
     own format — npz / ``.nii.gz`` / medsegpy ``.h5`` files, a ``<out>/<case_id>/`` folder of
     ``.seg`` slices (medsegpy slices), ``<out>/<case_id>/masks/`` PNGs (SA-Med2D),
-    ``<out>/<case_id>/<case>_Labels.nii.gz`` (IVDM3Seg).
+    ``<out>/<case_id>/<case>_Labels.nii.gz`` (IVDM3Seg), a DICOM-SEG ``<out>/<case_id>.dcm``
+    referencing the series (DICOM), ``.nrrd``/``.mha`` label maps (NRRD/MetaImage).
+    ``dicom_seg``, ``slicer_seg``, ``nrrd``: that format for every case (a DICOM-SEG only for
+    DICOM cases).
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
@@ -66,7 +73,12 @@ def export_path(out_dir: Path, entry: CaseEntry, fmt: str) -> tuple[Path, str]:
         return base.with_name(base.name + ".npz"), "cvpr25_npz"
     if fmt == "nifti":
         return base.with_name(base.name + ".nii.gz"), "nifti"
+    if fmt in ("dicom_seg", "slicer_seg", "nrrd"):
+        return base.with_name(base.name + EXPORT_FORMATS[fmt]), fmt
     own = entry.fmt
+    if own in _SAME_CLINICAL:
+        ext, io_fmt = _SAME_CLINICAL[own]
+        return base.with_name(base.name + ext), io_fmt
     if own in ("cvpr25_npz", "cvpr24_npz"):
         return base.with_name(base.name + ".npz"), own
     if own == "nifti":
@@ -101,9 +113,10 @@ def export_corrections(
         The opened dataset (catalog, status store, corrections).
     out_dir : path-like
         Target folder (created). Required unless ``in_place``.
-    fmt : {"npz", "nifti", "same"}
+    fmt : {"npz", "nifti", "same", "dicom_seg", "slicer_seg", "nrrd"}
         Output format: CVPR-style npz (member ``key``), NIfTI (``.nii.gz``, in the source
-        orientation for NIfTI cases), or each case's own format.
+        orientation for NIfTI cases), each case's own format (DICOM cases: DICOM-SEG), or
+        one of the clinical label formats for every case.
     statuses : iterable of str, optional
         Only cases with these statuses (default: every corrected case).
     cases : iterable of str, optional

@@ -12,7 +12,14 @@ Formats (``detect_format`` names)
 ``medsegpy_slices`` medsegpy 2D slices (``%07d_V%02d-Aug%02d_%03d.im/.seg``)
 ``samed2d``        SA-Med2D-20M PNG slices + instance mask PNGs
 ``ivdm3seg``       IVDM3Seg Dixon case (four sequences + labels)
+``dicom``          DICOM series folder (one or several series) / file / multi-frame
+``dicom_seg``      DICOM-SEG opened on its own
+``nrrd``           ``.nrrd`` / ``.nhdr`` image or label map
+``metaimage``      ``.mha`` / ``.mhd`` image or label map
+``slicer_seg``     3D Slicer ``.seg.nrrd`` segmentation
 ================== ===============================================================
+
+The clinical formats (the last five) live in :mod:`.clinical` and its modules.
 
 Axis order: every array handed out is in array order ``(Z, Y, X)`` (3D), ``(Y, X)``
 or ``(Y, X, 3)`` (2D), with ``Volume.spacing`` in the same order. Conversions from each
@@ -25,6 +32,8 @@ Saving (:func:`save_labels`)
     * NIfTI / IVDM3Seg: back into the source orientation, affine and header.
     * medsegpy: ``seg`` of a 3D ``.h5`` / one ``.seg`` per slice.
     * SA-Med2D: one mask PNG per object and slice.
+    * ``.dcm``: DICOM-SEG referencing the source series; ``.seg.nrrd``: Slicer
+      segmentation; ``.nrrd``/``.mha``: label map — all on the case's source grid.
     Writing over the ground truth a case was read from (NIfTI label map, medsegpy
     ``seg``, SA-Med2D ``masks/``) needs ``overwrite_gt=True`` and keeps ``.bak`` copies.
 """
@@ -61,7 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("cvpr25_npz", "cvpr24_npz", "nifti", "medsegpy_h5", "medsegpy_slices", "samed2d", "ivdm3seg")
+FORMATS = ("cvpr25_npz", "cvpr24_npz", "nifti", "medsegpy_h5", "medsegpy_slices", "samed2d", "ivdm3seg",
+           "dicom", "dicom_seg", "nrrd", "metaimage", "slicer_seg")
 
 
 def _sniff_h5(p: Path) -> str | None:
@@ -96,7 +106,9 @@ def detect_format(path: str | os.PathLike[str]) -> str | None:
                 return "samed2d"
             if list_scans(p):
                 return "medsegpy_slices"
-            return None
+            from .clinical import detect_clinical
+
+            return detect_clinical(p)
         if not p.is_file():
             return None
         name = p.name.lower()
@@ -120,6 +132,9 @@ def detect_format(path: str | os.PathLike[str]) -> str | None:
             from .samed2d import is_samed2d_png
 
             return "samed2d" if is_samed2d_png(p) else None
+        from .clinical import detect_clinical
+
+        return detect_clinical(p)
     except (OSError, ValueError, RuntimeError) as exc:  # claim-time must never raise
         logger.debug("detect_format(%s) failed: %s", path, exc)
     return None
@@ -138,8 +153,11 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
         For dataset folders holding several cases (medsegpy scan id, SA-Med2D case
         ``modality--dataset--case``, IVDM3Seg ``NN``); default: the first.
     **options
-        ``as_labels`` (NIfTI), ``category_ids`` (medsegpy), ``fill_gaps`` (SA-Med2D),
-        ``gts_path`` (CVPR npz).
+        ``as_labels`` (NIfTI, NRRD, MetaImage), ``category_ids`` (medsegpy), ``fill_gaps``
+        (SA-Med2D), ``gts_path`` (CVPR npz), ``series`` (DICOM: SeriesInstanceUID or
+        listing number; ``case_id`` works too), ``labels_file`` (any supported label
+        file on the image's grid, attached as ``labels["gts"]``, see
+        :func:`.clinical.attach_labels_file`).
 
     Raises
     ------
@@ -157,6 +175,17 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
     fmt = fmt or detect_format(p)
     if fmt is None:
         raise ValueError(f"{p}: not a supported case (expected one of: {', '.join(FORMATS)})")
+    labels_file = options.pop("labels_file", None)
+    if labels_file is not None:
+        from .clinical import attach_labels_file
+
+        return attach_labels_file(load_case(p, fmt, case_id=case_id, **options), labels_file)
+    from .clinical import CLINICAL_FORMATS
+
+    if fmt in CLINICAL_FORMATS:
+        from .clinical import load_clinical
+
+        return load_clinical(p, fmt, case_id=case_id, **options)
     if fmt in ("cvpr25_npz", "cvpr24_npz"):
         from .cvpr import load_cvpr_npz
 
@@ -204,6 +233,10 @@ def list_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
             from .samed2d import list_samed2d_cases
 
             return list_samed2d_cases(p)
+        if fmt == "dicom":
+            from .clinical import list_dicom_cases
+
+            return list_dicom_cases(p)
         refs: list[CaseRef] = []
         if fmt == "medsegpy_slices":
             from .medsegpy import list_medsegpy_cases
@@ -257,8 +290,13 @@ def _output_format(path: Path, case: Case | None, fmt: str | None) -> str:
         return "samed2d"
     if case is not None and case.format in ("medsegpy_slices", "samed2d") and (path.is_dir() or not path.suffix):
         return case.format
-    raise ValueError(f"{path}: cannot tell which format to write; use .npz, .nii(.gz), .h5, .seg, .png "
-                     "or pass fmt=")
+    from .clinical import clinical_output_format
+
+    clinical = clinical_output_format(path, case)
+    if clinical is not None:
+        return clinical
+    raise ValueError(f"{path}: cannot tell which format to write; use .npz, .nii(.gz), .h5, .seg, .png, .dcm "
+                     "(DICOM-SEG), .seg.nrrd, .nrrd, .mha or pass fmt=")
 
 
 def save_labels(
@@ -270,6 +308,8 @@ def save_labels(
     fmt: str | None = None,
     overwrite_gt: bool = False,
     label_names: dict[int, str] | None = None,
+    colors: dict[int, Any] | None = None,
+    algorithm_type: str | None = None,
 ) -> Path:
     """Write a label image to ``path`` atomically, in the format of ``fmt`` or ``path``'s extension.
 
@@ -291,7 +331,12 @@ def save_labels(
     overwrite_gt : bool
         Allow replacing ground truth; a ``.bak`` copy is kept.
     label_names : dict, optional
-        ``{label: name}`` (SA-Med2D: resolves new labels to class ids).
+        ``{label: name}`` (SA-Med2D: resolves new labels to class ids; DICOM-SEG and
+        ``.seg.nrrd``: segment names).
+    colors : dict, optional
+        ``{label: (r, g, b)}`` 0..255 (DICOM-SEG, ``.seg.nrrd``).
+    algorithm_type : str, optional
+        DICOM-SEG: ``"SEMIAUTOMATIC"`` (default) or ``"MANUAL"``.
 
     Returns
     -------
@@ -303,6 +348,12 @@ def save_labels(
         case = load_case(case)
     out_fmt = _output_format(target, case, fmt)
     _sweep_temps(target)
+    from .clinical import CLINICAL_FORMATS, save_clinical_labels
+
+    if out_fmt in CLINICAL_FORMATS:
+        return save_clinical_labels(labels, target, "dicom_seg" if out_fmt == "dicom" else out_fmt, case=case,
+                                    overwrite_gt=overwrite_gt, label_names=label_names, colors=colors,
+                                    algorithm_type=algorithm_type)
     if out_fmt == "npz":
         from .cvpr import save_npz_labels
 

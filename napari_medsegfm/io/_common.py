@@ -18,6 +18,7 @@ __all__ = [
     "check_spacing",
     "label_dtype",
     "as_label_array",
+    "present_labels",
     "modality_from_name",
     "CaseRef",
     "GroundTruthProtected",
@@ -172,6 +173,22 @@ def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
     if arr.dtype != want and (arr.dtype.kind == "i" or arr.dtype.itemsize > want.itemsize):
         arr = arr.astype(want)
     return arr
+
+
+def present_labels(arr: np.ndarray) -> list[int]:
+    """The non-zero label values of an integer array, ascending (one O(n) pass for 8/16-bit labels)."""
+    a = np.asarray(arr)
+    if a.dtype.kind == "b":
+        return [1] if a.any() else []
+    if a.dtype in (np.uint8, np.uint16) and a.size:
+        flat = a.reshape(-1)  # a copy only for a non-contiguous view
+        counts = np.zeros(1 << (8 * a.dtype.itemsize), dtype=np.int64)
+        step = 1 << 16  # chunks whose intp copy (bincount widens them) stays in cache: 2x faster than one pass
+        for i in range(0, flat.size, step):
+            c = np.bincount(flat[i:i + step])
+            counts[: c.size] += c
+        return [int(i) for i in np.flatnonzero(counts) if i != 0]
+    return [int(v) for v in np.unique(a) if v != 0]
 
 
 def check_spacing(values: Any, n: int, src: str | os.PathLike[str], key: str = "spacing") -> tuple[float, ...]:

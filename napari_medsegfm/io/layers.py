@@ -10,7 +10,9 @@
   keeps CVPR's ``instance_label``;
 * boxes as an editable ``shapes`` layer: a rectangle on slice ``z_mid`` (3D) with
   features ``label, z_min, z_max, z_mid`` (2D boxes: ``label``);
-* CVPR clicks as a ``points`` layer with features ``label, positive``.
+* CVPR clicks as a ``points`` layer with features ``label, positive``;
+* DICOM images carry their identifiers (patient, study, series, frame of reference) in
+  ``metadata["medsegfm_dicom"]``.
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ def case_to_layers(case: Case) -> list[LayerData]:
                 kw["contrast_limits"] = contrast_limits_for(vol.array, str(case.source or name))
             if vol.affine is not None:
                 kw["metadata"]["medsegfm_affine"] = np.asarray(vol.affine).tolist()
+            if isinstance(case.meta.get("dicom"), dict):  # patient/study/series identifiers (DICOM)
+                kw["metadata"]["medsegfm_dicom"] = {k: v for k, v in case.meta["dicom"].items()
+                                                    if not isinstance(v, (list, tuple))}
             layers.append((vol.array, kw, "image"))
     writeback = _writeback_meta(case)
     cmap = _label_colormap(case)

@@ -36,6 +36,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "ArrayTooLargeError",
     "ENV_MAX_ARRAY_BYTES",
@@ -52,6 +54,7 @@ __all__ = [
     "array_nbytes",
     "check_array_bytes",
     "check_shape",
+    "check_declared_size",
     "format_bytes",
     "parse_bytes",
 ]
@@ -243,3 +246,27 @@ def check_shape(shape: Iterable[Any], itemsize: int, what: str, *, copies: int =
     n = array_nbytes(shape, itemsize, what=what)
     check_array_bytes(n * max(1, int(copies)), what)
     return n
+
+
+def check_declared_size(src: object, shape: Iterable[Any], dtype: Any, what: str = "voxel data") -> int:
+    """Refuse what a file's header declares (``shape`` x ``dtype``) before it is allocated.
+
+    The entry point of the clinical readers (DICOM, DICOM-SEG, NRRD/MetaImage,
+    ``.seg.nrrd``): :func:`check_shape` with a message that names the file, ``what``, the
+    declared dimensions (any order, as the header gives them) and the data type.
+
+    Returns
+    -------
+    int
+        The declared size in bytes.
+
+    Raises
+    ------
+    ArrayTooLargeError
+        Above :func:`max_array_bytes` or the memory available now.
+    ValueError
+        Negative or non-integer dimensions.
+    """
+    dims = tuple(shape)
+    dt = np.dtype(dtype)
+    return check_shape(dims, dt.itemsize, f"{src}: {what} declares {tuple(int(d) for d in dims)} x {dt}")

@@ -1871,6 +1871,8 @@ class AnnotationController:
 
         labels = self.session.labels.copy()
         names = {lid: info.name for lid, info in self.session.objects.items()}
+        colors = {lid: tuple(int(round(float(c) * 255)) for c in info.color[:3])
+                  for lid, info in self.session.objects.items() if info.color is not None}
         version = self._version
         k = key or self.save_key or "segs"
         lower = target.name.lower()
@@ -1885,7 +1887,7 @@ class AnnotationController:
         self._message(f"saving to {target.name}…")
 
         def work() -> Path:
-            out = save_labels(labels, target, case=case, key=k, fmt=f, label_names=names)
+            out = save_labels(labels, target, case=case, key=k, fmt=f, label_names=names, colors=colors or None)
             return Path(out) if out is not None else target
 
         fut = self._executor.submit(work)
@@ -1912,7 +1914,10 @@ class AnnotationController:
                 return src / "segs.nii.gz"
             stem = src.name[:-7] if name.endswith(".nii.gz") else src.stem
             return src.with_name(f"{stem}_segs.nii.gz")
-        return None
+        # DICOM -> <series folder>_seg.dcm, NRRD/MHA -> <stem>_segs.nrrd/.mha, .seg.nrrd -> <stem>_segs.seg.nrrd
+        from ..io.clinical import default_labels_path
+
+        return default_labels_path(src, fmt)
 
     def _save_through_handler(self, wait: bool) -> concurrent.futures.Future[Path]:
         handler, target = self._save_handler, self.save_target
