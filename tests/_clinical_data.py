@@ -105,7 +105,7 @@ def copy_real_series(shared_data: Path, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for f in sorted((shared_data / DICOM_DIR).glob("*.dcm")):
-        out.append(Path(shutil.copy(f, folder / f.name)))
+        out.append(Path(shutil.copyfile(f, folder / f.name)))  # writable copies (the shared files are 0444)
     return out
 
 

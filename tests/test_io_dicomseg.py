@@ -125,7 +125,7 @@ def test_seg_never_replaces_an_image_or_a_foreign_seg(series_with_labels, tmp_pa
         save_labels(case.labels["gts"], folder / "01.dcm", case=case)
     assert (folder / "01.dcm").read_bytes() == before
     foreign = tmp_path / "foreign.dcm"
-    shutil.copy(shared_data / SEG_DIR / "liver_SEG.dcm", foreign)
+    shutil.copyfile(shared_data / SEG_DIR / "liver_SEG.dcm", foreign)  # writable, like a real file
     with pytest.raises(GroundTruthProtected, match="made by"):
         save_labels(case.labels["gts"], foreign, case=case)
     save_labels(case.labels["gts"], foreign, case=case, overwrite_gt=True)
