@@ -279,9 +279,9 @@ def test_deeply_nested_pickles_never_recurse(tmp_path, member, wrap, fragments):
     with pytest.raises(ValueError) as ei:
         load_case(path)
     msg = str(ei.value)
-    assert str(path) in msg and len(msg) < 800, msg
-    for frag in fragments:
-        assert frag in msg, msg
+    assert str(path) in msg and f"'{member}'" in msg and len(msg) < 800, msg
+    # refused by the bounded unpickler (depth limit) or, below that limit, by the parser
+    assert "deeper than" in msg or all(frag in msg for frag in fragments), msg
     assert cli_main(["predict", "-i", str(path), "-o", str(tmp_path / "o.npz"), "--backend", "boxfill",
                      "--no-progress"]) == 2
 

@@ -24,6 +24,14 @@ PLUGIN = "napari-medsegfm"
 HEART = "2DBox_MR_BiomedParse08_heart"
 
 
+
+def _copy(src, dst):
+    """``shutil.copy`` without the mode: a writable copy (the shared data files are 0444)."""
+    dst = Path(dst)
+    if dst.is_dir():
+        dst = dst / Path(src).name
+    return shutil.copyfile(src, dst)
+
 def _heart(shared: Path, root: Path, *, spacing: bool, gts: bool) -> Path:
     with np.load(shared / "cvpr24" / "imgs" / f"{HEART}.npz") as z:
         m = {"imgs": z["imgs"], "boxes": z["boxes"]}
@@ -45,15 +53,15 @@ def cases(shared_data, tmp_path_factory):
     (root / "cvpr25" / "imgs").mkdir(parents=True)
     (root / "cvpr25" / "gts").mkdir()
     for sub in ("imgs", "gts"):
-        shutil.copy(shared_data / "cvpr25" / sub / "CT_AMOS_amos_0018.npz", root / "cvpr25" / sub)
+        _copy(shared_data / "cvpr25" / sub / "CT_AMOS_amos_0018.npz", root / "cvpr25" / sub)
     (root / "cvpr24").mkdir()
-    shutil.copy(shared_data / "cvpr24" / "imgs" / "3DBox_CT_Lesion_000001_02_01_008-023.npz", root / "cvpr24")
+    _copy(shared_data / "cvpr24" / "imgs" / "3DBox_CT_Lesion_000001_02_01_008-023.npz", root / "cvpr24")
     m3d = fx.make_medsegpy_h5(shared_data, root / "medsegpy3d")
     fx.make_medsegpy_slices(shared_data, root / "medsegpy2d")
     sa = fx.make_samed2d(shared_data, root / "samed2d")
     fx.make_ivdm3seg(shared_data, root / "ivdm3seg", cases=("01",), flat=False)
     (root / "nifti").mkdir()
-    shutil.copy(shared_data / fx.TOTALSEG_MR, root / "nifti")
+    _copy(shared_data / fx.TOTALSEG_MR, root / "nifti")
     out = root / "out"
     out.mkdir()
     return {
@@ -103,12 +111,12 @@ def _reopen(name, path, target, written):
         return load_case(written).labels["gts"]
     if name == "medsegpy_slices":
         for im in Path(path).glob("*.im"):
-            shutil.copy(im, target / im.name)
+            _copy(im, target / im.name)
         return load_case(target).labels["gts"]
     if name == "samed2d":
         (target.parent / "images").mkdir(exist_ok=True)
-        shutil.copy(path, target.parent / "images" / Path(path).name)
-        shutil.copy(Path(path).parents[1] / "SAMed2D_v1_class_mapping_id.json", target.parent)
+        _copy(path, target.parent / "images" / Path(path).name)
+        _copy(Path(path).parents[1] / "SAMed2D_v1_class_mapping_id.json", target.parent)
         return load_case(target.parent / "images" / Path(path).name).labels["gts"]
     raise AssertionError(name)
 
