@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ import numpy as np
 
 __all__ = [
     "Volume",
+    "boxes_extent",
+    "extent_nested",
+    "nested_inner",
     "Box3D",
     "Box2D",
     "Point",
@@ -472,3 +476,48 @@ class CancelToken:
     def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` s, waking early on cancel; returns True when cancelled."""
         return self._event.wait(timeout)
+
+
+def boxes_extent(prompts: Sequence[Any]) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """Inclusive ``(z, y, x)`` corners of the union of the :class:`Box3D`/:class:`Box2D` in ``prompts``.
+
+    A 2D image's boxes get ``z = 0``. ``None`` when ``prompts`` hold no box.
+    """
+    los: list[tuple[int, int, int]] = []
+    his: list[tuple[int, int, int]] = []
+    for p in prompts:
+        if isinstance(p, Box3D):
+            los.append((p.z_min, p.y_min, p.x_min))
+            his.append((p.z_max, p.y_max, p.x_max))
+        elif isinstance(p, Box2D):
+            z = 0 if p.z is None else int(p.z)
+            los.append((z, p.y_min, p.x_min))
+            his.append((z, p.y_max, p.x_max))
+    if not los:
+        return None
+    lo = tuple(min(v[i] for v in los) for i in range(3))
+    hi = tuple(max(v[i] for v in his) for i in range(3))
+    return lo, hi  # type: ignore[return-value]
+
+
+def extent_nested(inner: tuple[tuple[int, ...], tuple[int, ...]], outer: tuple[tuple[int, ...], tuple[int, ...]],
+                  slack: int = 2) -> bool:
+    """``inner`` lies in ``outer`` (every side within ``slack`` voxels) and is not the same box."""
+    if tuple(inner[0]) == tuple(outer[0]) and tuple(inner[1]) == tuple(outer[1]):
+        return False
+    return all(a >= b - slack for a, b in zip(inner[0], outer[0])) and \
+        all(a <= b + slack for a, b in zip(inner[1], outer[1]))
+
+
+def nested_inner(lab: int, objects: Mapping[int, Sequence[Any]],
+                 done: Mapping[int, np.ndarray]) -> np.ndarray | None:
+    """Union of the masks in ``done`` whose objects' boxes nest in object ``lab``'s box (``None``: none)."""
+    outer = boxes_extent(objects[lab])
+    if outer is None:
+        return None
+    inner = None
+    for other, m in done.items():
+        ext = boxes_extent(objects[other])
+        if other != lab and ext is not None and extent_nested(ext, outer) and m.any():
+            inner = m.copy() if inner is None else (inner | m)
+    return inner

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..types import Box2D, Box3D, CancelToken, Point, Prompt, Scribble
+from ..types import Box2D, Box3D, CancelToken, Point, Prompt, Scribble, nested_inner
 from .base import BackendStatus
 from .classic import ClassicBackend
 
@@ -147,9 +147,19 @@ class JointPredictor:
         if prev_labels is None or not any(newest_edit(ps) is not None for ps in objects.values()):
             out = np.zeros(shape, dtype=dtype) if prev_labels is None else np.asarray(prev_labels).copy()
             order = sorted(objects, key=lambda lab: (-box_volume(objects[lab]), lab))
-            for lab in order:
+            masks: dict[int, np.ndarray] = {}
+            # smallest boxes first, so an object whose box holds other boxes (oedema around a
+            # tumour core, myocardium around the blood pool) is cut knowing what it surrounds
+            for lab in reversed(order):
                 cancel.check()
-                m = np.asarray(self.predict(list(objects[lab]), None, cancel), dtype=bool)  # type: ignore[attr-defined]
+                inner = nested_inner(lab, objects, masks) if getattr(self, "nested", False) else None
+                if inner is not None and callable(getattr(self, "predict_nested", None)):
+                    m = self.predict_nested(list(objects[lab]), inner, cancel)  # type: ignore[attr-defined]
+                else:
+                    m = self.predict(list(objects[lab]), None, cancel)  # type: ignore[attr-defined]
+                masks[lab] = np.asarray(m, dtype=bool)
+            for lab in order:  # written largest first, nested objects on top
+                m = masks[lab]
                 if prev_labels is not None:
                     out[(out == lab) & ~m] = 0
                 out[m] = lab

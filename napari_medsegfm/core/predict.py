@@ -57,6 +57,8 @@ from ..types import (
     Prompt,
     TextPrompt,
     Volume,
+    boxes_extent,
+    nested_inner,
     validate_prompt,
 )
 from .maskcheck import binary_mask
@@ -143,10 +145,21 @@ def predict_masks(
     backend.set_image(volume)
     masks: dict[int, np.ndarray] = {}
     n = len(prompts)
-    for k, (lab, ps) in enumerate(prompts.items()):
+    items = list(prompts.items())
+    # a box step of a backend that can use them: objects with the smallest boxes first, and an
+    # object whose box holds other objects' boxes gets their masks (`predict_nested`), so
+    # oedema around a tumour core or myocardium around the blood pool is cut as what surrounds them
+    nested = callable(getattr(backend, "predict_nested", None)) and prev is None and bool(getattr(backend, "nested", False))
+    if nested:
+        items.sort(key=lambda kv: _box_size(kv[1]))
+    for k, (lab, ps) in enumerate(items):
         cancel.check()
         t0 = time.perf_counter()
-        raw = backend.predict(ps, None if prev is None else prev == lab, cancel)
+        inner = nested_inner(lab, prompts, masks) if nested else None
+        if inner is not None:
+            raw = backend.predict_nested(ps, inner, cancel)
+        else:
+            raw = backend.predict(ps, None if prev is None else prev == lab, cancel)
         if info is not None:
             info.seconds[lab] = time.perf_counter() - t0
             info.predicted.append(lab)
@@ -154,7 +167,14 @@ def predict_masks(
         masks[lab] = binary_mask(raw, shape, str(getattr(backend, "name", backend)))
         if progress is not None:
             progress(k + 1, n)
-    return masks
+    return {lab: masks[lab] for lab in prompts}
+
+
+def _box_size(ps: list[Prompt]) -> int:
+    ext = boxes_extent(ps)
+    if ext is None:
+        return 1 << 62
+    return int(np.prod([b - a + 1 for a, b in zip(*ext)]))
 
 
 def merge_masks(
