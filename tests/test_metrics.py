@@ -1,4 +1,4 @@
-"""core.metrics: DSC, NSD (surfel-weighted, like the challenge scorer), spacing order, AUC."""
+"""tasks.metrics: DSC, NSD (surfel-weighted, like the challenge scorer), spacing order, AUC."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_medsegfm.core import metrics as M
+from napari_medsegfm.tasks import metrics as M
 
 
 def cube(shape, lo, hi):

@@ -7,8 +7,8 @@ import pytest
 from _engine_fakes import BoxOnly, FillBox, load_real_crop
 
 from napari_medsegfm.backends.base import UnsupportedPromptError
-from napari_medsegfm.core.postprocess import merge_object_mask
-from napari_medsegfm.core.session import AnnotationSession, Change, InferenceResult
+from napari_medsegfm.engine.postprocess import merge_object_mask
+from napari_medsegfm.engine.session import AnnotationSession, Change, InferenceResult
 from napari_medsegfm.types import Box2D, Box3D, ObjectStatus, Point, Scribble, TextPrompt, Volume
 
 SHAPE = (8, 32, 32)

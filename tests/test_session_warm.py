@@ -8,7 +8,7 @@ import time
 import numpy as np
 from _engine_fakes import FillBox, wait_until
 
-from napari_medsegfm.core.session import AnnotationSession
+from napari_medsegfm.engine.session import AnnotationSession
 from napari_medsegfm.types import Box3D, Volume
 
 SHAPE = (60, 32, 32)

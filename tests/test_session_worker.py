@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _engine_fakes import Crash, FillBox, wait_until
 
-from napari_medsegfm.core.session import AnnotationSession, Change, InferenceResult
+from napari_medsegfm.engine.session import AnnotationSession, Change, InferenceResult
 from napari_medsegfm.types import Box3D, Point, Volume
 
 SHAPE = (10, 40, 40)

@@ -21,7 +21,7 @@ pytest.importorskip("monai")
 
 from napari_medsegfm.backends import vista3d as V  # noqa: E402
 from napari_medsegfm.backends.base import BackendUnavailableError, UnsupportedPromptError  # noqa: E402
-from napari_medsegfm.core.vocab import attach_vocabulary, default_vocabulary  # noqa: E402
+from napari_medsegfm.engine.vocab import attach_vocabulary, default_vocabulary  # noqa: E402
 from napari_medsegfm.types import Box3D, Cancelled, CancelToken, Point, TextPrompt, Volume  # noqa: E402
 
 SMALL = 8  # encoder width of the test network (48 in the released weights)

@@ -1,4 +1,4 @@
-"""Class vocabulary and free-text resolution (core/vocab.py, resources/vocabulary, cli/vocab.py)."""
+"""Class vocabulary and free-text resolution (engine/vocab.py, resources/vocabulary, cli/vocab.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_medsegfm.core.vocab import (
+from napari_medsegfm.engine.vocab import (
     CVPR25_VOCAB_FILENAME,
     UnresolvedTextError,
     VocabClass,

@@ -10,7 +10,7 @@ import time
 import pytest
 from _engine_fakes import wait_until
 
-from napari_medsegfm.core.worker import InferenceWorker, JobOutcome
+from napari_medsegfm.engine.worker import InferenceWorker, JobOutcome
 from napari_medsegfm.types import Cancelled
 
 

@@ -10,7 +10,7 @@ Prompts (all for one object):
 
 * :class:`~napari_medsegfm.types.TextPrompt` -> a VISTA3D class index through the
   vocabulary's ``"vista3d"`` label space (``"left kidney"`` -> 14), attached by the host
-  (:func:`napari_medsegfm.core.vocab.attach_vocabulary`; backends do not import ``core``).
+  (:func:`napari_medsegfm.engine.vocab.attach_vocabulary`; backends do not import ``engine``).
   Ambiguous or unknown text raises ``ValueError`` listing the candidates: never a guess.
   The class head segments it over the whole volume (sliding window, cached per class).
 * :class:`~napari_medsegfm.types.Point` -> positive/negative clicks for the point head,
@@ -169,8 +169,8 @@ class VISTA3DBackend:
         A ready VISTA3D network (skips weight loading; for tests and custom builds).
     vocabulary : Vocabulary, optional
         Resolves text to class indices through its ``"vista3d"`` label space
-        (:class:`napari_medsegfm.core.vocab.Vocabulary`; backends may not import ``core``,
-        so the host hands it over, see :func:`napari_medsegfm.core.vocab.attach_vocabulary`).
+        (:class:`napari_medsegfm.engine.vocab.Vocabulary`; backends may not import ``engine``,
+        so the host hands it over, see :func:`napari_medsegfm.engine.vocab.attach_vocabulary`).
     text_resolver : callable(str) -> int, optional
         Alternative to ``vocabulary``: any text -> class index function.
     patch_size : 3 ints
@@ -263,7 +263,7 @@ class VISTA3DBackend:
 
         Uses the attached resolver (``text_resolver``, set from the constructor's
         ``vocabulary``/``text_resolver`` or by
-        :func:`napari_medsegfm.core.vocab.attach_vocabulary`): synonyms, typos, sentences,
+        :func:`napari_medsegfm.engine.vocab.attach_vocabulary`): synonyms, typos, sentences,
         laterality; ambiguous or unknown text raises ``ValueError`` naming the candidates.
         Without one, only VISTA3D's own class names match (case, ``_``, word order and
         plural aside), plus ``"14"``/``"#14"`` for a raw index.
@@ -280,7 +280,7 @@ class VISTA3DBackend:
         if idx is None:
             raise ValueError(
                 f"VISTA3D: {s!r} is not one of its class names and no vocabulary is attached to resolve it "
-                "(call napari_medsegfm.core.vocab.attach_vocabulary(backend), or pass vocabulary=...); "
+                "(call napari_medsegfm.engine.vocab.attach_vocabulary(backend), or pass vocabulary=...); "
                 f"class names: {', '.join(VISTA3D_LABELS[:8])}, ... (see `medsegfm vocab --list --space vista3d`)"
             )
         return idx

@@ -1090,7 +1090,7 @@ def resolve_text_prompts(
 def attach_vocabulary(backend: Any, vocab: Vocabulary | None = None, *, min_confidence: float = 0.6) -> bool:
     """Give a text-capable backend a resolver from free text to its label ids.
 
-    Backends may not import ``core`` (layering), so the host hands the vocabulary over:
+    Backends may not import ``engine`` (layering), so the host hands the vocabulary over:
     a backend that declares a ``label_space`` (``"vista3d"``) and a ``text_resolver``
     attribute gets ``text_resolver(text) -> label id``, which raises
     :class:`UnresolvedTextError` (a ``ValueError``) listing the candidates for ambiguous

@@ -2,7 +2,7 @@
 
 Every record has ``"type"``, ``"seq"`` (0, 1, 2, ... within the log) and ``"t"``
 (seconds since the session started). Record types written by
-:class:`~napari_medsegfm.core.session.AnnotationSession`:
+:class:`~napari_medsegfm.engine.session.AnnotationSession`:
 
 ===================  ======================================================================
 ``session``          header: ``version``, ``shape``, ``dtype``, ``labels_sha256`` (initial

@@ -17,7 +17,7 @@ when an object id beyond 255 (65535) is added; a promotion replaces the array
 non-zero value in the image is an object of :attr:`AnnotationSession.objects`.
 
 A result is applied only to its object's voxels through
-:func:`~napari_medsegfm.core.postprocess.merge_object_mask`: it never takes voxels of
+:func:`~napari_medsegfm.engine.postprocess.merge_object_mask`: it never takes voxels of
 another object unless the *prompted* object has ``overwrite=True``.
 
 Sharing ``labels`` with a napari Labels layer (brush edits)
@@ -61,7 +61,7 @@ drops the pending prompts of the object.
 Worker
 ------
 :meth:`submit` runs inference on the session's one persistent
-:class:`~napari_medsegfm.core.worker.InferenceWorker` thread (started on first use)
+:class:`~napari_medsegfm.engine.worker.InferenceWorker` thread (started on first use)
 and calls ``callback(InferenceResult)`` **on that thread**, exactly once per submit
 (also for superseded/cancelled requests, with ``cancelled=True``). The GUI marshals
 the result to its thread and calls :meth:`apply_result` there, for every result
@@ -85,7 +85,7 @@ Undo
 ----
 Prompts' results, edits, and object add/delete/rename/colour/overwrite/reset/accept
 are undoable, ``undo_levels`` steps (default 200), each a zlib-compressed XOR diff of
-the tight box of changed voxels (:mod:`~napari_medsegfm.core.undo`). The compression
+the tight box of changed voxels (:mod:`~napari_medsegfm.engine.undo`). The compression
 runs on the worker thread when it has nothing else to do (without a worker: at once);
 until then the diff keeps its raw XOR block, so undo/redo right after a step are exact
 and do not wait (:meth:`flush_undo_compression` waits for it). Undo/redo cancel
@@ -100,7 +100,7 @@ bounding box, and then follow every change from what the change already computed
 Prompt log and replay
 ---------------------
 Every submit, result (with timing), edit (with its content), object operation and
-undo/redo is a JSON record (:mod:`~napari_medsegfm.core.promptlog`), kept in
+undo/redo is a JSON record (:mod:`~napari_medsegfm.engine.promptlog`), kept in
 :attr:`AnnotationSession.log` and appended to ``log_path`` when given.
 :meth:`replay` re-runs a log on a fresh session (same volume, same initial labels)
 and reproduces the labels exactly with a deterministic backend. Exactness assumes no

@@ -1,6 +1,6 @@
 """Undo/redo storage: compressed diffs of the changed bounding region, not volumes.
 
-A step of an :class:`~napari_medsegfm.core.session.AnnotationSession` is an
+A step of an :class:`~napari_medsegfm.engine.session.AnnotationSession` is an
 :class:`UndoEntry`: at most one :class:`LabelDiff` (what happened to the label
 image) plus the before/after state of the objects it touched (name, colour,
 status, prompts).
