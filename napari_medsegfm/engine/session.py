@@ -1,4 +1,4 @@
-"""The annotation session: objects, prompts, labels, undo/redo, prompt log, one worker.
+"""The annotation session: the orchestrator of objects, prompts, labels, undo, log and worker.
 
 :class:`AnnotationSession` is the Qt-free heart of the plugin. A script, the CLI and
 the napari widget all drive it the same way::
@@ -8,127 +8,36 @@ the napari widget all drive it the same way::
     s.add_prompt(Box3D(10, 40, 100, 120, 200, 220, object_id=liver.label_id))  # sync
     s.undo(); s.redo()
 
-Labels
-------
-``session.labels`` is the current label image in the volume's spatial shape
-(``(Z, Y, X)`` or ``(Y, X)``), ``uint8``, promoted to ``uint16`` (then ``uint32``)
-when an object id beyond 255 (65535) is added; a promotion replaces the array
-(``Change.labels_replaced``). Label value ``k`` belongs to object ``k``; every
-non-zero value in the image is an object of :attr:`AnnotationSession.objects`.
+``session.labels`` is the label image in the volume's spatial shape (``(Z, Y, X)`` or
+``(Y, X)``, array axis order); label value ``k`` belongs to object ``k``. The session
+holds the object table, the prompts of each object and their generations (the newest
+request of an object is current; only a current result applies), and delegates:
 
-A result is applied only to its object's voxels through
-:func:`~napari_medsegfm.engine.postprocess.merge_object_mask`: it never takes voxels of
-another object unless the *prompted* object has ``overwrite=True``.
+* the label arrays, the one merge and the voxel counts to
+  :class:`~napari_medsegfm.engine.labels.LabelStore`;
+* inference to one persistent :class:`~napari_medsegfm.engine.worker.InferenceWorker`
+  thread (:meth:`AnnotationSession.submit`; callbacks run on that thread, the GUI then
+  calls :meth:`AnnotationSession.apply_result` on its own thread);
+* undo/redo to :mod:`~napari_medsegfm.engine.undo`, the JSON-lines record of every step
+  to :mod:`~napari_medsegfm.engine.promptlog`, and replay to
+  :mod:`~napari_medsegfm.engine.replay`.
 
-Sharing ``labels`` with a napari Labels layer (brush edits)
------------------------------------------------------------
-The widget may hand ``session.labels`` itself to a Labels layer, so napari's brush
-and eraser paint **in place** into it. The session keeps a private *shadow copy* of
-the last committed labels, so an in-place stroke can still be diffed for undo:
-
-* after each stroke call ``session.apply_edit(bbox=stroke_bbox)`` (no array): the
-  session compares ``labels[bbox]`` with the shadow, records the compressed diff as
-  one undo step and logs it. ``apply_edit()`` without ``bbox`` scans the whole image.
-* or pass the new content: ``apply_edit(region, bbox=bbox)`` with ``region`` of the
-  box's shape, or ``apply_edit(full_labels)`` with a full label image (a copy or
-  the shared array itself).
-* never replace the layer's array by another one; after a ``Change`` with
-  ``labels_replaced=True`` set ``layer.data = session.labels``.
-* in-place edits not yet committed are committed automatically (as an undo step
-  named "uncommitted edit") before an operation touches the same region, so no
-  stroke is lost or corrupted; the widget should still commit every stroke.
-* napari's own Labels undo must not be used; bind Ctrl+Z to :meth:`undo`.
-
-Listeners (:meth:`add_listener`) get a :class:`Change` after every modification, on
-the thread that made it; ``Change.bbox`` is the region to refresh (``None``: all).
-
-Prompts and generations
------------------------
-Each prompt belongs to one object (``prompt.object_id``). It is validated
-(``ValueError`` naming the bad value: unknown object, outside the volume) and checked
-against the backend's capabilities
-(:class:`~napari_medsegfm.backends.base.UnsupportedPromptError`). A request sends the
-backend *all* prompts of the object: the applied ones (:meth:`prompts_of`) plus the
-pending ones (submitted, no result applied yet), and the object's current mask.
-
-Every request gets a generation; the newest one of an object is current. A result
-applies only when it is current (:meth:`apply_result` returns False and sets
-``result.stale`` otherwise). Applying generation *g* makes every pending prompt up
-to *g* applied. A failed inference (backend exception) removes the pending prompts
-it carried; the labels, objects and undo history stay untouched. :meth:`cancel`
-drops the pending prompts of the object.
-
-Worker
-------
-:meth:`submit` runs inference on the session's one persistent
-:class:`~napari_medsegfm.engine.worker.InferenceWorker` thread (started on first use)
-and calls ``callback(InferenceResult)`` **on that thread**, exactly once per submit
-(also for superseded/cancelled requests, with ``cancelled=True``). The GUI marshals
-the result to its thread and calls :meth:`apply_result` there, for every result
-including errors (that is where a failed prompt is removed). The heavy parts run on
-the worker: reading the object's current mask (the backend's ``prev_mask``), the
-backend call, the mask's bounding box, the box where the mask differs from the
-object's mask, and the merge itself (into a snapshot of that box of the labels) with
-its undo diff and voxel-count changes. :meth:`apply_result` on the GUI thread then
-only checks that no change touched that box since the snapshot and copies the changed
-voxels in (a liver-sized result: a few milliseconds). If something did touch it (an
-edit, another object's result in the same region) or the object itself changed, it
-merges itself, over the changed box or the union of the object's old and new bounding
-boxes. :meth:`add_prompt` is the synchronous path for scripts and the CLI (runs the
-backend in the calling thread).
-
-``submit(prompt, replace=True)`` re-segments an object from new prompts (an edited or
-moved box): the backend gets only the new prompts and no previous mask, and the
-applied result replaces the object's mask and prompt list in one undo step.
-
-Undo
-----
-Prompts' results, edits, and object add/delete/rename/colour/overwrite/reset/accept
-are undoable, ``undo_levels`` steps (default 200), each a zlib-compressed XOR diff of
-the tight box of changed voxels (:mod:`~napari_medsegfm.engine.undo`). The compression
-runs on the worker thread when it has nothing else to do (without a worker: at once);
-until then the diff keeps its raw XOR block, so undo/redo right after a step are exact
-and do not wait (:meth:`flush_undo_compression` waits for it). Undo/redo cancel
-in-flight inference of the objects they touch.
-
-Voxel counts
-------------
-:meth:`object_voxels` (and :meth:`object_volume_ml`) count an object once, in its
-bounding box, and then follow every change from what the change already computed
-(merge, edit, undo diff): no rescan per result.
-
-Prompt log and replay
----------------------
-Every submit, result (with timing), edit (with its content), object operation and
-undo/redo is a JSON record (:mod:`~napari_medsegfm.engine.promptlog`), kept in
-:attr:`AnnotationSession.log` and appended to ``log_path`` when given.
-:meth:`replay` re-runs a log on a fresh session (same volume, same initial labels)
-and reproduces the labels exactly with a deterministic backend. Exactness assumes no
-object was edited by hand while its own inference was in flight (such results are
-logged with ``prev_changed: true`` and replay warns).
-
-Additions beyond the team contract (all additive): ``label_names=``, ``debounce_s=`` keywords;
-:meth:`prepare`, :meth:`pending_prompts`, :meth:`prompts_in_effect`, :meth:`object_voxels`,
-:meth:`object_volume_ml`, :meth:`flush_undo_compression`, :meth:`remove_listener`, :attr:`busy`,
-:attr:`undo_description`, :attr:`redo_description`, :attr:`generation`;
-``add_prompt(..., raise_errors=False, replace=False)``, ``submit(..., replace=False)``;
-``InferenceResult.prompts/bbox/queued_s/backend/applied/mode/replace``; ``Change.description/labels_changed/objects_changed/
-labels_replaced``. ``backend=None`` means *no backend* (editing only, prompts raise
-``ValueError``); pass ``"default"`` for the registry's default backend.
+``docs/session.md`` describes the contract in full: sharing ``labels`` with a napari
+Labels layer (in-place brush edits and :meth:`AnnotationSession.apply_edit`),
+generations and pending prompts, what runs on the worker, undo and its deferred
+compression, voxel counts, and the prompt log.
 """
 
 from __future__ import annotations
 
 import colorsys
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,15 +51,19 @@ from ..types import (
     ObjectStatus,
     Prompt,
     Volume,
-    prompt_from_dict,
     prompt_kind,
     prompt_to_dict,
     validate_prompt,
 )
+from . import replay as _replay
+from .image_owner import IMAGE_OWNERS
+from .labels import MAX_LABEL, LabelStore, Merge, check_label_array, fast_bbox, merge_block, offset
 from .maskcheck import binary_mask
-from .postprocess import BBox, bbox_of, label_dtype_for, merge_object_mask, union_bbox
-from .promptlog import LOG_VERSION, PromptLog, decode_array, encode_array, read_log
-from .undo import LabelDiff, ObjectState, UndoEntry, UndoStack, bbox_from_list, bbox_to_list
+from .postprocess import BBox, union_bbox
+from .promptlog import LOG_VERSION, PromptLog, encode_array
+from .replay import replay_log
+from .results import Change, InferenceResult
+from .undo import LabelDiff, ObjectState, UndoEntry, UndoStack, bbox_to_list
 from .vocab import attach_vocabulary
 from .worker import InferenceWorker, JobOutcome
 
@@ -160,17 +73,11 @@ log = logging.getLogger(__name__)
 
 _IMAGE_KEY = "__set_image__"
 _WARM_KEY = "__warm__"
-_MAX_LABEL = int(np.iinfo(np.uint32).max)
-
-# backend -> owner token of the session whose image it holds (backends may be shared)
-_IMAGE_OWNER: weakref.WeakKeyDictionary[Any, object] = weakref.WeakKeyDictionary()
-_IMAGE_OWNER_BY_ID: dict[int, object] = {}  # fallback for backends that cannot be weak-referenced
-
-
-def _finalize_session(worker: InferenceWorker | None, plog: PromptLog) -> None:
+def _finalize_session(worker: InferenceWorker | None, plog: PromptLog, token: object) -> None:
     if worker is not None:
         worker.close(timeout=0)
     plog.close()
+    IMAGE_OWNERS.release(token)
 
 
 def default_color(label_id: int) -> tuple[float, float, float, float]:
@@ -195,208 +102,6 @@ def _copy_info(info: ObjectInfo) -> ObjectInfo:
     return dataclasses.replace(info, meta=dict(info.meta))
 
 
-def _present_ids(values: np.ndarray) -> set[int]:
-    """Non-zero label values present in ``values``.
-
-    Fast path for the usual case of one label (plus background): two reductions, no
-    sort; otherwise bincount (8/16-bit) or unique.
-    """
-    if values.size == 0:
-        return set()
-    v = values.ravel()
-    mx = int(v.max())
-    if mx == 0:
-        return set()
-    if not np.any((v != 0) & (v != mx)):
-        return {mx}
-    if v.dtype.itemsize <= 2 and np.issubdtype(v.dtype, np.unsignedinteger):
-        ids = np.flatnonzero(np.bincount(v))
-    else:
-        ids = np.unique(v)
-    return {int(i) for i in ids if i != 0}
-
-
-def _value_counts(values: np.ndarray) -> dict[int, int]:
-    """``label -> count`` of the non-zero values in ``values`` (bincount for 8/16-bit, else unique)."""
-    v = values.ravel()
-    if v.size == 0:
-        return {}
-    if v.dtype.itemsize <= 2 and np.issubdtype(v.dtype, np.unsignedinteger):
-        c = np.bincount(v)
-        return {int(i): int(c[i]) for i in np.flatnonzero(c) if i != 0}
-    u, c = np.unique(v, return_counts=True)
-    return {int(i): int(n) for i, n in zip(u, c) if i != 0}
-
-
-def _changes(old: np.ndarray, new: np.ndarray) -> tuple[set[int], dict[int, int]]:
-    """Labels involved and per-label voxel-count changes, from the values before/after at changed voxels."""
-    co, cn = _value_counts(old), _value_counts(new)
-    ids = set(co) | set(cn)
-    return ids, {i: cn.get(i, 0) - co.get(i, 0) for i in ids if cn.get(i, 0) != co.get(i, 0)}
-
-
-def _sha256(arr: np.ndarray) -> str:
-    """SHA-256 of an array's bytes (C order) without copying a contiguous array."""
-    a = np.ascontiguousarray(arr)
-    return hashlib.sha256(memoryview(a).cast("B") if a.size else b"").hexdigest()
-
-
-def _intersects(a: BBox, b: BBox) -> bool:
-    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b))
-
-
-def _offset(outer: BBox, inner: BBox) -> BBox:
-    return tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
-
-
-def _nonzero_bbox(arr: np.ndarray, chunk_bytes: int = 1 << 22) -> BBox | None:
-    """Bounding box of the non-zero values, by slabs along the first axis (no full-size temporary)."""
-    if arr.ndim < 2 or arr.size == 0:
-        return bbox_of(arr != 0)
-    step = max(1, chunk_bytes // max(1, arr[0].size))
-    rows = np.zeros(arr.shape[0], bool)
-    rest = [np.zeros(n, bool) for n in arr.shape[1:]]
-    for z in range(0, arr.shape[0], step):
-        nz = arr[z:z + step] != 0
-        rows[z:z + step] = nz.reshape(nz.shape[0], -1).any(axis=1)
-        if rows[z:z + step].any():
-            for ax in range(1, arr.ndim):
-                rest[ax - 1] |= nz.any(axis=tuple(a for a in range(arr.ndim) if a != ax))
-    idx = np.flatnonzero(rows)
-    if idx.size == 0:
-        return None
-    out = [slice(int(idx[0]), int(idx[-1]) + 1)]
-    for r in rest:
-        i = np.flatnonzero(r)
-        out.append(slice(int(i[0]), int(i[-1]) + 1))
-    return tuple(out)
-
-
-def _fast_bbox(mask: np.ndarray) -> BBox | None:
-    """:func:`bbox_of` of a bool mask in about one pass (first axis first, then only its range)."""
-    if mask.ndim < 2 or mask.size == 0:
-        return bbox_of(mask)
-    flat = mask.reshape(mask.shape[0], -1)
-    if flat.flags.c_contiguous and flat.shape[1] % 8 == 0:
-        first = flat.view(np.uint64).any(axis=1)
-    else:
-        first = flat.any(axis=1)
-    idx = np.flatnonzero(first)
-    if idx.size == 0:
-        return None
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
-    rest = bbox_of(mask[lo:hi].any(axis=0))
-    assert rest is not None
-    return (slice(lo, hi),) + rest
-
-
-# ------------------------------------------------------------------------ values
-@dataclass
-class InferenceResult:
-    """Outcome of one inference request.
-
-    Attributes
-    ----------
-    generation : int
-        The request's generation (increasing within the session).
-    label_id : int
-        The object it is for.
-    prompt : Prompt
-        The newest prompt of the request (the one submitted).
-    mask : np.ndarray of bool or None
-        The object's new mask in the volume's spatial shape ``(Z, Y, X)``/``(Y, X)``;
-        ``None`` for errors and cancelled requests.
-    error : BaseException or None
-        The backend's exception.
-    error_message : str
-        ``"TypeName: message"`` of ``error`` ("" when none).
-    elapsed_s : float
-        Seconds in the backend (``set_image`` included when it ran for this request).
-    cancelled : bool
-        Superseded before running, or cancelled while running.
-    stale : bool
-        Not (or no longer) the object's current generation; never applied.
-    prompts : tuple of Prompt
-        Everything sent to the backend (applied + pending prompts), oldest first.
-    bbox : tuple of slice or None
-        Bounding box of ``mask`` (computed on the worker thread).
-    queued_s : float
-        Seconds between submit and start.
-    backend : str
-        Backend name.
-    applied : bool
-        Set by :meth:`AnnotationSession.apply_result` once applied.
-    mode : str
-        ``"async"`` (submit), ``"sync"`` (add_prompt) or ``"replay"``.
-    replace : bool
-        The request replaced the object's prompts (``submit(..., replace=True)``): the
-        backend got only the new prompts and no previous mask.
-    """
-
-    generation: int
-    label_id: int
-    prompt: Prompt | None
-    mask: np.ndarray | None = None
-    error: BaseException | None = None
-    error_message: str = ""
-    elapsed_s: float = 0.0
-    cancelled: bool = False
-    stale: bool = False
-    prompts: tuple[Prompt, ...] = ()
-    bbox: BBox | None = None
-    queued_s: float = 0.0
-    backend: str = ""
-    applied: bool = False
-    mode: str = "async"
-    replace: bool = False
-    _version: int = field(default=0, repr=False)
-    _logged: bool = field(default=False, repr=False)
-    _bbox_done: bool = field(default=False, repr=False)
-    _changed: BBox | None = field(default=None, repr=False)  # bbox of mask XOR prev mask
-    _changed_done: bool = field(default=False, repr=False)
-    _mask_voxels: int = field(default=-1, repr=False)
-    _pre: _Premerge | None = field(default=None, repr=False)  # merge + undo diff computed on the worker
-
-    @property
-    def ok(self) -> bool:
-        """True when a mask is available (no error, not cancelled)."""
-        return self.mask is not None and self.error is None and not self.cancelled
-
-
-@dataclass(frozen=True)
-class Change:
-    """What listeners receive after each modification.
-
-    Attributes
-    ----------
-    kind : str
-        ``result``, ``edit``, ``undo``, ``redo``, ``object_add``, ``object_delete``,
-        ``object_rename``, ``object_color``, ``object_overwrite``, ``object_reset``,
-        ``object_accept``, ``backend``, ``error``.
-    bbox : tuple of slice or None
-        Region of ``labels`` that changed, array axis order; ``None`` means "the
-        whole image" when ``labels_changed`` is True (and nothing otherwise).
-    label_ids : tuple of int
-        Objects affected.
-    description : str
-        Human text (Undo tooltip, status bar).
-    labels_changed : bool
-        Voxels changed (refresh ``bbox``).
-    objects_changed : bool
-        The object table changed (names, colours, statuses, prompts, membership).
-    labels_replaced : bool
-        ``session.labels`` is a new array (dtype promotion): hand it to the layer again.
-    """
-
-    kind: str
-    bbox: BBox | None = None
-    label_ids: tuple[int, ...] = ()
-    description: str = ""
-    labels_changed: bool = False
-    objects_changed: bool = False
-    labels_replaced: bool = False
-
-
 @dataclass
 class _Request:
     label_id: int
@@ -410,21 +115,20 @@ class _Request:
 
 
 @dataclass
-class _Premerge:
-    """A result merged into a snapshot of the labels, off the GUI thread (see ``_premerge``).
+class _Prepared:
+    """What the session computed on the worker beside an :class:`InferenceResult` (never public).
 
-    Valid at apply time when no change since ``epoch`` touched ``roi``, the object's
-    version is the one the mask was compared with, and ``overwrite``/dtype are unchanged.
+    ``version``: the object's version the mask was compared with; ``changed``: the box
+    where the mask differs from the object's mask then (valid when ``changed_done``);
+    ``merge``: the merge prepared off the GUI thread (see ``_premerge``).
     """
 
-    epoch: int
-    roi: BBox
-    overwrite: bool
-    dtype: np.dtype
-    diff: LabelDiff | None  # pending compression
-    new: np.ndarray | None  # content of diff.bbox after the merge
-    ids: frozenset[int]
-    deltas: dict[int, int]
+    version: int = 0
+    bbox_done: bool = False
+    changed: BBox | None = None
+    changed_done: bool = False
+    mask_voxels: int = -1
+    merge: Merge | None = None
 
 
 # ----------------------------------------------------------------------- session
@@ -488,11 +192,9 @@ class AnnotationSession:
         self._applied_gen: dict[int, int] = {}
         self._sync_tokens: dict[int, CancelToken] = {}
         self._replacing: dict[int, int] = {}  # label_id -> generation of a pending replace
-        self._counts: dict[int, int] = {}  # label_id -> voxels in the committed labels (lazily filled)
-        # every write to the committed labels: epoch += 1 and (epoch, bbox or None = all) is logged,
-        # so a merge prepared on the worker knows whether its region changed meanwhile
-        self._epoch = 0
-        self._mods: deque[tuple[int, BBox | None]] = deque(maxlen=512)
+        # what the worker computed beside each result (weak: the entry goes with the result)
+        self._prepared: weakref.WeakKeyDictionary[InferenceResult, _Prepared] = weakref.WeakKeyDictionary()
+        self._logged: weakref.WeakSet[InferenceResult] = weakref.WeakSet()  # results with a log record
         self._gen = 0
         self._closed = False
         self._use_worker = bool(use_worker)
@@ -500,14 +202,7 @@ class AnnotationSession:
             InferenceWorker("medsegfm-session-worker", debounce_s=debounce_s) if use_worker else None
         )
 
-        if labels is None:
-            lab = np.zeros(self._shape, dtype=np.uint8)
-        else:
-            lab = self._check_label_array(np.asarray(labels), self._shape, "labels")
-            mx = int(lab.max()) if lab.size else 0
-            lab = lab.astype(label_dtype_for(max(mx, 1)), copy=True)
-        self._shadow = lab
-        self._labels = lab.copy()
+        self._store = LabelStore(self._shape, labels)
         self._init_objects_from_labels(label_names or {})
 
         self._backend: Any = None
@@ -515,13 +210,13 @@ class AnnotationSession:
         attach_vocabulary(self._backend)  # [text helper] free text -> label ids for backends with a label space
         self.log = PromptLog(log_path)
         # a session dropped without close() must not leave its thread or log file behind
-        self._finalizer = weakref.finalize(self, _finalize_session, self._worker, self.log)
+        self._finalizer = weakref.finalize(self, _finalize_session, self._worker, self.log, self._owner_token)
         self.log.write(
             "session",
             version=LOG_VERSION,
             shape=list(self._shape),
-            dtype=self._shadow.dtype.str,
-            labels_sha256=_sha256(self._shadow),
+            dtype=self._store.dtype.str,
+            labels_sha256=self._store.sha256(),
             backend=self.backend_name,
             backend_params=self._backend_params(self._backend),
             objects=[self._object_record(o) for o in self._objects.values()],
@@ -531,8 +226,13 @@ class AnnotationSession:
     # ------------------------------------------------------------ properties
     @property
     def labels(self) -> np.ndarray:
-        """The current label image (shared with the GUI; see the module docstring)."""
-        return self._labels
+        """The current label image (shared with the GUI; see ``docs/session.md``)."""
+        return self._store.shared
+
+    def labels_sha256(self) -> str:
+        """SHA-256 of the committed labels (C-order bytes; in-place edits not yet committed excluded)."""
+        with self._lock:
+            return self._store.sha256()
 
     @property
     def objects(self) -> dict[int, ObjectInfo]:
@@ -661,8 +361,8 @@ class AnnotationSession:
                     raise ValueError(f"label_id must be an integer >= 1; got {label_id!r}") from None
                 if lid != label_id:
                     raise ValueError(f"label_id must be an integer >= 1; got {label_id!r}")
-            if lid < 1 or lid > _MAX_LABEL:
-                raise ValueError(f"label_id must be in 1..{_MAX_LABEL}; got {label_id!r}")
+            if lid < 1 or lid > MAX_LABEL:
+                raise ValueError(f"label_id must be in 1..{MAX_LABEL}; got {label_id!r}")
             if lid in self._objects:
                 raise ValueError(f"label_id {lid} is already used by object {self._objects[lid].name!r}")
             rgba = default_color(lid) if color is None else _check_color(color)
@@ -673,7 +373,7 @@ class AnnotationSession:
             self._prompts[lid] = []
             self._pending[lid] = []
             self._obj_bbox[lid] = None
-            self._counts[lid] = 0  # every labelled voxel belongs to an object: a new id has none
+            self._store.counts[lid] = 0  # every labelled voxel belongs to an object: a new id has none
             self._version.setdefault(lid, 0)
             self._undo.push(UndoEntry("object_add", f"add object {info.name!r}",
                                       before={lid: None}, after={lid: self._state(lid)}))
@@ -781,12 +481,7 @@ class AnnotationSession:
         """
         lid = self._check_object(label_id)
         with self._lock:
-            n = self._counts.get(lid)
-            if n is None:
-                bb = self._obj_bbox.get(lid)
-                n = 0 if bb is None else int(np.count_nonzero(self._shadow[bb] == lid))
-                self._counts[lid] = n
-            return n
+            return self._store.count(lid, self._obj_bbox.get(lid))
 
     def object_volume_ml(self, label_id: int) -> float:
         """Object volume in mL (voxel count x voxel volume from the spacing)."""
@@ -801,7 +496,29 @@ class AnnotationSession:
         result with ``error`` set (labels untouched), or is re-raised when
         ``raise_errors`` is True. ``replace``: as in :meth:`submit`.
         """
-        req = self._make_request(prompt, [prompt], mode="sync", replace=replace)
+        return self.add_prompts([prompt], raise_errors=raise_errors, replace=replace)
+
+    def add_prompts(self, prompts: Sequence[Prompt], *, raise_errors: bool = False, replace: bool = False,
+                    mode: str = "sync") -> InferenceResult:
+        """:meth:`add_prompt` for several new prompts of one object in one request.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            Non-empty, all of the same object; the last one is the result's ``prompt``.
+        raise_errors, replace
+            As in :meth:`add_prompt`.
+        mode : str
+            What the prompt log records as the request's mode (``"sync"``; replay uses
+            ``"replay"``).
+        """
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("add_prompts needs at least one prompt")
+        lids = {getattr(p, "object_id", None) for p in prompts}
+        if len(lids) != 1:
+            raise ValueError(f"add_prompts takes prompts of one object; got object ids {sorted(map(str, lids))}")
+        req = self._make_request(prompts[-1], prompts, mode=str(mode), replace=replace)
         res = self._run_sync(req)
         self.apply_result(res)
         if raise_errors and res.error is not None:
@@ -998,7 +715,7 @@ class AnnotationSession:
             box = self._normalize_bbox(bbox)
             region_shape = tuple(s.stop - s.start for s in box)
             if new_labels is None:
-                region = self._labels[box]
+                region = self._store.shared[box]
             else:
                 arr = np.asarray(new_labels)
                 if arr.shape == self._shape and region_shape != self._shape:
@@ -1008,7 +725,7 @@ class AnnotationSession:
                         f"new_labels has shape {np.asarray(new_labels).shape}; expected the labels shape "
                         f"{self._shape} or the bbox shape {region_shape}"
                     )
-                region = self._check_label_array(arr, region_shape, "new_labels")
+                region = check_label_array(arr, region_shape, "new_labels")
             change = self._commit_edit_locked(box, region, description)
         if change is not None:
             self._emit(change)
@@ -1048,24 +765,9 @@ class AnnotationSession:
             differ from this session's current labels.
 
         Prompts re-run through the backend synchronously; with a deterministic
-        backend the labels end up identical.
+        backend the labels end up identical (:func:`~napari_medsegfm.engine.replay.replay`).
         """
-        records = read_log(source)
-        starts = [i for i, r in enumerate(records) if r.get("type") == "session"]
-        if starts:
-            header = records[starts[-1]]
-            records = records[starts[-1] + 1:]
-            if strict:
-                if list(header.get("shape", [])) != list(self._shape):
-                    raise ValueError(f"log was recorded on shape {header.get('shape')}; this session has {list(self._shape)}")
-                sha = _sha256(self._shadow)
-                if header.get("labels_sha256") not in (None, sha):
-                    raise ValueError("log was recorded on different initial labels (labels_sha256 differs); "
-                                     "replay on a session built with the same initial labels")
-        n = 0
-        for rec in records:
-            n += self._replay_one(rec)
-        return n
+        return _replay.replay(self, source, strict=strict)
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
@@ -1076,6 +778,7 @@ class AnnotationSession:
         self._finalizer.detach()
         if self._worker is not None:
             self._worker.close()
+        IMAGE_OWNERS.release(self._owner_token)
         self.log.write("close")
         self.log.close()
 
@@ -1124,34 +827,11 @@ class AnnotationSession:
     def _ensure_image(self, backend: Any) -> bool:
         """``set_image`` unless the backend already holds this session's image; True if it ran."""
         with self._backend_lock:
-            try:
-                owner = _IMAGE_OWNER.get(backend)
-            except TypeError:
-                owner = _IMAGE_OWNER_BY_ID.get(id(backend))
-            if owner is self._owner_token:
+            if IMAGE_OWNERS.owner(backend) is self._owner_token:
                 return False
             backend.set_image(self.volume)
-            try:
-                _IMAGE_OWNER[backend] = self._owner_token
-            except TypeError:
-                _IMAGE_OWNER_BY_ID[id(backend)] = self._owner_token
+            IMAGE_OWNERS.set(backend, self._owner_token)
             return True
-
-    @staticmethod
-    def _check_label_array(arr: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-        if arr.shape != tuple(shape):
-            raise ValueError(f"{what} has shape {arr.shape}; expected {tuple(shape)}")
-        if arr.dtype == bool:
-            return arr.astype(np.uint8)
-        if not np.issubdtype(arr.dtype, np.integer):
-            if arr.size and not np.all(np.mod(arr, 1) == 0):
-                raise ValueError(f"{what} must hold integer label values; got dtype {arr.dtype}")
-            arr = arr.astype(np.int64)
-        if arr.size and np.issubdtype(arr.dtype, np.signedinteger) and int(arr.min()) < 0:
-            raise ValueError(f"{what} has negative label {int(arr.min())}; labels must be >= 0")
-        if arr.size and int(arr.max()) > _MAX_LABEL:
-            raise ValueError(f"{what} has label {int(arr.max())} > {_MAX_LABEL}")
-        return arr
 
     def _init_objects_from_labels(self, names: dict[int, str]) -> None:
         """Objects (and their bounding boxes) from the initial labels: one ``find_objects`` pass.
@@ -1159,24 +839,8 @@ class AnnotationSession:
         Voxel counts are not computed here (:meth:`object_voxels` counts an object's box
         on first use and then keeps the count up to date).
         """
-        lab = self._shadow
-        bboxes: dict[int, BBox | None] = {}
-        mx = int(lab.max()) if lab.size else 0
-        if mx == 0:
-            ids: list[int] = []
-        elif mx <= 65535:
-            from scipy import ndimage
-
-            # find_objects is a slow per-voxel loop: run it on the box holding all labels only
-            fg = _nonzero_bbox(lab)
-            assert fg is not None
-            sub = lab[fg]
-            found = ndimage.find_objects(sub if sub.dtype.itemsize <= 2 else sub.astype(np.int32))
-            ids = [i + 1 for i, sl in enumerate(found) if sl is not None]
-            bboxes = {i: _offset(fg, found[i - 1]) for i in ids}
-        else:
-            ids = [int(i) for i in np.unique(lab) if i != 0]
-            bboxes = {i: bbox_of(lab == i) for i in ids}
+        bboxes = self._store.initial_objects()
+        ids = sorted(bboxes)
         for i in ids:
             self._objects[i] = ObjectInfo(label_id=i, name=str(names.get(i, "")) or f"object {i}",
                                           color=default_color(i), status=ObjectStatus.EDITED)
@@ -1206,13 +870,10 @@ class AnnotationSession:
 
     def _ensure_dtype(self, max_label: int) -> bool:
         """Widen labels for ``max_label``; True when the arrays were replaced."""
-        need = label_dtype_for(int(max_label))
-        if need.itemsize <= self._shadow.dtype.itemsize:
+        was = self._store.dtype
+        if not self._store.ensure_dtype(max_label):
             return False
-        log.info("promoting labels from %s to %s for label %d", self._shadow.dtype, need, max_label)
-        self._shadow = self._shadow.astype(need)
-        self._labels = self._labels.astype(need)
-        self._touch_locked(None)
+        log.info("promoting labels from %s to %s for label %d", was, self._store.dtype, max_label)
         return True
 
     def _normalize_bbox(self, bbox: Any) -> BBox:
@@ -1283,17 +944,18 @@ class AnnotationSession:
         """Backend call, mask checks, bbox, and the merge prepared for apply (worker thread or caller's)."""
         res = InferenceResult(req.generation, req.label_id, req.prompt, prompts=req.prompts,
                               backend=str(getattr(req.backend, "name", type(req.backend).__name__)),
-                              mode=req.mode, replace=req.replace, _version=req.version)
+                              mode=req.mode, replace=req.replace)
+        prep = _Prepared(version=req.version)
         t0 = time.perf_counter()
         token.check()
         # the object's mask now (not at submit: this thread, not the GUI thread, pays for it)
         lid = req.label_id
         prev_roi = None
         with self._lock:
-            res._version = self._version.get(lid, 0)
+            prep.version = self._version.get(lid, 0)
             bb = self._obj_bbox.get(lid) if lid in self._objects else None
             if bb is not None:
-                roi_mask = self._shadow[bb] == lid
+                roi_mask = self._store.committed[bb] == lid
                 if roi_mask.any():
                     prev_roi = (bb, roi_mask)
         prev = None
@@ -1308,25 +970,27 @@ class AnnotationSession:
         token.check()
         mask = binary_mask(mask, self._shape, res.backend)  # floats/NaN/labels/wrong shape: an error, not applied
         res.mask = mask
-        res.bbox = _fast_bbox(mask)
-        res._bbox_done = True
+        res.bbox = fast_bbox(mask)
+        prep.bbox_done = True
         # where the object changes (vs its mask at submit): lets apply_result touch only that box
         if prev_roi is None:
-            res._changed = res.bbox
+            prep.changed = res.bbox
         else:
             region = union_bbox(res.bbox, prev_roi[0])
             assert region is not None and prev is not None
-            inner = _fast_bbox(mask[region] != prev[region])
-            res._changed = None if inner is None else _offset(region, inner)
-        res._changed_done = True
-        res._mask_voxels = int(np.count_nonzero(mask[res.bbox])) if res.bbox is not None else 0
+            inner = fast_bbox(mask[region] != prev[region])
+            prep.changed = None if inner is None else offset(region, inner)
+        prep.changed_done = True
+        prep.mask_voxels = int(np.count_nonzero(mask[res.bbox])) if res.bbox is not None else 0
         token.check()
-        if res._changed is not None:
-            res._pre = self._premerge(lid, mask, res._changed, res._version)
+        if prep.changed is not None:
+            prep.merge = self._premerge(lid, mask, prep.changed, prep.version)
         res.elapsed_s = time.perf_counter() - t0
+        with self._lock:
+            self._prepared[res] = prep
         return res
 
-    def _premerge(self, lid: int, mask: np.ndarray, roi: BBox, version: int) -> _Premerge | None:
+    def _premerge(self, lid: int, mask: np.ndarray, roi: BBox, version: int) -> Merge | None:
         """Merge ``mask`` into a snapshot of ``labels[roi]`` and build the undo diff (off the GUI thread).
 
         :meth:`_apply_mask_locked` then only copies the changed box in, when nothing
@@ -1336,19 +1000,9 @@ class AnnotationSession:
             info = self._objects.get(lid)
             if info is None or self._version.get(lid, 0) != version:
                 return None
-            epoch, overwrite = self._epoch, info.overwrite
-            old = self._shadow[roi].copy()
-        new = old.copy()
-        merge_object_mask(new, mask[roi], lid, overwrite=overwrite, roi=tuple(slice(0, n) for n in new.shape))
-        changed = old != new
-        inner = _fast_bbox(changed)
-        if inner is None:
-            return _Premerge(epoch, roi, overwrite, old.dtype, None, None, frozenset({lid}), {})
-        ch = changed[inner]
-        o, n = old[inner], np.ascontiguousarray(new[inner])
-        ids, deltas = _changes(o[ch], n[ch])
-        diff = LabelDiff.from_xor(_offset(roi, inner), np.bitwise_xor(o, n), ids | {lid}, defer=True)
-        return _Premerge(epoch, roi, overwrite, old.dtype, diff, n, frozenset(ids | {lid}), deltas)
+            overwrite = info.overwrite
+            epoch, old = self._store.snapshot(roi)
+        return merge_block(old, mask[roi], lid, overwrite, roi, epoch)
 
     def _run_sync(self, req: _Request) -> InferenceResult:
         token = CancelToken()
@@ -1379,7 +1033,7 @@ class AnnotationSession:
         return InferenceResult(
             req.generation, req.label_id, req.prompt, error=exc,
             error_message="" if exc is None else f"{type(exc).__name__}: {exc}",
-            cancelled=cancelled, prompts=req.prompts, mode=req.mode, _version=req.version,
+            cancelled=cancelled, prompts=req.prompts, mode=req.mode,
             backend=str(getattr(req.backend, "name", type(req.backend).__name__)),
         )
 
@@ -1400,9 +1054,9 @@ class AnnotationSession:
         return res
 
     def _log_result(self, res: InferenceResult, status: str, **extra: Any) -> None:
-        if res._logged:
+        if res in self._logged:
             return
-        res._logged = True
+        self._logged.add(res)
         self.log.write(
             "result", generation=res.generation, label_id=res.label_id, status=status,
             backend=res.backend, elapsed_s=round(res.elapsed_s, 6), queued_s=round(res.queued_s, 6),
@@ -1416,54 +1070,37 @@ class AnnotationSession:
         assert result.mask is not None
         if result.mask.shape != self._shape:
             raise ValueError(f"result mask shape {result.mask.shape} differs from labels shape {self._shape}")
-        if not result._bbox_done:
-            result.bbox = _fast_bbox(result.mask)  # result built outside _infer: one full scan
-            result._bbox_done = True
-        diff: LabelDiff | None = None
-        ids: set[int] = {lid}
-        deltas: dict[int, int] = {}
-        pre = result._pre if self._premerge_valid_locked(result) else None
-        if pre is not None and pre.diff is not None:
-            self._absorb_locked(pre.diff.bbox)  # an uncommitted stroke there is committed first...
-            if not self._premerge_valid_locked(result):
-                pre = None  # ...and then the region changed: merge here instead
-        result._pre = None
-        if pre is not None:
-            # merged on the worker against these very labels: copy the changed box in
-            diff, ids, deltas = pre.diff, set(pre.ids), pre.deltas
-            if diff is not None:
-                self._shadow[diff.bbox] = pre.new
-                self._labels[diff.bbox] = pre.new
-        else:
-            if result._changed_done and self._version.get(lid, 0) == result._version:
+        prep = self._prepared.pop(result, None) or _Prepared()  # none: a result built outside _infer
+        if not prep.bbox_done:
+            result.bbox = fast_bbox(result.mask)  # one full scan
+        merge = prep.merge if self._premerge_valid_locked(lid, prep) else None
+        if merge is not None and merge.diff is not None:
+            self._absorb_locked(merge.diff.bbox)  # an uncommitted stroke there is committed first...
+            if not self._premerge_valid_locked(lid, prep):
+                merge = None  # ...and then the region changed: merge here instead
+        if merge is None:
+            if prep.changed_done and self._version.get(lid, 0) == prep.version:
                 # the object is as it was when its mask was compared (see _infer): outside the
                 # box where mask and old mask differ, merging changes nothing
-                roi = result._changed
+                roi = prep.changed
             else:
                 roi = union_bbox(result.bbox, self._obj_bbox.get(lid))
             if roi is not None:
                 self._absorb_locked(roi)
-                old = self._shadow[roi].copy()
-                merge_object_mask(self._shadow, result.mask, lid, overwrite=info.overwrite, roi=roi)
-                new = self._shadow[roi]
-                changed = old != new
-                inner = _fast_bbox(changed)
-                if inner is not None:
-                    ch = changed[inner]
-                    o, n = old[inner], new[inner]
-                    ids, deltas = _changes(o[ch], n[ch])
-                    ids.add(lid)
-                    # the raw XOR is kept; zlib runs on a background thread
-                    diff = LabelDiff.from_xor(_offset(roi, inner), np.bitwise_xor(o, n), ids, defer=True)
-                    self._labels[diff.bbox] = n
+                epoch, old = self._store.snapshot(roi)
+                merge = merge_block(old, result.mask[roi], lid, info.overwrite, roi, epoch)
+        diff: LabelDiff | None = None
+        ids: set[int] = {lid}
+        if merge is not None:
+            # merged (on the worker, or just now) against these very labels: copy the changed box in
+            self._store.write(merge)
+            diff, ids = merge.diff, set(merge.ids)
         if diff is not None:
-            self._touch_locked(diff.bbox)
             self._compress_later(diff)
-            self._add_counts_locked(deltas)
             for i in ids - {lid}:  # objects it took voxels from (overwrite)
                 self._version[i] = self._version.get(i, 0) + 1
         before = self._state(lid)
-        prev_changed = self._version.get(lid, 0) != result._version
+        prev_changed = self._version.get(lid, 0) != prep.version
         new_prompts = [p for g, p in self._pending[lid] if g <= result.generation]
         self._prompts[lid] = list(result.prompts)
         self._pending[lid] = [(g, p) for g, p in self._pending[lid] if g > result.generation]
@@ -1481,7 +1118,7 @@ class AnnotationSession:
         self._log_result(
             result, "applied", prompts=[prompt_to_dict(p) for p in new_prompts],
             apply_s=round(time.perf_counter() - t0, 6), bbox=bbox_to_list(result.bbox),
-            mask_voxels=result._mask_voxels if result._mask_voxels >= 0 else None,
+            mask_voxels=prep.mask_voxels if prep.mask_voxels >= 0 else None,
             prev_changed=prev_changed, **({"replace": True} if result.replace else {}),
         )
         # label_ids: the object, plus the objects it took voxels from (overwrite)
@@ -1489,36 +1126,15 @@ class AnnotationSession:
                       description=desc,
                       labels_changed=diff is not None, objects_changed=True)
 
-    def _premerge_valid_locked(self, result: InferenceResult) -> bool:
-        """The worker's merge of ``result`` still holds: no change touched its region since."""
-        pre = result._pre
+    def _premerge_valid_locked(self, lid: int, prep: _Prepared) -> bool:
+        """The worker's merge still holds: same object version and flags, no change touched its region."""
+        pre = prep.merge
         if pre is None:
             return False
-        lid = result.label_id
-        if (self._version.get(lid, 0) != result._version or self._objects[lid].overwrite != pre.overwrite
-                or self._shadow.dtype != pre.dtype):
+        if (self._version.get(lid, 0) != prep.version or self._objects[lid].overwrite != pre.overwrite
+                or self._store.dtype != pre.dtype):
             return False
-        if pre.epoch == self._epoch:
-            return True
-        mods = self._mods
-        if not mods or mods[0][0] > pre.epoch + 1:
-            return False  # the change history since then was trimmed
-        for ep, bb in reversed(mods):
-            if ep <= pre.epoch:
-                break
-            if bb is None or _intersects(bb, pre.roi):
-                return False
-        return True
-
-    def _touch_locked(self, bbox: BBox | None) -> None:
-        """Record a write to the committed labels (``None``: everywhere)."""
-        self._epoch += 1
-        self._mods.append((self._epoch, bbox))
-
-    def _add_counts_locked(self, deltas: dict[int, int]) -> None:
-        for i, d in deltas.items():
-            if i in self._counts:
-                self._counts[i] += d
+        return self._store.unchanged_since(pre.epoch, pre.roi)
 
     def _compress_later(self, diff: LabelDiff) -> None:
         """Compress a pending undo diff on the worker thread when it is idle (now, without a worker)."""
@@ -1546,51 +1162,23 @@ class AnnotationSession:
             return True
         return done.wait(timeout)
 
-    def _ids_in_diff(self, diff: LabelDiff) -> set[int]:
-        """Label ids present before or after at the changed voxels of ``diff`` (current state + XOR)."""
-        if diff.label_ids is not None:
-            return set(diff.label_ids)
-        x = diff.xor()
-        cur = self._shadow[diff.bbox]
-        ch = x != 0
-        vals = cur[ch]
-        other = vals ^ x[ch].astype(cur.dtype, copy=False)
-        return _present_ids(vals) | _present_ids(other)
-
     # ---------------------------------------------------------- edits (internal)
     def _absorb_locked(self, roi: BBox) -> None:
         """Commit in-place edits of ``labels`` inside ``roi`` that were never committed."""
-        if not np.array_equal(self._labels[roi], self._shadow[roi]):
+        if self._store.uncommitted(roi):
             log.warning("committing an uncommitted in-place edit of the labels inside %s", bbox_to_list(roi))
-            change = self._commit_edit_locked(roi, self._labels[roi], "uncommitted edit")
+            change = self._commit_edit_locked(roi, self._store.shared[roi], "uncommitted edit")
             if change is not None:
                 self._emit(change)
 
     def _commit_edit_locked(self, box: BBox, region: np.ndarray, description: str) -> Change | None:
-        mx = int(region.max()) if region.size else 0
-        replaced = self._ensure_dtype(mx) if mx > np.iinfo(self._shadow.dtype).max else False
-        old = self._shadow[box]
-        diff = LabelDiff.between(old, region, offset=box, defer=True)
-        if diff is None:
+        w = self._store.commit_region(box, region)
+        if w is None:
             return None
-        # (label_ids are filled in below, once known)
-        inner = tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(diff.bbox, box))
-        new_content = np.array(region[inner], dtype=self._shadow.dtype)
-        old_content = self._shadow[diff.bbox]
-        changed = old_content != new_content
-        count_old = _value_counts(old_content[changed])
-        count_new = _value_counts(new_content[changed])
-        ids_old, ids_new = set(count_old), set(count_new)
-        ids = ids_old | ids_new
-        before: dict[int, ObjectState | None] = {}
+        before: dict[int, ObjectState | None] = {
+            i: self._state(i) if i in self._objects else None for i in sorted(w.ids)}
         after: dict[int, ObjectState | None] = {}
-        for i in sorted(ids):
-            before[i] = self._state(i) if i in self._objects else None
-        self._shadow[diff.bbox] = new_content
-        self._labels[diff.bbox] = new_content
-        self._touch_locked(diff.bbox)
-        self._add_counts_locked({i: count_new.get(i, 0) - count_old.get(i, 0) for i in ids})
-        for i in sorted(ids):
+        for i in sorted(w.ids):
             if i not in self._objects:
                 self._objects[i] = ObjectInfo(label_id=i, name=f"object {i}", color=default_color(i),
                                               status=ObjectStatus.EDITED)
@@ -1600,37 +1188,30 @@ class AnnotationSession:
             else:
                 self._objects[i].status = ObjectStatus.EDITED
             self._version[i] = self._version.get(i, 0) + 1
-            if int(i) in ids_new:
-                self._obj_bbox[i] = union_bbox(self._obj_bbox.get(i), diff.bbox)
+            if int(i) in w.ids_new:
+                self._obj_bbox[i] = union_bbox(self._obj_bbox.get(i), w.diff.bbox)
             after[i] = self._state(i)
-        diff = diff.with_label_ids(ids)
-        self._compress_later(diff)
-        self._undo.push(UndoEntry("edit", description, diff=diff, before=before, after=after))
-        self.log.write("edit", bbox=bbox_to_list(diff.bbox), description=description,
-                       region=encode_array(new_content), label_ids=sorted(ids))
-        return Change("edit", bbox=diff.bbox, label_ids=tuple(sorted(ids)), description=description,
-                      labels_changed=True, objects_changed=True, labels_replaced=replaced)
+        self._compress_later(w.diff)
+        self._undo.push(UndoEntry("edit", description, diff=w.diff, before=before, after=after))
+        self.log.write("edit", bbox=bbox_to_list(w.diff.bbox), description=description,
+                       region=encode_array(w.content), label_ids=sorted(w.ids))
+        return Change("edit", bbox=w.diff.bbox, label_ids=tuple(sorted(w.ids)), description=description,
+                      labels_changed=True, objects_changed=True, labels_replaced=w.replaced)
 
     def _erase_object_locked(self, lid: int) -> LabelDiff | None:
         bb = self._obj_bbox.get(lid)
         if bb is None:
             return None
         self._absorb_locked(bb)
-        old = self._shadow[bb].copy()
-        reg = self._shadow[bb]
-        reg[reg == lid] = 0
-        diff = LabelDiff.between(old, reg, offset=bb, label_ids={lid}, defer=True)
+        diff = self._store.erase(lid, bb)
         if diff is not None:
-            self._labels[diff.bbox] = self._shadow[diff.bbox]
             self._version[lid] = self._version.get(lid, 0) + 1
-            self._touch_locked(diff.bbox)
             self._compress_later(diff)
         self._obj_bbox[lid] = None
-        self._counts[lid] = 0  # the box held every voxel of the object
         return diff
 
     def _drop_object_locked(self, lid: int) -> None:
-        for d in (self._objects, self._prompts, self._pending, self._obj_bbox, self._counts):
+        for d in (self._objects, self._prompts, self._pending, self._obj_bbox, self._store.counts):
             d.pop(lid, None)  # type: ignore[attr-defined]
 
     def _update_object(self, label_id: int, kind: str, desc: str, **changes: Any) -> None:
@@ -1662,21 +1243,12 @@ class AnnotationSession:
             assert entry is not None
             touched = set(entry.label_ids)
             if entry.diff is not None:
-                touched |= self._ids_in_diff(entry.diff)
+                touched |= self._store.ids_in_diff(entry.diff)
         for lid in touched:
             self.cancel(lid)
         with self._lock:
             if entry.diff is not None:
-                d = entry.diff
-                x = d.xor()  # the raw block while its compression is pending: no wait
-                cur = self._shadow[d.bbox]
-                ch = x != 0
-                before_vals = cur[ch]
-                _, deltas = _changes(before_vals, before_vals ^ x[ch].astype(cur.dtype, copy=False))
-                d.apply(self._shadow)
-                self._labels[d.bbox] = self._shadow[d.bbox]
-                self._touch_locked(d.bbox)
-                self._add_counts_locked(deltas)
+                self._store.apply_diff(entry.diff)
             states = entry.after if redo else entry.before
             for lid, st in states.items():
                 if st is None:
@@ -1687,7 +1259,7 @@ class AnnotationSession:
                 self._pending[lid] = []
                 self._obj_bbox.setdefault(lid, None)
             if entry.diff is not None:
-                for lid in self._ids_in_diff(entry.diff):
+                for lid in self._store.ids_in_diff(entry.diff):
                     self._version[lid] = self._version.get(lid, 0) + 1
                     if lid in self._objects:
                         self._obj_bbox[lid] = union_bbox(self._obj_bbox.get(lid), entry.diff.bbox)
@@ -1706,64 +1278,3 @@ class AnnotationSession:
                 fn(change)
             except Exception:
                 log.exception("session listener %r failed on %s", fn, change.kind)
-
-    # ---------------------------------------------------------- replay (int)
-    def _replay_one(self, rec: dict[str, Any]) -> int:
-        t = rec.get("type")
-        seq = rec.get("seq")
-        if t == "result":
-            if rec.get("status") != "applied":
-                return 0
-            prompts = [prompt_from_dict(d) for d in rec.get("prompts") or []]
-            if not prompts:
-                raise ValueError(f"log record seq {seq}: applied result without prompts")
-            if rec.get("prev_changed"):
-                log.warning("log record seq %s: the object was edited while its inference ran; "
-                            "replay may differ for backends that use prev_mask", seq)
-            req = self._make_request(prompts[-1], prompts, mode="replay", replace=bool(rec.get("replace")))
-            res = self._run_sync(req)
-            if res.error is not None or res.cancelled:
-                raise ValueError(f"log record seq {seq}: replaying the prompt failed: "
-                                 f"{res.error_message or 'cancelled'}")
-            self.apply_result(res)
-            return 1
-        if t == "edit":
-            box = bbox_from_list(rec["bbox"])
-            self.apply_edit(decode_array(rec["region"]), bbox=box, description=rec.get("description", "edit"))
-            return 1
-        if t == "object_add":
-            self.add_object(rec.get("name", ""), color=rec.get("color") or None, label_id=rec["label_id"],
-                            overwrite=bool(rec.get("overwrite", False)), instance=bool(rec.get("instance", False)))
-            return 1
-        if t == "object_delete":
-            self.delete_object(rec["label_id"])
-            return 1
-        if t == "object_rename":
-            self.rename_object(rec["label_id"], rec["name"])
-            return 1
-        if t == "object_color":
-            self.set_object_color(rec["label_id"], rec["color"])
-            return 1
-        if t == "object_overwrite":
-            self.set_overwrite(rec["label_id"], rec["overwrite"])
-            return 1
-        if t == "object_reset":
-            self.reset_object(rec["label_id"])
-            return 1
-        if t == "object_accept":
-            self.accept_object(rec["label_id"])
-            return 1
-        if t == "undo":
-            self.undo()
-            return 1
-        if t == "redo":
-            self.redo()
-            return 1
-        return 0
-
-
-def replay_log(volume: Volume, backend: Any, source: Any, *, labels: np.ndarray | None = None) -> AnnotationSession:
-    """Build a worker-less session on ``volume``/``labels`` and replay ``source`` into it."""
-    s = AnnotationSession(volume, backend, labels=labels, use_worker=False)
-    s.replay(source)
-    return s
