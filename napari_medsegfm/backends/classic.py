@@ -272,21 +272,6 @@ def _down(img: np.ndarray, f: int) -> np.ndarray:
     return v.reshape(*lead, h2, f, w2, f).mean(axis=(-3, -1))
 
 
-def _up(mask: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
-    if f == 1:
-        return mask
-    m = np.repeat(np.repeat(mask, f, axis=-2), f, axis=-1)
-    out = np.zeros(shape, dtype=bool)
-    sl = tuple(slice(0, min(a, b)) for a, b in zip(shape, m.shape))
-    out[sl] = m[sl]
-    # the cropped remainder copies its neighbour row/column
-    if m.shape[-2] < shape[-2]:
-        out[..., m.shape[-2]:, :] = out[..., m.shape[-2] - 1: m.shape[-2], :]
-    if m.shape[-1] < shape[-1]:
-        out[..., :, m.shape[-1]:] = out[..., :, m.shape[-1] - 1: m.shape[-1]]
-    return out
-
-
 def _smooth_up(mask_small: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
     """Upsample a low-resolution mask with a smooth boundary (linear interpolation of 0/1)."""
     if f == 1:

@@ -42,6 +42,7 @@ import numpy as np
 from ..types import CancelToken, Capability, Point, Prompt, TextPrompt, Volume
 from . import weights as weights_manager
 from .base import BackendStatus, BackendUnavailableError, UnsupportedPromptError, check_capabilities
+from .device import status_device
 
 __all__ = ["VISTA3DBackend", "VISTA3D_SPACE", "VISTA3D_LABELS", "SPECIAL_CLASSES", "INSTALL_HINT",
            "load_vista3d_state_dict"]
@@ -142,20 +143,6 @@ def load_vista3d_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     return sd
 
 
-def _status_device() -> str:
-    """The device a new instance would use, without importing torch just for this."""
-    import sys
-
-    if "torch" in sys.modules:
-        from .device import select_device
-
-        try:
-            return select_device()
-        except ValueError:
-            pass
-    return os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
-
-
 class VISTA3DBackend:
     """VISTA3D with class (text) and click prompts; see the module docstring.
 
@@ -246,7 +233,7 @@ class VISTA3DBackend:
     @classmethod
     def status(cls) -> BackendStatus:
         """Cheap: checks that monai is installed and the weights file exists (no import, no load)."""
-        dev = _status_device()
+        dev = status_device()
         if not _monai_available():
             return BackendStatus(cls.name, cls.capabilities, "package missing", device=dev,
                                  message=f"VISTA3D needs the 'monai' package: {INSTALL_HINT}")

@@ -68,7 +68,8 @@ import numpy as np
 from ..io.atomic import atomic_write_bytes
 from ..tasks.predict import merge_masks, predict_masks
 from ..types import Box2D, Box3D, CancelToken, Capability, Prompt, TextPrompt
-from ._util import json_default, label_ids, sha256_file
+from ..utils import sha256_file
+from ._util import json_default, label_ids
 from .catalog import CaseEntry, Catalog, discover, existing_labels, load_entry
 
 __all__ = [

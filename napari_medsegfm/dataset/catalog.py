@@ -59,6 +59,7 @@ import numpy as np
 
 from ..io.atomic import is_temp_name
 from ..types import Case
+from ..utils import label_dtype_for
 from ._util import label_ids
 
 __all__ = ["CaseEntry", "Catalog", "discover", "LAYOUTS", "existing_labels", "modality_from_name"]
@@ -180,10 +181,6 @@ class CaseEntry:
                 parts.append(f"{p.name}:missing")
         return "|".join(parts)
 
-    @property
-    def has_label_file(self) -> bool:
-        return self.label_path is not None
-
 
 # ----------------------------------------------------------------------------- catalog
 class Catalog:
@@ -232,9 +229,6 @@ class Catalog:
 
     def ids(self) -> list[str]:
         return [e.case_id for e in self.entries]
-
-    def index_of(self, case_id: str) -> int:
-        return self.ids().index(case_id)
 
     def find(self, text: str) -> CaseEntry | None:
         """A case by id, by name, or the first whose id contains ``text`` (case-insensitive)."""
@@ -373,7 +367,7 @@ def _as_labels(arr: np.ndarray, src: Any, key: str) -> np.ndarray:
     a = integer_labels(np.asarray(arr), src, key)
     if a.dtype.kind in "iu" and a.dtype not in (np.uint8, np.uint16, np.uint32):
         mx = int(a.max()) if a.size else 0
-        a = a.astype(np.uint8 if mx <= 255 else np.uint16 if mx <= 65535 else np.uint32)
+        a = a.astype(label_dtype_for(mx))
     return a
 
 

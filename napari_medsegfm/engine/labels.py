@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .postprocess import BBox, bbox_of, label_dtype_for, merge_object_mask
+from ..utils import label_dtype_for
+from .postprocess import BBox, bbox_of, merge_object_mask
 from .undo import LabelDiff
 
 __all__ = ["LabelStore", "Merge", "merge_block", "check_label_array", "MAX_LABEL"]

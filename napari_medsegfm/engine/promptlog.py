@@ -124,11 +124,6 @@ class PromptLog:
                 self._fh.flush()
             return rec
 
-    def to_jsonl(self) -> str:
-        """All records as JSON lines."""
-        with self._lock:
-            return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.records)
-
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..backends.base import UnsupportedPromptError, capability_names, check_capabilities
 from ..engine.maskcheck import binary_mask
-from ..engine.postprocess import bbox_of, label_dtype_for, merge_object_mask
+from ..engine.postprocess import bbox_of, merge_object_mask
 from ..io.cvpr import click_prompts, read_cvpr_members, text_prompt_list
 from ..types import (
     CancelToken,
@@ -61,6 +61,7 @@ from ..types import (
     Volume,
     validate_prompt,
 )
+from ..utils import label_dtype_for
 
 __all__ = [
     "object_prompts",

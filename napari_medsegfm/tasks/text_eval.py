@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.postprocess import label_dtype_for
+from ..utils import label_dtype_for
 from .metrics import per_class_dsc, per_class_nsd, scorer_spacing
 
 __all__ = [
@@ -142,7 +142,7 @@ def instances_to_labels(
     if first_label < 1 or last > np.iinfo(labels.dtype).max:
         raise ValueError(
             f"labels {first_label}..{last} do not fit a {labels.dtype} label image; "
-            f"use a wider dtype (napari_medsegfm.engine.postprocess.label_dtype_for({last}))"
+            f"use a wider dtype (napari_medsegfm.utils.label_dtype_for({last}))"
         )
     fg = inst > 0
     if not overwrite:

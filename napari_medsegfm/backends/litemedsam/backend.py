@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -302,19 +301,13 @@ class LiteMedSAMBackend:
         """
         import importlib.util
 
-        from ..device import select_device
+        from ..device import status_device
 
         if importlib.util.find_spec("torch") is None:
             return BackendStatus(cls.name, cls.capabilities, "package missing",
                                  message="LiteMedSAM needs torch: pip install torch")
         path, how = W.locate_weights()
-        if "torch" in sys.modules or os.environ.get("MEDSEGFM_DEVICE", "").strip().lower() in ("cpu",):
-            try:
-                dev = select_device(None)
-            except ValueError as exc:
-                dev = f"invalid ({exc})"
-        else:  # checking CUDA/MPS would import torch (~1 s): say what a new instance will do
-            dev = os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
+        dev = status_device()
         if path is None:
             return BackendStatus(cls.name, cls.capabilities, "weights missing", device=dev,
                                  message=f"checkpoint not found ({how}); {W.INSTALL_HINT}")
