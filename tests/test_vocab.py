@@ -292,6 +292,7 @@ def test_dataset_folder_finds_the_cvpr25_file(shared_data, tmp_path):
     assert find_dataset_vocabulary(tmp_path) is None
 
 
+@pytest.mark.timing
 def test_resolution_is_fast(voc):
     import time
 

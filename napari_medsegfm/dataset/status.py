@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,10 @@ class StatusStore:
         Heartbeat period (default ``lease_s / 4``).
     busy_timeout_s : float
         How long a write waits for another writer before failing.
+    clock : callable, optional
+        Wall-clock seconds (default :func:`time.time`) for leases, heartbeats and the
+        history's timestamps; tests pass a manual clock (two stores of one database
+        share it), so lease expiry is tested without sleeping.
 
     Notes
     -----
@@ -323,7 +327,9 @@ class StatusStore:
         lease_s: float = 60.0,
         heartbeat_s: float | None = None,
         busy_timeout_s: float = 15.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.user = user or current_user()
@@ -509,7 +515,7 @@ class StatusStore:
             for table in ("cases", "history", "metrics", "locks"):
                 con.execute(f"UPDATE {table} SET case_id=? WHERE case_id=?", (new, old))
             self._add_history(con, new, "migrate", f"case id {old!r} -> {new!r}" + (f" ({why})" if why else ""),
-                              self.user, time.time())
+                              self.user, self._clock())
         return True
 
     # ------------------------------------------------------------------ cases
@@ -548,7 +554,7 @@ class StatusStore:
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT status, comment FROM cases WHERE case_id=?", (case_id,)).fetchone()
@@ -563,7 +569,7 @@ class StatusStore:
     def set_comment(self, case_id: str, comment: str, *, who: str | None = None) -> CaseRecord:
         """Set the free-text comment of a case."""
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT comment FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
@@ -581,7 +587,7 @@ class StatusStore:
         A ``todo`` case becomes ``in progress``.
         """
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             con.execute("UPDATE cases SET edited_at=?, edited_by=? WHERE case_id=?", (now, who, case_id))
@@ -601,7 +607,7 @@ class StatusStore:
     def add_history(self, case_id: str, action: str, detail: str = "", *, who: str | None = None) -> None:
         """Append one history event (open, restore, export, batch, ...)."""
         with self._write() as con:
-            self._add_history(con, case_id, action, detail, who or self.user, time.time())
+            self._add_history(con, case_id, action, detail, who or self.user, self._clock())
 
     def _add_history(self, con: sqlite3.Connection, case_id: str, action: str, detail: str, who: str, at: float) -> None:
         con.execute(
@@ -640,7 +646,7 @@ class StatusStore:
         with self._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (case_id, name, None if value is None else float(value), source, time.time(),
+                (case_id, name, None if value is None else float(value), source, self._clock(),
                  json.dumps(detail or {}, default=json_default)),
             )
 
@@ -683,13 +689,13 @@ class StatusStore:
         """The live lease on ``case_id`` (``None`` if free or stale)."""
         with self._mutex:
             info = self._lock_row(self._con, case_id)
-        if info is None or self._is_stale(info, time.time()):
+        if info is None or self._is_stale(info, self._clock()):
             return None
         return info
 
     def locks(self) -> dict[str, LockInfo]:
         """Every live lease in the dataset."""
-        now = time.time()
+        now = self._clock()
         rows = self._read("SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks")
         return {r[0]: LockInfo(*r) for r in rows if not self._is_stale(LockInfo(*r), now)}
 
@@ -697,7 +703,7 @@ class StatusStore:
         """True while this store holds a live lease on ``case_id``."""
         with self._mutex:
             info = self._lock_row(self._con, case_id)
-        return info is not None and info.owner == self.owner and info.expires_at >= time.time()
+        return info is not None and info.owner == self.owner and info.expires_at >= self._clock()
 
     def acquire(self, case_id: str, *, steal: bool = False) -> LockInfo:
         """Take (or renew) the edit lease of ``case_id``.
@@ -707,7 +713,7 @@ class StatusStore:
         CaseLockedError
             Another live viewer holds it (unless ``steal``).
         """
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             info = self._lock_row(con, case_id)
             if info is not None and info.owner != self.owner and not steal and not self._is_stale(info, now):
@@ -740,14 +746,14 @@ class StatusStore:
             con.execute("DELETE FROM locks WHERE case_id=?", (case_id,))
             if info is not None:
                 self._add_history(con, case_id, "unlock", f"removed lock of {info.user}@{info.host} pid {info.pid}",
-                                  self.user, time.time())
+                                  self.user, self._clock())
         return info
 
     def heartbeat(self) -> list[str]:
         """Renew every lease this store holds; returns the case ids whose lease was lost."""
         if not self._held or self._closed:
             return []
-        now = time.time()
+        now = self._clock()
         lost = []
         with self._write() as con:
             for cid in list(self._held):
@@ -764,7 +770,7 @@ class StatusStore:
 
     def check_lock(self, case_id: str) -> None:
         """Raise :class:`LockLostError` unless this store holds ``case_id`` (renewing it)."""
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             cur = con.execute(
                 "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",
