@@ -27,8 +27,8 @@ from napari_medsegfm.engine.vocab import (  # noqa: E402
     VOCAB_FORMAT,
     VocabClass,
     Vocabulary,
-    _pretty_name,
 )
+from napari_medsegfm.engine.vocab.text import _pretty_name  # noqa: E402
 
 OUT = HERE / "vocabulary.json"
 
