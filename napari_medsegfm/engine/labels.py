@@ -245,6 +245,7 @@ class LabelStore:
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of both label arrays (uint8, uint16 or uint32)."""
         return self.committed.dtype
 
     def sha256(self) -> str:
@@ -300,6 +301,7 @@ class LabelStore:
         return True
 
     def add_counts(self, deltas: dict[int, int]) -> None:
+        """Follow voxel-count changes (``label_id -> delta``) of the ids counted so far."""
         for i, d in deltas.items():
             if i in self.counts:
                 self.counts[i] += d

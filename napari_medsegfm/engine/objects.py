@@ -20,6 +20,7 @@ def default_color(label_id: int) -> tuple[float, float, float, float]:
 
 
 def check_color(color: Any) -> tuple[float, float, float, float]:
+    """RGBA (0..1) from 3 or 4 numbers; ``ValueError`` naming the value otherwise."""
     try:
         c = tuple(float(v) for v in color)
     except (TypeError, ValueError):
@@ -30,4 +31,5 @@ def check_color(color: Any) -> tuple[float, float, float, float]:
 
 
 def copy_info(info: ObjectInfo) -> ObjectInfo:
+    """A copy of ``info`` whose ``meta`` dict is not shared."""
     return dataclasses.replace(info, meta=dict(info.meta))

@@ -125,6 +125,7 @@ class PromptLog:
             return rec
 
     def close(self) -> None:
+        """Close the log file (records stay in :attr:`records`)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()

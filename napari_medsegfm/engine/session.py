@@ -188,28 +188,34 @@ class AnnotationSession(_InferenceMixin, _CommitMixin):
 
     @property
     def backend(self) -> Any:
+        """The backend instance (``None``: editing only)."""
         return self._backend
 
     @property
     def backend_name(self) -> str:
+        """The backend's ``name`` (``""`` without a backend)."""
         b = self._backend
         return "" if b is None else str(getattr(b, "name", type(b).__name__))
 
     @property
     def can_undo(self) -> bool:
+        """There is a step to undo."""
         return self._undo.can_undo
 
     @property
     def can_redo(self) -> bool:
+        """There is an undone step to redo."""
         return self._undo.can_redo
 
     @property
     def undo_description(self) -> str:
+        """Text of the step :meth:`undo` would revert (``""``: none)."""
         e = self._undo.undo_entries
         return e[-1].description if e else ""
 
     @property
     def redo_description(self) -> str:
+        """Text of the step :meth:`redo` would re-apply (``""``: none)."""
         e = self._undo.redo_entries
         return e[-1].description if e else ""
 
@@ -225,6 +231,7 @@ class AnnotationSession(_InferenceMixin, _CommitMixin):
 
     @property
     def worker(self) -> InferenceWorker | None:
+        """The session's worker thread wrapper (``None`` with ``use_worker=False``)."""
         return self._worker
 
     def generation(self, label_id: int) -> int:
@@ -446,6 +453,7 @@ class AnnotationSession(_InferenceMixin, _CommitMixin):
             self._listeners.append(fn)
 
     def remove_listener(self, fn: Callable[[Change], None]) -> None:
+        """Stop calling ``fn`` (no-op when it is not registered)."""
         with self._lock:
             if fn in self._listeners:
                 self._listeners.remove(fn)

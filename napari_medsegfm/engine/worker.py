@@ -222,6 +222,7 @@ class InferenceWorker:
             return self._current.get(key, 0)
 
     def is_current(self, key: Hashable, generation: int) -> bool:
+        """``generation`` is the newest one submitted for ``key``."""
         with self._cond:
             return self._current.get(key, 0) == generation
 
@@ -232,6 +233,7 @@ class InferenceWorker:
             return self._running is not None or bool(self._queue) or bool(self._dropped)
 
     def running_key(self) -> Hashable | None:
+        """Key of the job running now (``None``: none)."""
         with self._cond:
             return self._running.key if self._running is not None else None
 
@@ -261,6 +263,7 @@ class InferenceWorker:
 
     @property
     def closed(self) -> bool:
+        """True after :meth:`close`; submits then raise ``RuntimeError``."""
         return self._closed
 
     def close(self, timeout: float = 5.0) -> None:
