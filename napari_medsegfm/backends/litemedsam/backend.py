@@ -5,7 +5,7 @@
 * 3D boxes (``Box3D``, CVPR 2025 boxes with ``z_mid``): mid slice from the box, then
   slice-by-slice propagation (:mod:`.propagate`).
 * Clicks refine the previous mask slice-locally and re-propagate
-  (:func:`.propagate.refine_with_click`). Objects prompted by clicks only (no box:
+  (:func:`.clicks.refine_with_click`). Objects prompted by clicks only (no box:
   vessels, brain lesions) go to the weight-free graph-cut backend by default
   (``boxless="classic"``), or start from LiteMedSAM boxes around the first click
   (``boxless="model"``).
@@ -49,10 +49,10 @@ from ...types import (
 )
 from ..base import BackendStatus, BackendUnavailableError, check_capabilities
 from . import weights as W
+from .clicks import refine_with_click
 from .propagate import (
     PropagationParams,
     SlicePoint,
-    refine_with_click,
     segment_box3d,
 )
 
