@@ -8,8 +8,8 @@ Run::
 
 What it does, per backend and case: the box step (skipped and scored 0 for a box-less
 case), then 5 simulated clicks (largest 26-connected error component, its
-distance-transform maximum; :mod:`napari_medsegfm.core.clicks`), each step predicted by
-:func:`napari_medsegfm.core.predict.predict_case` - in this process (``--backends``), or as a
+distance-transform maximum; :mod:`napari_medsegfm.tasks.clicks`), each step predicted by
+:func:`napari_medsegfm.tasks.predict.predict_case` - in this process (``--backends``), or as a
 fresh ``medsegfm predict`` process per step exactly as the challenge drives a container
 (``--fresh``: an npz written per step, the process started, ``segs`` read back; the step's
 seconds are that wall time, process start and model load included; the on-disk embedding
@@ -110,7 +110,7 @@ HIDDEN_KINDS_EXCLUDE = ("microscopy",)
 
 
 def _eval_case(c: BenchCase, data: Path) -> Any:
-    from napari_medsegfm.core.evaluation import EvalCase
+    from napari_medsegfm.tasks.evaluation import EvalCase
 
     name = Path(c.image).stem  # run_case seeds synthesized boxes by this name, as `medsegfm evaluate` does
     return EvalCase(name, data / c.image, None if c.gt is None else data / c.gt)
@@ -118,7 +118,7 @@ def _eval_case(c: BenchCase, data: Path) -> Any:
 
 # ----------------------------------------------------------------------- one run
 def _per_class(gts: np.ndarray, segs: list[np.ndarray]) -> list[list[float]]:
-    from napari_medsegfm.core.metrics import per_class_dsc
+    from napari_medsegfm.tasks.metrics import per_class_dsc
 
     labels = [int(v) for v in np.unique(gts) if v]
     return [[float(v) for v in per_class_dsc(gts, s, labels).values()] for s in segs]
@@ -172,7 +172,7 @@ def run_backend(backend: str, cases: list[BenchCase], data: Path, *, fresh: bool
                 options: dict[str, Any] | None = None, log: Any = print) -> dict[str, Any]:
     """All ``cases`` with one backend; returns the run record (per-case scores)."""
     from napari_medsegfm.backends.registry import get_backend
-    from napari_medsegfm.core.evaluation import load_case_arrays, run_case
+    from napari_medsegfm.tasks.evaluation import load_case_arrays, run_case
 
     options = dict(options or {})
     if fresh and options:

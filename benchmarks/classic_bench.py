@@ -3,10 +3,10 @@
 On the engine benchmark's case (CT_AMOS_amos_0018 resampled to 200x512x512 by
 default), for a few organs of different sizes: one CVPR-style box (tight z range,
 the median slice's xy box grown by 4 px), then five clicks simulated by the
-challenge's rule (:mod:`napari_medsegfm.core.clicks`), each a ``predict`` call with
+challenge's rule (:mod:`napari_medsegfm.tasks.clicks`), each a ``predict`` call with
 the object's current mask, timed one by one; the same sequence with the ``boxfill``
 baseline in the same run gives the ratio. Also one whole challenge step
-(:func:`~napari_medsegfm.core.predict.predict_case` with all 15 boxes).
+(:func:`~napari_medsegfm.tasks.predict.predict_case` with all 15 boxes).
 
 Run alone::
 
@@ -46,8 +46,8 @@ def _cvpr_box(gts: np.ndarray, lid: int, grow: int = 4) -> Box3D:
 
 
 def _sequence(backend: Any, ctx: Any, lid: int, n_clicks: int = 5) -> dict[str, Any]:
-    from napari_medsegfm.core.clicks import simulate_click
-    from napari_medsegfm.core.metrics import dsc
+    from napari_medsegfm.tasks.clicks import simulate_click
+    from napari_medsegfm.tasks.metrics import dsc
 
     gt = ctx.gts == lid
     gt8 = gt.astype(np.uint8)
@@ -73,7 +73,7 @@ def _sequence(backend: Any, ctx: Any, lid: int, n_clicks: int = 5) -> dict[str, 
 def bench_backend_latency(ctx: Any) -> dict[str, Any]:
     """Per-interaction latency of ``classic`` vs ``boxfill``: box, then each of 5 clicks."""
     from napari_medsegfm.backends.registry import get_backend
-    from napari_medsegfm.core.predict import predict_case
+    from napari_medsegfm.tasks.predict import predict_case
 
     rows: list[dict[str, Any]] = []
     data: dict[str, Any] = {"organs": {}}

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from napari_medsegfm.core.session import AnnotationSession, InferenceResult  # noqa: E402
+from napari_medsegfm.engine.session import AnnotationSession, InferenceResult  # noqa: E402
 from napari_medsegfm.types import Box3D, CancelToken, Capability, Point, Volume  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -102,7 +102,7 @@ class BenchContext:
         return [int(i) for i in np.flatnonzero(counts) if i]
 
     def gt_box(self, lid: int) -> Box3D:
-        from napari_medsegfm.core.postprocess import bbox_of
+        from napari_medsegfm.engine.postprocess import bbox_of
 
         bb = bbox_of(self.gts == lid)
         assert bb is not None

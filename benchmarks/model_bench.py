@@ -119,7 +119,7 @@ def child_load() -> dict[str, Any]:
 
 
 def _click_loop(b: Any, gts: np.ndarray, lab: int, prompts: list, m: np.ndarray, n: int) -> tuple[list, list, list]:
-    from napari_medsegfm.core.clicks import simulate_click
+    from napari_medsegfm.tasks.clicks import simulate_click
     from napari_medsegfm.types import Point
 
     times, dices, enc = [], [_dice(m, gts == lab)], []
@@ -173,7 +173,7 @@ def child_step(cache_dir: str, lab: str, step: str) -> dict[str, Any]:
     """One challenge step in a fresh process: step 0 = box, step k = box + k clicks on prev."""
     t0 = time.perf_counter()
     from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
-    from napari_medsegfm.core.clicks import simulate_click
+    from napari_medsegfm.tasks.clicks import simulate_click
     from napari_medsegfm.types import Point, Volume
 
     imgs, gts, boxes = _amos_boxes()
@@ -210,7 +210,7 @@ def _hwm_mb() -> float:
 
 def child_memory(z: str = "200") -> dict[str, Any]:
     from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
-    from napari_medsegfm.core.clicks import simulate_click
+    from napari_medsegfm.tasks.clicks import simulate_click
     from napari_medsegfm.types import Box3D, Point, Volume
 
     imgs, gts, _ = _amos()
@@ -260,7 +260,7 @@ def child_flow(mode: str, lab: str = "10", step_s: str = "0.15") -> dict[str, An
     import threading
 
     from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
-    from napari_medsegfm.core.session import AnnotationSession
+    from napari_medsegfm.engine.session import AnnotationSession
     from napari_medsegfm.types import Volume
     from napari_medsegfm.widgets.controller import slices_to_warm
 

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from napari_medsegfm.core.vocab import (  # noqa: E402
+from napari_medsegfm.engine.vocab import (  # noqa: E402
     CVPR25_VOCAB_FILENAME,
     Vocabulary,
     default_vocabulary,

@@ -143,3 +143,19 @@ def wait_until(pred, timeout: float = 5.0, step: float = 0.002) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+class ManualClock:
+    """A clock for injected-time tests: stands still until :meth:`advance` (thread-safe)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._t = float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._t
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._t += float(seconds)

@@ -24,7 +24,7 @@ def test_headless_api_loads_without_qt_or_torch():
         """
         import importlib, pkgutil, sys
         import napari_medsegfm
-        for pkg in ("types", "core", "io", "dataset"):
+        for pkg in ("types", "engine", "tasks", "io", "dataset"):
             mod = importlib.import_module("napari_medsegfm." + pkg)
             if hasattr(mod, "__path__"):
                 for info in pkgutil.iter_modules(mod.__path__):

@@ -40,6 +40,7 @@ def dataset(tmp_path, shared_data):
     return root
 
 
+@pytest.mark.timing
 def test_two_workers_match_single_process_failures_recorded_and_resume(tmp_path, dataset, client):
     ref = run_batch(dataset, "boxfill", tmp_path / "ref", scheduler="sync", progress=False)
     assert sorted(ref.failed) == ["imgs/CT_broken", "imgs/MR_BraTS-T1c_bratsgli_0017"]

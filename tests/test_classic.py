@@ -8,10 +8,10 @@ from _eval_cases import amos_crop
 
 from napari_medsegfm.backends.boxfill import BoxFillBackend
 from napari_medsegfm.backends.classic import ClassicBackend, graph_cut
-from napari_medsegfm.core.clicks import simulate_click
-from napari_medsegfm.core.evaluation import synthesize_boxes
-from napari_medsegfm.core.metrics import dsc
 from napari_medsegfm.io.cvpr import parse_boxes
+from napari_medsegfm.tasks.clicks import simulate_click
+from napari_medsegfm.tasks.evaluation import synthesize_boxes
+from napari_medsegfm.tasks.metrics import dsc
 from napari_medsegfm.types import Box2D, Cancelled, CancelToken, Point, Scribble, Volume
 
 

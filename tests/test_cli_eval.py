@@ -12,7 +12,7 @@ import pytest
 from _eval_cases import amos_crop, write_case
 
 from napari_medsegfm.cli import main
-from napari_medsegfm.core.evaluation import synthesize_boxes
+from napari_medsegfm.tasks.evaluation import synthesize_boxes
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_every_help_text_is_plain():
         bad = MARKUP.search(text)
         assert bad is None, f"{name} --help shows markup {bad.group(0)!r}:\n{text}"
     predict = dict(parsers)["medsegfm predict"].format_help()
-    assert "napari_medsegfm.core.predict.predict_case" in predict and "segs (uint8 labels" in predict
+    assert "napari_medsegfm.tasks.predict.predict_case" in predict and "segs (uint8 labels" in predict
 
 
 def _case(path, seed):

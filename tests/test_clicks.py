@@ -1,4 +1,4 @@
-"""core.clicks: the CVPR 2025 click simulation."""
+"""tasks.clicks: the CVPR 2025 click simulation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from _eval_cases import amos_crop
 from scipy import ndimage
 
-from napari_medsegfm.core.clicks import empty_clicks, simulate_click, simulate_clicks
+from napari_medsegfm.tasks.clicks import empty_clicks, simulate_click, simulate_clicks
 
 
 def _reference_click(gt, seg, label):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from napari_medsegfm.cli import main as cli_main
-from napari_medsegfm.core.predict import predict_case
 from napari_medsegfm.io import load_case, save_labels
 from napari_medsegfm.io.cvpr import click_prompts, read_cvpr_members
+from napari_medsegfm.tasks.predict import predict_case
 from napari_medsegfm.types import Box2D, Box3D
 
 HEART = "2DBox_MR_BiomedParse08_heart"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from _engine_fakes import ManualClock, wait_until
 
 from napari_medsegfm.dataset.autosave import (
     Autosaver,
@@ -68,13 +67,16 @@ def test_autosaver_interval_accept_and_close(tmp_path, shared_data):
     st = StatusStore(side / "status.sqlite", user="carol")
     st.acquire("c1")
     saved = []
-    aus = Autosaver(CorrectionStore(side), "c1", lambda: labels, interval_s=0.3, status=st,
+    clock = ManualClock()
+    aus = Autosaver(CorrectionStore(side), "c1", lambda: labels, interval_s=0.3, status=st, clock=clock,
                     get_meta=lambda: {"label_names": {"1": "a"}}, on_saved=lambda p, m: saved.append(m["reason"]))
     assert aus.tick() is None and aus.save() is None  # nothing dirty: nothing written
     labels[gts == 1] = 1
     aus.mark_dirty()
     assert aus.tick() is None  # not due yet
-    time.sleep(0.35)
+    clock.advance(0.29)
+    assert aus.tick() is None and aus.dirty
+    clock.advance(0.02)
     aus.tick().result()
     assert saved == ["interval"]
     np.testing.assert_array_equal(CorrectionStore(side).load("c1").labels, labels)
@@ -102,13 +104,13 @@ def test_autosaver_interval_accept_and_close(tmp_path, shared_data):
 def test_autosaver_timer_thread(tmp_path):
     labels = np.zeros((4, 8, 8), np.uint8)
     store = CorrectionStore(tmp_path / "side")
-    aus = Autosaver(store, "t", lambda: labels, interval_s=0.2)
+    clock = ManualClock()
+    aus = Autosaver(store, "t", lambda: labels, interval_s=0.2, clock=clock)
     aus.start_timer(0.05)
     labels[1, 2, 3] = 7
     aus.mark_dirty()
-    deadline = time.time() + 5
-    while not store.exists("t") and time.time() < deadline:
-        time.sleep(0.05)
+    clock.advance(0.2)  # due now: the timer thread's next tick writes it
+    assert wait_until(lambda: store.exists("t"), timeout=10)
     aus.close()
     assert store.load("t").labels[1, 2, 3] == 7
 

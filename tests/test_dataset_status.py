@@ -8,9 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from _engine_fakes import ManualClock
 
 from napari_medsegfm.dataset.status import (
     DONE,
@@ -90,16 +90,20 @@ def test_lock_between_two_viewers(db):
 
 
 def test_lease_expires_and_heartbeat_renews(db):
-    a = StatusStore(db, user="alice", lease_s=0.6, heartbeat_s=0.1)
-    b = StatusStore(db, user="bob", lease_s=0.6)
+    clock = ManualClock(1.7e9)
+    a = StatusStore(db, user="alice", lease_s=60, clock=clock)
+    b = StatusStore(db, user="bob", lease_s=60, clock=clock)
     try:
         a.acquire("x")
-        time.sleep(1.0)  # heartbeat keeps a's lease alive past its first expiry
+        clock.advance(50)
+        assert a.heartbeat() == []  # renewed (nothing lost)
+        clock.advance(50)  # past the first expiry: the heartbeat keeps a's lease alive
+        assert b.lock_holder("x").user == "alice"
         with pytest.raises(CaseLockedError):
             b.acquire("x")
         a._hb_stop.set()  # a hangs (no more heartbeats): its lease lapses
         a._hb_thread.join()
-        time.sleep(0.8)
+        clock.advance(61)
         assert b.lock_holder("x") is None
         b.acquire("x")
         assert b.holds("x")

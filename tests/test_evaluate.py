@@ -1,4 +1,4 @@
-"""core.evaluation: the CVPR 2025 interactive protocol end to end, on small real crops."""
+"""tasks.evaluation: the CVPR 2025 interactive protocol end to end, on small real crops."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from _eval_cases import amos_crop, amos_full, write_case
 
 from napari_medsegfm.backends.boxfill import BoxFillBackend
-from napari_medsegfm.core import evaluation as ev
-from napari_medsegfm.core import metrics as M
+from napari_medsegfm.tasks import evaluation as ev
+from napari_medsegfm.tasks import metrics as M
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ import pytest
 from _dataset_data import make_small_cvpr
 from _engine_fakes import FillBox
 
-from napari_medsegfm.core.session import AnnotationSession
-from napari_medsegfm.core.worker import InferenceWorker
 from napari_medsegfm.dataset.autosave import encode_correction, safe_case_filename
 from napari_medsegfm.dataset.catalog import discover
 from napari_medsegfm.dataset.export import export_corrections
 from napari_medsegfm.dataset.status import CaseLockedError, StatusDatabaseError, StatusStore
 from napari_medsegfm.dataset.workspace import DatasetWorkspace, recover_status
+from napari_medsegfm.engine.session import AnnotationSession
+from napari_medsegfm.engine.worker import InferenceWorker
 from napari_medsegfm.io import list_cases, load_case, save_labels
 from napari_medsegfm.io.atomic import ReadOnlyFileError, is_temp_name, remove_stale_temps
 from napari_medsegfm.io.layers import contrast_limits_for

@@ -1,6 +1,6 @@
 """The click contract of the default ``classic`` backend and of ``joint`` on a real crop (CT_AMOS spleen + left kidney).
 
-A step goes through :func:`~napari_medsegfm.core.predict.predict_case`, as ``medsegfm
+A step goes through :func:`~napari_medsegfm.tasks.predict.predict_case`, as ``medsegfm
 predict`` and ``evaluate`` run it, with the challenge's members (``prev_pred``, ``clicks``,
 ``clicks_order``, ``boxes``). The previous labels are the ground truth with one error made
 on purpose, so every change the click causes can be checked against it.
@@ -15,9 +15,9 @@ from scipy import ndimage
 
 from napari_medsegfm.backends.joint import JointClassicBackend, box_volume, newest_edit
 from napari_medsegfm.backends.registry import get_backend
-from napari_medsegfm.core.clicks import empty_clicks, simulate_clicks
-from napari_medsegfm.core.evaluation import _as_saved, _clicks_array, synthesize_boxes
-from napari_medsegfm.core.predict import predict_case
+from napari_medsegfm.tasks.clicks import empty_clicks, simulate_clicks
+from napari_medsegfm.tasks.evaluation import _as_saved, _clicks_array, synthesize_boxes
+from napari_medsegfm.tasks.predict import predict_case
 from napari_medsegfm.types import Box3D, Point, Volume
 
 

@@ -146,7 +146,7 @@ def test_3d_box_propagates_and_beats_box_filling(amos, backend):
 
 
 def test_clicks_refine_a_poor_box_result(amos, backend):
-    from napari_medsegfm.core.clicks import simulate_click
+    from napari_medsegfm.tasks.clicks import simulate_click
 
     vol, gt = amos
     lab = 10  # pancreas: a hard box case

@@ -12,11 +12,11 @@ from napari_medsegfm.backends.base import BackendUnavailableError
 from napari_medsegfm.backends.litemedsam import LiteMedSAMBackend
 from napari_medsegfm.backends.litemedsam import cache as C
 from napari_medsegfm.backends.litemedsam import weights as W
+from napari_medsegfm.backends.litemedsam.clicks import refine_with_click
 from napari_medsegfm.backends.litemedsam.propagate import (
     PropagationParams,
     SlicePoint,
     bbox2d,
-    refine_with_click,
     segment_box3d,
 )
 from napari_medsegfm.types import Cancelled, CancelToken, Capability

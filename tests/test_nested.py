@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from napari_medsegfm.backends.classic import ClassicBackend
-from napari_medsegfm.core.predict import predict_case
 from napari_medsegfm.io import safe_load_npz
+from napari_medsegfm.tasks.predict import predict_case
 from napari_medsegfm.types import Box3D, Volume, boxes_extent, extent_nested, nested_inner
 
 RV, MYO, LV = 1, 2, 3

@@ -1,4 +1,4 @@
-"""core.predict: the challenge-compatible step (parsing, merge order, clicks, errors)."""
+"""tasks.predict: the challenge-compatible step (parsing, merge order, clicks, errors)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 from napari_medsegfm.backends.base import UnsupportedPromptError
 from napari_medsegfm.backends.boxfill import BoxFillBackend
-from napari_medsegfm.core.predict import PredictInfo, predict_case
 from napari_medsegfm.io.cvpr import click_prompts, parse_boxes, read_cvpr_members
+from napari_medsegfm.tasks.predict import PredictInfo, predict_case
 from napari_medsegfm.types import Box2D, Box3D, Capability
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _engine_fakes import Crash, FillBox, load_real_crop
 
-from napari_medsegfm.core.promptlog import PromptLog, decode_array, encode_array, read_log
-from napari_medsegfm.core.session import AnnotationSession, replay_log
+from napari_medsegfm.engine.promptlog import PromptLog, decode_array, encode_array, read_log
+from napari_medsegfm.engine.session import AnnotationSession, replay_log
 from napari_medsegfm.types import Box3D, Point, Scribble, Volume, prompt_from_dict
 
 

@@ -7,8 +7,8 @@ import pytest
 from _engine_fakes import BoxOnly, FillBox, load_real_crop
 
 from napari_medsegfm.backends.base import UnsupportedPromptError
-from napari_medsegfm.core.postprocess import merge_object_mask
-from napari_medsegfm.core.session import AnnotationSession, Change, InferenceResult
+from napari_medsegfm.engine.postprocess import merge_object_mask
+from napari_medsegfm.engine.session import AnnotationSession, Change, InferenceResult
 from napari_medsegfm.types import Box2D, Box3D, ObjectStatus, Point, Scribble, TextPrompt, Volume
 
 SHAPE = (8, 32, 32)
@@ -366,3 +366,23 @@ def test_roi_fast_path_matches_full_merge(sess):
         assert r.applied
         merge_object_mask(ref, r.mask, lid, overwrite=sess.objects[lid].overwrite)
         assert np.array_equal(sess.labels, ref), f"step {i}"
+
+
+def test_result_type_is_public_fields_only_and_add_prompts_sends_one_request(sess):
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(InferenceResult) if f.name.startswith("_")] == []
+    a = sess.add_object("a").label_id
+    b = sess.add_object("b").label_id
+    with pytest.raises(ValueError, match="one object"):
+        sess.add_prompts([Point((3, 10, 10), True, a), Point((3, 12, 12), True, b)])
+    with pytest.raises(ValueError, match="at least one"):
+        sess.add_prompts([])
+    sha0 = sess.labels_sha256()
+    res = sess.add_prompts([Box3D(2, 5, 4, 4, 20, 20, object_id=a), Point((3, 30, 30), True, a)])
+    assert res.applied and len(res.prompts) == 2 and sess.prompts_of(a) == list(res.prompts)
+    assert sess.labels_sha256() != sha0
+    sess.labels[0, 0, 0] = b  # an in-place stroke not committed yet does not count
+    sha1 = sess.labels_sha256()
+    sess.apply_edit(bbox=(slice(0, 1), slice(0, 1), slice(0, 1)))
+    assert sess.labels_sha256() != sha1

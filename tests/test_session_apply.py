@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from _engine_fakes import Crash, FillBox, wait_until
 
-import napari_medsegfm.core.session as session_mod
-from napari_medsegfm.core.postprocess import merge_object_mask
-from napari_medsegfm.core.session import AnnotationSession, InferenceResult
+import napari_medsegfm.engine.labels as labels_mod
+from napari_medsegfm.engine.postprocess import merge_object_mask
+from napari_medsegfm.engine.session import AnnotationSession, InferenceResult
 from napari_medsegfm.types import Box3D, Point, Volume
 
 SHAPE = (12, 48, 48)
@@ -38,15 +38,15 @@ class Held:
 
 @pytest.fixture
 def merge_threads(monkeypatch):
-    """Thread ids that ran ``merge_object_mask`` inside the session module."""
+    """Thread ids that ran ``merge_object_mask`` inside the label store (the one merge)."""
     seen: list[int] = []
-    orig = session_mod.merge_object_mask
+    orig = labels_mod.merge_object_mask
 
     def spy(*a, **kw):
         seen.append(threading.get_ident())
         return orig(*a, **kw)
 
-    monkeypatch.setattr(session_mod, "merge_object_mask", spy)
+    monkeypatch.setattr(labels_mod, "merge_object_mask", spy)
     return seen
 
 
@@ -263,8 +263,8 @@ def test_replace_through_the_worker_with_followers_and_failure(vol):
 
 
 def test_initial_objects_their_boxes_and_counts():
-    from napari_medsegfm.core.postprocess import bbox_of
-    from napari_medsegfm.core.session import _nonzero_bbox
+    from napari_medsegfm.engine.labels import nonzero_bbox as _nonzero_bbox
+    from napari_medsegfm.engine.postprocess import bbox_of
 
     rng = np.random.default_rng(5)
     lab = np.zeros((30, 40, 50), np.uint16)

@@ -6,9 +6,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from _engine_fakes import FillBox, wait_until
 
-from napari_medsegfm.core.session import AnnotationSession
+from napari_medsegfm.engine.session import AnnotationSession
 from napari_medsegfm.types import Box3D, Volume
 
 SHAPE = (60, 32, 32)
@@ -67,6 +68,7 @@ def test_warm_runs_the_wanted_slices_in_order_without_touching_labels():
         assert be.warmed[-2:] == [50, 51] and len(be.warmed) < 3 + 30 + 2
 
 
+@pytest.mark.timing
 def test_a_prompt_waits_at_most_one_slice_of_warm_up():
     be = WarmFillBox(warm_s=0.1)
     with AnnotationSession(_vol(), be) as s:

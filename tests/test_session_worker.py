@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _engine_fakes import Crash, FillBox, wait_until
 
-from napari_medsegfm.core.session import AnnotationSession, Change, InferenceResult
+from napari_medsegfm.engine.session import AnnotationSession, Change, InferenceResult
 from napari_medsegfm.types import Box3D, Point, Volume
 
 SHAPE = (10, 40, 40)
@@ -54,6 +54,7 @@ def vol():
     return Volume(np.zeros(SHAPE, np.uint8))
 
 
+@pytest.mark.timing
 def test_100_prompts_in_1s_end_with_last_prompt_and_few_inferences(vol):
     be = FillBox(delay_s=0.06, step_s=0.005, last_box_only=True)
     with AnnotationSession(vol, be) as s:
@@ -113,6 +114,7 @@ def test_burst_without_pauses_runs_at_most_a_handful(vol):
         assert len(gui.results) == 100
 
 
+@pytest.mark.timing
 def test_cancel_long_prediction_returns_within_200ms(vol):
     be = FillBox(delay_s=30.0, step_s=0.02)
     with AnnotationSession(vol, be) as s:
@@ -137,6 +139,7 @@ def test_cancel_long_prediction_returns_within_200ms(vol):
         assert any(r["type"] == "result" and r["status"] == "cancelled" for r in s.log.records)
 
 
+@pytest.mark.timing
 def test_new_prompt_on_same_object_cancels_running_one(vol):
     be = FillBox(delay_s=30.0, step_s=0.02)
     with AnnotationSession(vol, be) as s:

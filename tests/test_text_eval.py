@@ -1,4 +1,4 @@
-"""Instance splitting and text-task scoring (core/text_eval.py), text mode of predict_case."""
+"""Instance splitting and text-task scoring (tasks/text_eval.py), text mode of predict_case."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_medsegfm.core.text_eval import (
+from napari_medsegfm.io import safe_load_npz
+from napari_medsegfm.tasks.text_eval import (
     evaluate_text,
     format_text_table,
     instance_f1,
@@ -19,7 +20,6 @@ from napari_medsegfm.core.text_eval import (
     summarize_text,
     text_masks_to_segs,
 )
-from napari_medsegfm.io import safe_load_npz
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ class _TextOracle:
 
 
 def test_predict_case_text_semantic_and_instances(amos, nuclei):
-    from napari_medsegfm.core.predict import predict_case
+    from napari_medsegfm.tasks.predict import predict_case
 
     img, gt = amos
     g = np.asarray(gt["gts"])[15:35, 150:350, 150:350]
@@ -246,7 +246,7 @@ def test_predict_case_text_semantic_and_instances(amos, nuclei):
 def test_predict_case_text_needs_a_text_backend(amos):
     from napari_medsegfm.backends.base import UnsupportedPromptError
     from napari_medsegfm.backends.boxfill import BoxFillBackend
-    from napari_medsegfm.core.predict import predict_case
+    from napari_medsegfm.tasks.predict import predict_case
 
     img, gt = amos
     inputs = {"imgs": np.zeros((4, 8, 8), np.uint8), "spacing": gt["spacing"],

@@ -13,7 +13,7 @@ pytest.importorskip("monai")
 from napari_medsegfm.backends.base import UnsupportedPromptError  # noqa: E402
 from napari_medsegfm.backends.boxfill import BoxFillBackend  # noqa: E402
 from napari_medsegfm.backends.vista3d import VISTA3DBackend  # noqa: E402
-from napari_medsegfm.core.session import AnnotationSession  # noqa: E402
+from napari_medsegfm.engine.session import AnnotationSession  # noqa: E402
 from napari_medsegfm.types import Point, TextPrompt, Volume  # noqa: E402
 
 

@@ -123,6 +123,7 @@ def test_volume_shapes_spacing_rgb():
         Volume(np.zeros((2, 3, 4)), affine=np.eye(3))
 
 
+@pytest.mark.timing
 def test_cancel_token_wakes_waiters():
     t = CancelToken()
     assert not t.cancelled

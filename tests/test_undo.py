@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 from _engine_fakes import FillBox
 
-from napari_medsegfm.core.postprocess import bbox_of
-from napari_medsegfm.core.session import AnnotationSession
-from napari_medsegfm.core.undo import LabelDiff, UndoEntry, UndoStack, bbox_from_list, bbox_to_list
+from napari_medsegfm.engine.postprocess import bbox_of
+from napari_medsegfm.engine.session import AnnotationSession
+from napari_medsegfm.engine.undo import (
+    LabelDiff,
+    UndoEntry,
+    UndoStack,
+    bbox_from_list,
+    bbox_to_list,
+)
 from napari_medsegfm.types import Box3D, Point, Volume
 
 

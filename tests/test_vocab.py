@@ -1,4 +1,4 @@
-"""Class vocabulary and free-text resolution (core/vocab.py, resources/vocabulary, cli/vocab.py)."""
+"""Class vocabulary and free-text resolution (engine/vocab.py, resources/vocabulary, cli/vocab.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_medsegfm.core.vocab import (
+from napari_medsegfm.engine.vocab import (
     CVPR25_VOCAB_FILENAME,
     UnresolvedTextError,
     VocabClass,
@@ -292,6 +292,7 @@ def test_dataset_folder_finds_the_cvpr25_file(shared_data, tmp_path):
     assert find_dataset_vocabulary(tmp_path) is None
 
 
+@pytest.mark.timing
 def test_resolution_is_fast(voc):
     import time
 

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from _engine_fakes import wait_until
+from _engine_fakes import ManualClock, wait_until
 
-from napari_medsegfm.core.worker import InferenceWorker, JobOutcome
+from napari_medsegfm.engine.worker import InferenceWorker, JobOutcome
 from napari_medsegfm.types import Cancelled
 
 
@@ -78,6 +78,7 @@ def test_new_job_cancels_the_running_one_of_same_key(worker):
     assert outs[1].value == "fast" and not outs[1].cancelled
 
 
+@pytest.mark.timing
 def test_cancel_returns_within_200ms(worker):
     done = threading.Event()
     t_cb = []
@@ -163,21 +164,25 @@ def test_close_cancels_and_joins_and_refuses_new_jobs():
 
 
 def test_debounce_holds_only_superseding_jobs():
-    with InferenceWorker(debounce_s=0.05) as w:
+    clock = ManualClock()
+    with InferenceWorker(debounce_s=0.05, clock=clock) as w:
         starts = []
-        t0 = time.perf_counter()
-        w.submit("k", lambda tok: starts.append(time.perf_counter() - t0))
-        assert w.wait_idle(2)
-        assert starts[0] < 0.04  # isolated job: no hold-off
+        w.submit("k", lambda tok: starts.append("first"))
+        assert w.wait_idle(10)
+        assert starts == ["first"]  # isolated job: no hold-off (ran with the clock standing still)
         # a burst: each job supersedes the previous one; only the last starts, after the hold-off
         gate = threading.Event()
-        w.submit("k", lambda tok: gate.wait(5) and not tok.cancelled and starts.append("gate"))
+        w.submit("k", lambda tok: gate.wait(10) and not tok.cancelled and starts.append("gate"))
         assert wait_until(lambda: w.running_key() == "k")
         for i in range(20):
             w.submit("k", lambda tok, i=i: starts.append(i))
-            time.sleep(0.005)
         gate.set()
-        assert w.wait_idle(2)
+        assert wait_until(lambda: w.running_key() is None and w.pending_keys() == ["k"])
+        assert w.jobs_started == 2  # the last job waits for its hold-off: the clock has not moved
+        clock.advance(0.049)
+        assert w.jobs_started == 2 and w.pending_keys() == ["k"]
+        clock.advance(0.002)
+        assert w.wait_idle(10)
         assert starts[1:] == [19]  # the gate job was cancelled (its token set) before appending
         assert w.jobs_started == 3
 

@@ -17,7 +17,7 @@ then many cheap ``predict`` calls, one per interaction, each for **one object**.
 Optional: ``warm(zs, cancel) -> int`` precomputes per-slice work (e.g. image
 embeddings) for slices ``zs`` of the current image without predicting anything; the
 session calls it on its worker while the user is still placing a prompt
-(:meth:`~napari_medsegfm.core.session.AnnotationSession.warm`).
+(:meth:`~napari_medsegfm.engine.session.AnnotationSession.warm`).
 
 A backend that cannot serve a prompt kind must not silently ignore it: the engine
 checks ``capabilities`` first and raises :class:`UnsupportedPromptError`.

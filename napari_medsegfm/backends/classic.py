@@ -74,246 +74,26 @@ from ..types import (
     validate_prompt,
 )
 from .base import BackendStatus, check_capabilities
+from .classic_ops import (
+    box_fit,
+    dist_mm,
+    down,
+    fill_holes_2d,
+    graph_cut,
+    hist_costs,
+    keep_touching,
+    largest_cc,
+    load_maxflow,
+    mix_costs,
+    mode_focus,
+    prior_costs,
+    signed_distance,
+    smooth_up,
+)
 
 __all__ = ["ClassicBackend", "graph_cut"]
 
 log = logging.getLogger(__name__)
-
-_EPS = 1e-4
-_HARD = 1e6
-
-
-# ------------------------------------------------------------------------ graph cut
-def _maxflow():
-    import maxflow  # PyMaxflow; light, imported on first use
-
-    return maxflow
-
-
-def graph_cut(
-    img: np.ndarray,
-    cost_fg: np.ndarray,
-    cost_bg: np.ndarray,
-    spacing: Sequence[float],
-    lam: float,
-    hard_fg: np.ndarray | None = None,
-    hard_bg: np.ndarray | None = None,
-    sigma2: float | None = None,
-) -> np.ndarray:
-    """Binary min-cut segmentation of a 2D/3D ROI.
-
-    Parameters
-    ----------
-    img : np.ndarray of float
-        The ROI's intensities, shape ``(Z, Y, X)`` or ``(Y, X)``.
-    cost_fg, cost_bg : np.ndarray of float
-        Per-voxel cost of labelling it foreground / background (same shape).
-    spacing : sequence of float
-        Voxel size in array axis order (weights neighbour links by ``s_min / s``).
-    lam : float
-        Weight of the smoothness term.
-    hard_fg, hard_bg : np.ndarray of bool, optional
-        Voxels forced to foreground / background.
-    sigma2 : float, optional
-        Contrast scale; default the mean squared neighbour difference.
-
-    Returns
-    -------
-    np.ndarray of bool
-        Foreground mask of the ROI.
-    """
-    mf = _maxflow()
-    nd = img.ndim
-    img = img.astype(np.float32, copy=False)
-    if sigma2 is None:
-        acc, cnt = 0.0, 0
-        for ax in range(nd):
-            if img.shape[ax] > 1:
-                d = np.diff(img, axis=ax)
-                acc += float(np.square(d).sum())
-                cnt += d.size
-        sigma2 = max(acc / max(cnt, 1), 1.0)
-    g = mf.Graph[float]()
-    ids = g.add_grid_nodes(img.shape)
-    smin = float(min(spacing))
-    for ax in range(nd):
-        if img.shape[ax] < 2:
-            continue
-        d = np.diff(img, axis=ax)
-        w = np.zeros(img.shape, dtype=np.float64)
-        sl = [slice(None)] * nd
-        sl[ax] = slice(0, img.shape[ax] - 1)
-        w[tuple(sl)] = lam * (smin / float(spacing[ax])) * np.exp(-np.square(d) / (2.0 * sigma2))
-        st = np.zeros((3,) * nd)
-        c = [1] * nd
-        c[ax] = 2
-        st[tuple(c)] = 1
-        g.add_grid_edges(ids, weights=w, structure=st, symmetric=True)
-    cs = np.asarray(cost_bg, dtype=np.float64).copy()  # source = fg: cut when labelled bg
-    ct = np.asarray(cost_fg, dtype=np.float64).copy()
-    if hard_fg is not None:
-        cs[hard_fg] = _HARD
-        ct[hard_fg] = 0.0
-    if hard_bg is not None:
-        ct[hard_bg] = _HARD
-        cs[hard_bg] = 0.0
-    m = np.minimum(cs, ct)
-    g.add_grid_tedges(ids, cs - m, ct - m)
-    g.maxflow()
-    return ~g.get_grid_segments(ids)
-
-
-# ----------------------------------------------------------------------- utilities
-def _hist_costs(fg_vals: np.ndarray, bg_vals: np.ndarray, fg_w: np.ndarray | None = None,
-                bins: int = 64, smooth: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-intensity (0..255) costs ``-log p(I | fg)``, ``-log p(I | bg)`` from samples."""
-    scale = 256 // bins
-
-    def hist(v: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-        h = np.bincount((np.clip(v, 0, 255).astype(np.int64) // scale).ravel(),
-                        weights=None if w is None else w.ravel(), minlength=bins).astype(np.float64)
-        if h.sum() <= 0:
-            h = np.ones(bins)
-        h = ndimage.gaussian_filter1d(h, smooth, mode="nearest") if smooth > 0 else h
-        h = h / h.sum() + 1.0 / (bins * 200)
-        return h / h.sum()
-
-    hf = hist(fg_vals, fg_w)
-    hb = hist(bg_vals, None)
-    lut_f = -np.log(np.repeat(hf, scale))
-    lut_b = -np.log(np.repeat(hb, scale))
-    return lut_f.astype(np.float32), lut_b.astype(np.float32)
-
-
-def _mix_costs(a: np.ndarray, b: np.ndarray, w: float, bins: int = 64) -> np.ndarray:
-    """``-log`` of the mixture ``w * hist(a) + (1 - w) * hist(b)`` per intensity 0..255."""
-    la, _ = _hist_costs(a if a.size else b, b if b.size else a, bins=bins)
-    lb, _ = _hist_costs(b if b.size else a, a if a.size else b, bins=bins)
-    p = w * np.exp(-la) + (1 - w) * np.exp(-lb)
-    return (-np.log(p)).astype(np.float32)
-
-
-def _mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
-    """Re-weight a likelihood LUT (costs) towards its main mode (Gaussian window of ``width`` x spread)."""
-    p = np.exp(-lut.astype(np.float64))
-    p = p / p.sum()
-    ps = ndimage.gaussian_filter1d(p, 4.0)
-    mode = int(np.argmax(ps))
-    levels = np.arange(p.size)
-    # spread: half width at a quarter of the mode's height
-    above = np.flatnonzero(ps >= 0.25 * ps[mode])
-    lo = above[above <= mode]
-    hi = above[above >= mode]
-    # contiguous run around the mode
-    left = mode
-    while left - 1 >= 0 and ps[left - 1] >= 0.25 * ps[mode]:
-        left -= 1
-    right = mode
-    while right + 1 < p.size and ps[right + 1] >= 0.25 * ps[mode]:
-        right += 1
-    del lo, hi
-    spread = max((right - left) / 2.0, 6.0)
-    win = np.exp(-0.5 * ((levels - mode) / (width * spread)) ** 2)
-    q = p * (0.05 + 0.95 * win)
-    q = q / q.sum()
-    return (-np.log(q + 1e-6)).astype(np.float32)
-
-
-def _box_fit(mask: np.ndarray, target: tuple[float, float, float, float], inside: np.ndarray,
-             fill_weight: float = 0.1) -> float:
-    """How well ``mask`` spans a tight box: IoU of its bounding box with ``target``, minus a fill term."""
-    if not mask.any():
-        return -1.0
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    by0, by1, bx0, bx1 = ys[0], ys[-1], xs[0], xs[-1]
-    ty0, tx0, ty1, tx1 = target
-    iy = max(0.0, min(by1, ty1) - max(by0, ty0) + 1)
-    ix = max(0.0, min(bx1, tx1) - max(bx0, tx0) + 1)
-    inter = iy * ix
-    a = (by1 - by0 + 1) * (bx1 - bx0 + 1)
-    b = max(ty1 - ty0 + 1, 1) * max(tx1 - tx0 + 1, 1)
-    iou = inter / max(a + b - inter, 1.0)
-    fill = float(mask.sum()) / max(float(inside.sum()), 1.0)
-    return float(iou - fill_weight * fill)
-
-
-def _prior_costs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.clip(p, 0.02, 0.98)
-    return (-np.log(p)).astype(np.float32), (-np.log1p(-p)).astype(np.float32)
-
-
-def _largest_cc(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def _keep_touching(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Components of ``mask`` that intersect ``keep``."""
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    ids = np.unique(lab[keep & mask])
-    ids = ids[ids != 0]
-    return np.isin(lab, ids)
-
-
-def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    if mask.ndim == 2:
-        return ndimage.binary_fill_holes(mask)
-    out = mask.copy()
-    for z in range(mask.shape[0]):
-        if out[z].any():
-            out[z] = ndimage.binary_fill_holes(out[z])
-    return out
-
-
-def _down(img: np.ndarray, f: int) -> np.ndarray:
-    """Block-mean in-plane (last two axes) by ``f``, cropping the remainder."""
-    if f == 1:
-        return img.astype(np.float32)
-    *lead, h, w = img.shape
-    h2, w2 = h // f, w // f
-    v = img[..., : h2 * f, : w2 * f].astype(np.float32)
-    return v.reshape(*lead, h2, f, w2, f).mean(axis=(-3, -1))
-
-
-def _up(mask: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
-    if f == 1:
-        return mask
-    m = np.repeat(np.repeat(mask, f, axis=-2), f, axis=-1)
-    out = np.zeros(shape, dtype=bool)
-    sl = tuple(slice(0, min(a, b)) for a, b in zip(shape, m.shape))
-    out[sl] = m[sl]
-    # the cropped remainder copies its neighbour row/column
-    if m.shape[-2] < shape[-2]:
-        out[..., m.shape[-2]:, :] = out[..., m.shape[-2] - 1: m.shape[-2], :]
-    if m.shape[-1] < shape[-1]:
-        out[..., :, m.shape[-1]:] = out[..., :, m.shape[-1] - 1: m.shape[-1]]
-    return out
-
-
-def _smooth_up(mask_small: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Upsample a low-resolution mask with a smooth boundary (linear interpolation of 0/1)."""
-    if f == 1:
-        return mask_small
-    zoom = [1.0] * (mask_small.ndim - 2) + [f, f]
-    up = ndimage.zoom(mask_small.astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True)
-    out = np.zeros(shape, dtype=bool)
-    sl = tuple(slice(0, min(a, b)) for a, b in zip(shape, up.shape))
-    out[sl] = up[sl] >= 0.5
-    return out
-
-
-def _dist_mm(shape: tuple[int, ...], center: Sequence[float], spacing: Sequence[float]) -> np.ndarray:
-    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-    d2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, center, spacing))
-    return np.sqrt(d2).astype(np.float32)
-
 
 # ------------------------------------------------------------------------- backend
 class ClassicBackend:
@@ -383,7 +163,7 @@ class ClassicBackend:
     @classmethod
     def status(cls) -> BackendStatus:
         try:
-            _maxflow()
+            load_maxflow()
         except ImportError as exc:
             return BackendStatus(name=cls.name, capabilities=cls.capabilities, state="package missing",
                                  message=f"needs PyMaxflow: pip install PyMaxflow ({exc})")
@@ -515,7 +295,7 @@ class ClassicBackend:
         vals = img
         iv = np.clip(vals, 0, 255).astype(np.int64)
         p = np.where(inside, 0.5 + self.box_prior * np.tanh(self.box_prior_k * (1.0 - np.sqrt(r2))), 0.05)
-        pf, pb = _prior_costs(p)
+        pf, pb = prior_costs(p)
         hard_bg = ~inside
         inner = None if inner is None or not (inner & inside).any() else (inner & inside)
         own = inside if inner is None else inside & ~inner
@@ -526,12 +306,12 @@ class ClassicBackend:
         else:
             wc = np.clip(1.0 - r2, 0.0, 1.0)[own] + 1e-3
             bg_sample = (~inside) | (own & (r2 > 1.6))
-            lut_f, lut_b = _hist_costs(vals[own], vals[bg_sample] if bg_sample.any() else vals[own],
+            lut_f, lut_b = hist_costs(vals[own], vals[bg_sample] if bg_sample.any() else vals[own],
                                        fg_w=wc)
             models = [(lut_f, lut_b)]
             if self.mode_width > 0:
                 # the object fills most of a tight box: also try favouring the main intensity mode
-                models.insert(0, (_mode_focus(lut_f, self.mode_width), lut_b))
+                models.insert(0, (mode_focus(lut_f, self.mode_width), lut_b))
         # the box is tight: its object spans it up to the expected slack
         target = (y0 + shrink[0], x0 + shrink[1], y1 - shrink[0], x1 - shrink[1])
         best = None
@@ -540,13 +320,13 @@ class ClassicBackend:
             for it in range(max(self.iterations, 1)):
                 mask = graph_cut(vals, lut_f[iv] + pf, lut_b[iv] + pb, spacing, self.lam, hard_bg=hard_bg,
                                  hard_fg=inner)
-                mask = _fill_holes_2d(_largest_cc(mask)) if mask.any() else mask
+                mask = fill_holes_2d(largest_cc(mask)) if mask.any() else mask
                 if it + 1 < self.iterations and mask.any() and fg_model is None:
                     bgm = inside & ~ndimage.binary_dilation(mask, iterations=2) | ~inside
                     fgm = mask if inner is None else mask & ~inner
                     if bgm.any() and fgm.any():
-                        lut_f, lut_b = _hist_costs(vals[fgm], vals[bgm])
-            score = _box_fit(mask, target, inside, self.fit_fill)
+                        lut_f, lut_b = hist_costs(vals[fgm], vals[bgm])
+            score = box_fit(mask, target, inside, self.fit_fill)
             if best is None or score > best[0] + 1e-9:
                 best = (score, mask, (lut_f, lut_b))
         assert best is not None
@@ -572,16 +352,16 @@ class ClassicBackend:
             Y1, X1 = min(y1 + my, plane.shape[0] - 1), min(x1 + mx, plane.shape[1] - 1)
             sub = plane[Y0:Y1 + 1, X0:X1 + 1]
             f = self._roi_factor(sub.size, *sub.shape)
-            small = _down(sub, f)
+            small = down(sub, f)
             rect = (y0 - Y0) // f, (x0 - X0) // f, min((y1 - Y0) // f, small.shape[0] - 1), min((x1 - X0) // f, small.shape[1] - 1)
             shrink = (self.box_slack * plane.shape[0] / 256 / f, self.box_slack * plane.shape[1] / 256 / f)
             inn = None
             if inner is not None:
                 ip = inner if z is None else inner[z]
                 inn = ip[Y0:Y1 + 1, X0:X1 + 1]
-                inn = (_down(inn.astype(np.float32), f) >= 0.5) if f > 1 else inn
+                inn = (down(inn.astype(np.float32), f) >= 0.5) if f > 1 else inn
             m, _ = self._segment_2d(small, rect, (sp2[0] * f, sp2[1] * f), shrink=shrink, inner=inn)
-            m = _smooth_up(m, f, sub.shape)
+            m = smooth_up(m, f, sub.shape)
             if z is None:
                 out[Y0:Y1 + 1, X0:X1 + 1] = m
             else:
@@ -603,7 +383,7 @@ class ClassicBackend:
         Y1, X1 = min(y1 + my, shape[1] - 1), min(x1 + mx, shape[2] - 1)
         sub = self._grey[z0:z1 + 1, Y0:Y1 + 1, X0:X1 + 1]
         f = self._roi_factor(sub.size, *sub.shape[1:])
-        img = _down(sub, f)
+        img = down(sub, f)
         sp = (sz, sy * f, sx * f)
         _, h, w = img.shape
         rect = ((y0 - Y0) // f, (x0 - X0) // f, min((y1 - Y0) // f, h - 1), min((x1 - X0) // f, w - 1))
@@ -612,7 +392,7 @@ class ClassicBackend:
         inn = np.zeros(img.shape, dtype=bool)
         if inner is not None:
             isub = inner[z0:z1 + 1, Y0:Y1 + 1, X0:X1 + 1]
-            inn = (_down(isub.astype(np.float32), f) >= 0.5) if f > 1 else isub.copy()
+            inn = (down(isub.astype(np.float32), f) >= 0.5) if f > 1 else isub.copy()
         mid, model = self._segment_2d(img[k], rect, sp[1:], shrink=shrink, inner=inn[k] if inn[k].any() else None)
         lut_f, lut_b = model
         masks = np.zeros(img.shape, dtype=bool)
@@ -632,36 +412,36 @@ class ClassicBackend:
                 sd = np.where(prev, dist_in, -dist_out)  # signed distance, + inside
                 scale = max(0.5 * sz, 2.0)
                 p = 0.5 + (self.prior_strength + 0.1) * np.tanh(sd / scale)
-                pf, pb = _prior_costs(p)
+                pf, pb = prior_costs(p)
                 plane = img[z]
                 iv = np.clip(plane, 0, 255).astype(np.int64)
                 m = graph_cut(plane, lut_f[iv] + pf, lut_b[iv] + pb, sp[1:], self.lam, hard_bg=~allowed & ~inn[z],
                               hard_fg=inn[z] if inn[z].any() else None)
-                m = _keep_touching(m, prev) if m.any() else m
+                m = keep_touching(m, prev) if m.any() else m
                 if not m.any():  # keep the object alive to its tight z end: shrink the prior
                     m = ndimage.binary_erosion(prev, iterations=1)
                     if not m.any():
                         m = prev
-                m = _fill_holes_2d(m)
+                m = fill_holes_2d(m)
                 masks[z] = m
                 prev = m
                 z += direction
         if self.join_3d and nz > 1:
             cancel.check()
-            sd = _signed_distance(masks, sp)
+            sd = signed_distance(masks, sp)
             scale = max(sp[1:]) * 2.0
             p = 0.5 + (self.prior_strength + 0.1) * np.tanh(sd / scale)
-            pf, pb = _prior_costs(p)
+            pf, pb = prior_costs(p)
             iv = np.clip(img, 0, 255).astype(np.int64)
             band = ndimage.binary_dilation(masks, iterations=grow_px) if masks.any() else masks
             band |= inn
             m3 = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam, hard_bg=~band,
                            hard_fg=inn if inn.any() else None)
             if m3.any():
-                masks = _keep_touching(m3, masks)
-                masks = _fill_holes_2d(masks)
+                masks = keep_touching(m3, masks)
+                masks = fill_holes_2d(masks)
         out = np.zeros(shape, dtype=bool)
-        out[z0:z1 + 1, Y0:Y1 + 1, X0:X1 + 1] = _smooth_up(masks, f, sub.shape)
+        out[z0:z1 + 1, Y0:Y1 + 1, X0:X1 + 1] = smooth_up(masks, f, sub.shape)
         return out
 
     # -- clicks ------------------------------------------------------------------
@@ -731,22 +511,22 @@ class ClassicBackend:
             f = self._roi_factor(sub_img.size, *sub_img.shape[1:])
         elif sub_img.size > self.max_roi_voxels:
             f = self._roi_factor(sub_img.size, *sub_img.shape)
-        img = _down(sub_img, f)
+        img = down(sub_img, f)
         scale = np.r_[np.ones(nd - 2), f, f]
         spf = sp * scale
-        small_mask = (_down(sub_mask.astype(np.float32), f) >= 0.5) if f > 1 else sub_mask
+        small_mask = (down(sub_mask.astype(np.float32), f) >= 0.5) if f > 1 else sub_mask
         fg_all, bg_all = self._seed_sets(edits, shape)
         sfg, sbg = fg_all[roi], bg_all[roi]
         if f > 1:
-            sfg = _down(sfg.astype(np.float32), f) > 0
-            sbg = _down(sbg.astype(np.float32), f) > 0
+            sfg = down(sfg.astype(np.float32), f) > 0
+            sbg = down(sbg.astype(np.float32), f) > 0
         c_loc = (center - lo) / scale
         # anisotropic normalized distance: 1 at the error radius (in plane / in z)
         unit = np.ones(nd)
         unit[-2:] = max(r_p, 1.0) / f
         if nd == 3:
             unit[0] = max(r_z, 0.5)
-        dn = _dist_mm(img.shape, c_loc, 1.0 / unit)
+        dn = dist_mm(img.shape, c_loc, 1.0 / unit)
         iv = np.clip(img, 0, 255).astype(np.int64)
         core = dn <= self.core_fraction
         if not core.any():
@@ -766,8 +546,8 @@ class ClassicBackend:
             fg_a = img[core]
         if bg_a.size == 0 and bg_b.size == 0:
             bg_a = img[~ring] if (~ring).any() else img.ravel()
-        lut_f = _mix_costs(fg_a, fg_b, self.click_mix)
-        lut_b = _mix_costs(bg_a, bg_b, self.click_mix)
+        lut_f = mix_costs(fg_a, fg_b, self.click_mix)
+        lut_b = mix_costs(bg_a, bg_b, self.click_mix)
         # prior: keep the current mask away from the click; near it, lean to the click's class
         keep = self.prior_strength + 0.15
         base = np.where(small_mask, 0.5 + keep, 0.5 - keep)
@@ -775,7 +555,7 @@ class ClassicBackend:
         target = 0.5 + (self.click_lean if pos else -self.click_lean)
         p = base * (1 - infl) + target * infl
         p = np.where(core, 0.5 + (0.45 if pos else -0.45), p)
-        pf, pb = _prior_costs(p)
+        pf, pb = prior_costs(p)
         hard_fg = sfg.copy()
         hard_bg = sbg.copy()
         border = np.zeros(img.shape, dtype=bool)
@@ -793,15 +573,15 @@ class ClassicBackend:
         new = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, spf, self.lam_click,
                         hard_fg=hard_fg, hard_bg=hard_bg)
         if pos:
-            new = _keep_touching(new, small_mask | sfg | core)
+            new = keep_touching(new, small_mask | sfg | core)
             if new.any():  # fill holes, except those a negative seed marks as wanted
-                filled = _fill_holes_2d(new)
+                filled = fill_holes_2d(new)
                 holes = filled & ~new
                 if holes.any() and sbg.any():
-                    filled &= ~_keep_touching(holes, sbg)
+                    filled &= ~keep_touching(holes, sbg)
                 new = filled
         out = mask.copy()
-        out[roi] = _smooth_up(new, f, sub_img.shape) if f > 1 else new
+        out[roi] = smooth_up(new, f, sub_img.shape) if f > 1 else new
         out[fg_all] = True
         out[bg_all] = False
         if not pos:
@@ -822,22 +602,22 @@ class ClassicBackend:
         roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         img = self._grey[roi].astype(np.float32)
         loc = np.asarray(c) - lo
-        d = _dist_mm(img.shape, loc, sp)
+        d = dist_mm(img.shape, loc, sp)
         ball = d <= rho
         shell = (d > 1.5 * rho) & (d <= 3.0 * rho)
         if not shell.any():
             shell = ~ball
-        lut_f, lut_b = _hist_costs(img[ball], img[shell] if shell.any() else img.ravel())
+        lut_f, lut_b = hist_costs(img[ball], img[shell] if shell.any() else img.ravel())
         p = 0.5 + 0.4 * np.tanh(2.0 * (1.0 - d / rho))
-        pf, pb = _prior_costs(p)
+        pf, pb = prior_costs(p)
         iv = np.clip(img, 0, 255).astype(np.int64)
         hard_fg = np.zeros(img.shape, dtype=bool)
         hard_fg[tuple(loc)] = True
         hard_bg = d > 2.0 * rho
         m = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam_click, hard_fg=hard_fg, hard_bg=hard_bg)
-        m = _keep_touching(m, hard_fg)
+        m = keep_touching(m, hard_fg)
         if m.any():
-            m = _fill_holes_2d(m)
+            m = fill_holes_2d(m)
         out = np.zeros(shape, dtype=bool)
         out[roi] = m
         return out
@@ -925,11 +705,3 @@ class ClassicBackend:
         res = out.copy()
         res[roi] = np.isin(lab, list(keep)) | (sizes[lab] > 0.5 * sizes.max())
         return res
-
-
-def _signed_distance(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    if not mask.any():
-        return np.full(mask.shape, -1e3, dtype=np.float32)
-    din = ndimage.distance_transform_edt(mask, sampling=spacing)
-    dout = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    return np.where(mask, din, -dout).astype(np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["ENV_VAR", "select_device", "available_devices", "torch_available"]
+__all__ = ["ENV_VAR", "select_device", "status_device", "available_devices", "torch_available"]
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,22 @@ def select_device(preference: str | None = None) -> str:
             )
         return "mps"
     raise AssertionError(pref)  # pragma: no cover
+
+
+def status_device() -> str:
+    """The device a new backend instance would use, for ``status()`` reports.
+
+    Checking CUDA/MPS would import torch (about a second), so unless torch is imported
+    already (or ``$MEDSEGFM_DEVICE`` is ``cpu``, which needs no probe) this says what a new
+    instance will do: the ``$MEDSEGFM_DEVICE`` value, or ``"auto"``. An unusable
+    preference reads ``"invalid (<reason>)"``.
+    """
+    import sys
+
+    env = os.environ.get(ENV_VAR, "").strip()
+    if "torch" in sys.modules or env.lower() == "cpu":
+        try:
+            return select_device(None)
+        except ValueError as exc:
+            return f"invalid ({exc})"
+    return env or "auto"

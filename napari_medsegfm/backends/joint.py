@@ -1,6 +1,6 @@
 """All objects of one step at once: the ``predict_labels`` hook, and the ``joint`` backend.
 
-:func:`~napari_medsegfm.core.predict.predict_case` predicts objects one by one and
+:func:`~napari_medsegfm.tasks.predict.predict_case` predicts objects one by one and
 merges their masks, larger objects first. For a click step that merge can undo a
 click: a positive click of object A inside object B's wrong voxels adds them to A's
 mask, but when B is the smaller object it is written on top and takes them back, so

@@ -58,6 +58,7 @@ from ..types import (
 )
 from . import weights as weights_manager
 from .base import BackendStatus, BackendUnavailableError, check_capabilities
+from .device import status_device
 
 __all__ = ["NNInteractiveBackend", "is_lasso", "lasso_scribble", "box_to_nninteractive", "INSTALL_HINT"]
 
@@ -193,20 +194,6 @@ class _CancellableNet:
         return getattr(self._net, name)
 
 
-def _status_device() -> str:
-    """The device a new instance would use, without importing torch just for this."""
-    import sys
-
-    if "torch" in sys.modules:
-        from .device import select_device
-
-        try:
-            return select_device()
-        except ValueError:
-            pass
-    return os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
-
-
 class NNInteractiveBackend:
     """nnInteractive with box, click, scribble and lasso prompts; see the module docstring.
 
@@ -280,7 +267,7 @@ class NNInteractiveBackend:
     @classmethod
     def status(cls) -> BackendStatus:
         """Cheap: checks that the package is installed and the checkpoint files exist."""
-        dev = _status_device()
+        dev = status_device()
         if not _package_available():
             return BackendStatus(cls.name, cls.capabilities, "package missing", device=dev,
                                  message=f"nnInteractive needs the 'nninteractive' package: {INSTALL_HINT}")

@@ -10,7 +10,7 @@ Prompts (all for one object):
 
 * :class:`~napari_medsegfm.types.TextPrompt` -> a VISTA3D class index through the
   vocabulary's ``"vista3d"`` label space (``"left kidney"`` -> 14), attached by the host
-  (:func:`napari_medsegfm.core.vocab.attach_vocabulary`; backends do not import ``core``).
+  (:func:`napari_medsegfm.engine.vocab.attach_vocabulary`; backends do not import ``engine``).
   Ambiguous or unknown text raises ``ValueError`` listing the candidates: never a guess.
   The class head segments it over the whole volume (sliding window, cached per class).
 * :class:`~napari_medsegfm.types.Point` -> positive/negative clicks for the point head,
@@ -42,6 +42,7 @@ import numpy as np
 from ..types import CancelToken, Capability, Point, Prompt, TextPrompt, Volume
 from . import weights as weights_manager
 from .base import BackendStatus, BackendUnavailableError, UnsupportedPromptError, check_capabilities
+from .device import status_device
 
 __all__ = ["VISTA3DBackend", "VISTA3D_SPACE", "VISTA3D_LABELS", "SPECIAL_CLASSES", "INSTALL_HINT",
            "load_vista3d_state_dict"]
@@ -142,20 +143,6 @@ def load_vista3d_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     return sd
 
 
-def _status_device() -> str:
-    """The device a new instance would use, without importing torch just for this."""
-    import sys
-
-    if "torch" in sys.modules:
-        from .device import select_device
-
-        try:
-            return select_device()
-        except ValueError:
-            pass
-    return os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
-
-
 class VISTA3DBackend:
     """VISTA3D with class (text) and click prompts; see the module docstring.
 
@@ -169,8 +156,8 @@ class VISTA3DBackend:
         A ready VISTA3D network (skips weight loading; for tests and custom builds).
     vocabulary : Vocabulary, optional
         Resolves text to class indices through its ``"vista3d"`` label space
-        (:class:`napari_medsegfm.core.vocab.Vocabulary`; backends may not import ``core``,
-        so the host hands it over, see :func:`napari_medsegfm.core.vocab.attach_vocabulary`).
+        (:class:`napari_medsegfm.engine.vocab.Vocabulary`; backends may not import ``engine``,
+        so the host hands it over, see :func:`napari_medsegfm.engine.vocab.attach_vocabulary`).
     text_resolver : callable(str) -> int, optional
         Alternative to ``vocabulary``: any text -> class index function.
     patch_size : 3 ints
@@ -246,7 +233,7 @@ class VISTA3DBackend:
     @classmethod
     def status(cls) -> BackendStatus:
         """Cheap: checks that monai is installed and the weights file exists (no import, no load)."""
-        dev = _status_device()
+        dev = status_device()
         if not _monai_available():
             return BackendStatus(cls.name, cls.capabilities, "package missing", device=dev,
                                  message=f"VISTA3D needs the 'monai' package: {INSTALL_HINT}")
@@ -263,7 +250,7 @@ class VISTA3DBackend:
 
         Uses the attached resolver (``text_resolver``, set from the constructor's
         ``vocabulary``/``text_resolver`` or by
-        :func:`napari_medsegfm.core.vocab.attach_vocabulary`): synonyms, typos, sentences,
+        :func:`napari_medsegfm.engine.vocab.attach_vocabulary`): synonyms, typos, sentences,
         laterality; ambiguous or unknown text raises ``ValueError`` naming the candidates.
         Without one, only VISTA3D's own class names match (case, ``_``, word order and
         plural aside), plus ``"14"``/``"#14"`` for a raw index.
@@ -280,7 +267,7 @@ class VISTA3DBackend:
         if idx is None:
             raise ValueError(
                 f"VISTA3D: {s!r} is not one of its class names and no vocabulary is attached to resolve it "
-                "(call napari_medsegfm.core.vocab.attach_vocabulary(backend), or pass vocabulary=...); "
+                "(call napari_medsegfm.engine.vocab.attach_vocabulary(backend), or pass vocabulary=...); "
                 f"class names: {', '.join(VISTA3D_LABELS[:8])}, ... (see `medsegfm vocab --list --space vista3d`)"
             )
         return idx

@@ -25,7 +25,6 @@ No torch import here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -34,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils import sha256_file as _sha256_file
 from .base import BackendUnavailableError
 
 __all__ = [
@@ -286,14 +286,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         hit = _hash_cache.get(key)
     if hit:
         return hit
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    digest = h.hexdigest()
+    digest = _sha256_file(p, chunk)
     with _lock:
         _hash_cache[key] = digest
     return digest

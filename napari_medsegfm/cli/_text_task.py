@@ -3,7 +3,7 @@
 Each case is predicted from its text prompts alone (the image file's ``imgs``,
 ``spacing`` and ``text_prompts``; boxes and clicks are dropped, as in the text task) with
 a backend that has the TEXT capability, or taken from ``--segs DIR`` (existing
-predictions), then scored by :func:`napari_medsegfm.core.text_eval.evaluate_text`:
+predictions), then scored by :func:`napari_medsegfm.tasks.text_eval.evaluate_text`:
 semantic cases (``instance_label = 0``) by DSC/NSD over the prompted classes, instance
 cases (``instance_label = 1``) by F1 at IoU >= 0.5 with one-to-one matching.
 
@@ -72,7 +72,7 @@ def _names(args: argparse.Namespace, imgs: Path, gts: Path) -> list[str]:
 def _predict(names: list[str], imgs: Path, out: Path, args: argparse.Namespace) -> dict[str, str]:
     """Predict every case from its text prompts into ``out``; returns name -> error for failures."""
     from ..backends.base import UnsupportedPromptError
-    from ..core.predict import predict_case
+    from ..tasks.predict import predict_case
     from .predict import _read, write_segs
 
     backend = make_backend(args.backend, args.device)
@@ -105,7 +105,7 @@ def _clean(v: Any) -> Any:
 
 def run_text(args: argparse.Namespace) -> int:
     """``medsegfm evaluate --task text``."""
-    from ..core.text_eval import evaluate_text, format_text_table, summarize_text
+    from ..tasks.text_eval import evaluate_text, format_text_table, summarize_text
 
     imgs, gts = _case_folders(args)
     names = _names(args, imgs, gts)

@@ -69,7 +69,7 @@ def _clean(v: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core import evaluation as ev
+    from ..tasks import evaluation as ev
 
     if getattr(args, "task", "interactive") == "text":  # [text helper] CVPR 2025 text-guided task
         return run_text(args)

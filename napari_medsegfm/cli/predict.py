@@ -6,7 +6,7 @@ IN is an npz file or a folder of npz files (CVPR 2025/2024 layout: ``imgs``,
 reader parses it (:mod:`napari_medsegfm.io.cvpr`: 2D RGB or 3D from all the evidence of
 the file; a box that reaches outside the image is clipped to it with a warning, one
 wholly outside is an error) and predicted with
-:func:`napari_medsegfm.core.predict.predict_case`; OUT receives an npz of the same
+:func:`napari_medsegfm.tasks.predict.predict_case`; OUT receives an npz of the same
 name holding ``segs`` (uint8 labels, the image's spatial shape), written atomically.
 OUT is a folder (created if needed), or a ``.npz`` file when IN is one file.
 
@@ -91,7 +91,7 @@ def predict_file(path: Path, out: Path, backend: Any,
 
     ``progress(done, total)`` is called after each object."""
     from ..backends.base import UnsupportedPromptError
-    from ..core.predict import predict_case
+    from ..tasks.predict import predict_case
 
     inputs = _read(path)
     t0 = time.perf_counter()

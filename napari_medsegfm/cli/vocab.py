@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any
 
-from ..core.vocab import Resolution, Vocabulary, default_vocabulary, load_vocabulary
+from ..engine.vocab import Resolution, Vocabulary, default_vocabulary, load_vocabulary
 from . import CLIError
 
 

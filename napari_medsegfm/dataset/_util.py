@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +17,6 @@ def label_ids(labels: np.ndarray) -> list[int]:
         counts = np.bincount(arr.ravel().astype(np.intp, copy=False) if arr.dtype == np.bool_ else arr.ravel())
         return [int(i) for i in np.flatnonzero(counts) if i != 0]
     return [int(i) for i in np.unique(arr) if i != 0]
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def sha256_array(arr: np.ndarray) -> str:
-    """Hex SHA-256 of an array's dtype, shape and bytes."""
-    a = np.ascontiguousarray(arr)
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
 
 
 def json_default(o: Any) -> Any:

@@ -338,6 +338,9 @@ class Autosaver:
         passed to ``on_error``: two viewers never write the same correction).
     on_saved, on_error : callable, optional
         Called on the writer thread with ``(path, meta)`` / ``(exception)``.
+    clock : callable, optional
+        Monotonic seconds the interval is measured on (default :func:`time.monotonic`;
+        tests pass a manual clock).
     """
 
     def __init__(
@@ -352,8 +355,10 @@ class Autosaver:
         check_lock: bool = True,
         on_saved: Callable[[Path, dict[str, Any]], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.corrections = corrections
+        self._clock = clock
         self.case_id = str(case_id)
         self._get_labels = get_labels
         self._get_meta = get_meta
@@ -387,11 +392,11 @@ class Autosaver:
         with self._mutex:
             self._edits += 1
             if self._dirty_since is None:
-                self._dirty_since = time.monotonic()
+                self._dirty_since = self._clock()
 
     def due(self) -> bool:
         d = self._dirty_since
-        return d is not None and time.monotonic() - d >= self.interval_s
+        return d is not None and self._clock() - d >= self.interval_s
 
     # ------------------------------------------------------------------ saving
     def tick(self) -> concurrent.futures.Future[Path | None] | None:

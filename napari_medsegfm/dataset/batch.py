@@ -34,8 +34,8 @@ Prompts (``prompts_from``):
     with its out-of-bounds policy), box ``i`` -> label ``i + 1``.
 
 Whatever the prompt source, the objects are predicted and merged by the challenge step's
-own :func:`~napari_medsegfm.core.predict.predict_masks` and
-:func:`~napari_medsegfm.core.predict.merge_masks` (larger objects first, smaller on top).
+own :func:`~napari_medsegfm.tasks.predict.predict_masks` and
+:func:`~napari_medsegfm.tasks.predict.merge_masks` (larger objects first, smaller on top).
 ``gts``
     one tight box per label of the existing labels (3D: the z range and the xy box on the
     median labelled slice), prompting the same label id: a model re-segmentation to
@@ -65,10 +65,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.predict import merge_masks, predict_masks
 from ..io.atomic import atomic_write_bytes
+from ..tasks.predict import merge_masks, predict_masks
 from ..types import Box2D, Box3D, CancelToken, Capability, Prompt, TextPrompt
-from ._util import json_default, label_ids, sha256_file
+from ..utils import sha256_file
+from ._util import json_default, label_ids
 from .catalog import CaseEntry, Catalog, discover, existing_labels, load_entry
 
 __all__ = [
@@ -132,7 +133,7 @@ def boxes_from_labels(labels: np.ndarray, ids: Sequence[int] | None = None) -> l
     median labelled slice (``z_mid``), the CVPR 2025 box without the random margin. 2D:
     a :class:`Box2D`. Deterministic.
     """
-    from ..core.postprocess import bbox_of
+    from ..engine.postprocess import bbox_of
 
     labels = np.asarray(labels)
     ids = label_ids(labels) if ids is None else list(ids)
@@ -215,7 +216,7 @@ def process_case(entry: CaseEntry, config: Mapping[str, Any]) -> dict[str, Any]:
             label_names={str(k): v for k, v in names.items()},
         )
         if gts is not None:
-            from ..core.metrics import per_class_dsc
+            from ..tasks.metrics import per_class_dsc
 
             if gts.shape == segs.shape:
                 per = per_class_dsc(gts, segs)
@@ -279,7 +280,7 @@ def _segment(entry: CaseEntry, config: Mapping[str, Any], backend: Any
         prompts = {int(k): [TextPrompt(str(v), instance=inst, object_id=int(k))] for k, v in sorted(texts.items())}
     else:
         raise ValueError(f"prompts_from={mode!r}; expected one of {', '.join(PROMPT_SOURCES)}")
-    # the challenge step's own predict-and-merge (core.predict), prompts read by io like everywhere
+    # the challenge step's own predict-and-merge (tasks.predict), prompts read by io like everywhere
     masks = predict_masks(case.image, prompts, backend, cancel=cancel)
     segs = merge_masks(masks, case.image.spatial_shape)
     return segs, (None if gts is None else np.asarray(gts)), names, len(prompts)

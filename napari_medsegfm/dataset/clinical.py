@@ -1,4 +1,4 @@
-"""Dataset layouts of the clinical formats, for :func:`napari_medsegfm.dataset.catalog.discover`.
+"""Dataset layouts of the clinical formats, for :func:`napari_medsegfm.dataset.catalog.discover` (beside dataset/layouts.py).
 
 ``dicom``
     Folders of DICOM files anywhere under the root (up to 4 levels): one case per image
@@ -22,11 +22,10 @@ from .catalog import (
     _LABEL_DIRS,
     CaseEntry,
     Catalog,
-    _is_label_name,
-    _label_match,
     _walk,
     modality_from_name,
 )
+from .layouts import _is_label_name, _label_match
 
 __all__ = ["find_dicom", "find_itk", "CLINICAL_LAYOUTS"]
 

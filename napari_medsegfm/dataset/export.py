@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_write_bytes, fsync_dir
-from ._util import json_default, label_ids, sha256_file
+from ..utils import sha256_path
+from ._util import json_default, label_ids
 from .catalog import CaseEntry
 from .status import format_time
 
@@ -195,7 +196,7 @@ def export_corrections(
                                             label_names=names)
                 target = Path(written) if written is not None else target
                 row["output"] = str(target.relative_to(out))
-            row["sha256"] = _sha256_path(target)
+            row["sha256"] = sha256_path(target)
             report.exported.append(row)
             ws.store.add_history(e.case_id, "export", f"{'over original ' if in_place else ''}{target}")
         except (OSError, ValueError, KeyError, AssertionError) as exc:
@@ -206,19 +207,6 @@ def export_corrections(
             progress(i + 1, len(todo), e.case_id)
     _write_manifest(report, ws, fmt if not in_place else "in place", key)
     return report
-
-
-def _sha256_path(p: Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
-    if p.is_file():
-        return sha256_file(p)
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(p)).encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def _inside(p: Path, folder: Path) -> bool:

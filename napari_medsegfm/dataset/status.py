@@ -32,7 +32,6 @@ Times are UNIX epoch seconds (float). Case ids are the catalog's ids (strings).
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
 import os
@@ -42,12 +41,31 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ._util import json_default
+from .status_records import (
+    _SCHEMA,
+    DONE,
+    FLAGGED,
+    ID_SCHEME,
+    IN_PROGRESS,
+    SCHEMA_VERSION,
+    STATUSES,
+    TODO,
+    CaseLockedError,
+    CaseRecord,
+    HistoryEvent,
+    LockInfo,
+    LockLostError,
+    StatusDatabaseError,
+    _pid_alive,
+    check_database_files,
+    current_user,
+    format_time,
+)
 
 __all__ = [
     "STATUSES",
@@ -69,227 +87,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TODO = "todo"
-IN_PROGRESS = "in progress"
-DONE = "done"
-FLAGGED = "flagged"
-STATUSES: tuple[str, ...] = (TODO, IN_PROGRESS, DONE, FLAGGED)
-
-SCHEMA_VERSION = 1
-#: case ids are paths relative to the dataset root (2); before, shared leading folders were stripped (1)
-ID_SCHEME = "2"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_WAL_MAGICS = (0x377F0682, 0x377F0683)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cases (
-    case_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL DEFAULT 'todo',
-    comment TEXT NOT NULL DEFAULT '',
-    status_at REAL,
-    status_by TEXT,
-    edited_at REAL,
-    edited_by TEXT,
-    info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    case_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    who TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    count INTEGER NOT NULL DEFAULT 1,
-    owner TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS history_case ON history (case_id, id);
-CREATE TABLE IF NOT EXISTS metrics (
-    case_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
-    source TEXT NOT NULL DEFAULT '',
-    at REAL NOT NULL,
-    detail TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (case_id, name)
-);
-CREATE TABLE IF NOT EXISTS locks (
-    case_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    user TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    acquired_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
-
-
-def current_user() -> str:
-    """Who is editing: ``$MEDSEGFM_USER`` if set, else the login name."""
-    env = os.environ.get("MEDSEGFM_USER", "").strip()
-    if env:
-        return env
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def format_time(t: float | None) -> str:
-    """Local ``YYYY-MM-DD HH:MM:SS`` of an epoch time ('' for None)."""
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return True
-    return True
-
-
-# ----------------------------------------------------------------------------- records
-@dataclass
-class CaseRecord:
-    """Status of one case as stored."""
-
-    case_id: str
-    status: str = TODO
-    comment: str = ""
-    status_at: float | None = None
-    status_by: str | None = None
-    edited_at: float | None = None
-    edited_by: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def last_edited(self) -> float | None:
-        """Most recent of the label edit and the status change."""
-        times = [t for t in (self.edited_at, self.status_at) if t is not None]
-        return max(times) if times else None
-
-    @property
-    def last_by(self) -> str | None:
-        if self.edited_at is not None and (self.status_at is None or self.edited_at >= self.status_at):
-            return self.edited_by
-        return self.status_by
-
-
-@dataclass
-class HistoryEvent:
-    """One row of the edit history (``count`` > 1 when repeated autosaves were coalesced)."""
-
-    id: int
-    case_id: str
-    at: float
-    who: str
-    action: str
-    detail: str = ""
-    count: int = 1
-
-
-@dataclass
-class LockInfo:
-    """Who holds a case's edit lease."""
-
-    case_id: str
-    owner: str
-    user: str
-    host: str
-    pid: int
-    acquired_at: float
-    heartbeat_at: float
-    expires_at: float
-
-    def describe(self, now: float | None = None) -> str:
-        now = time.time() if now is None else now
-        return (
-            f"{self.user} on {self.host} (pid {self.pid}) since {format_time(self.acquired_at)}, "
-            f"last heartbeat {max(0.0, now - self.heartbeat_at):.0f} s ago"
-        )
-
-
-class CaseLockedError(RuntimeError):
-    """The case is being edited elsewhere (another viewer holds a live lease)."""
-
-    def __init__(self, case_id: str, holder: LockInfo) -> None:
-        self.case_id = case_id
-        self.holder = holder
-        super().__init__(
-            f"case {case_id!r} is being edited elsewhere by {holder.describe()}; "
-            "open it read-only, or wait until that viewer moves on (its lock expires "
-            f"{max(0.0, holder.expires_at - time.time()):.0f} s after its last heartbeat)"
-        )
-
-
-class LockLostError(RuntimeError):
-    """This store no longer holds the lease it needs (it expired and another viewer took it)."""
-
-
-class StatusDatabaseError(ValueError):
-    """The status database (or its ``-wal``) is damaged or belongs to another program; untouched."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        side = self.path.parent
-        dataset = side.parent if side.name == ".medsegfm" else "DATASET"
-        super().__init__(
-            f"status database {self.path} {reason}; it was left as it is. The autosaved corrections in "
-            f"{side / 'corrections'} are the record of the work: 'medsegfm dataset recover {dataset}"
-            f"{'' if side.name == '.medsegfm' else f' --sidecar {side}'}' moves the damaged file aside and rebuilds "
-            "the status database from them (keeping the statuses and comments the old file still yields)"
-        )
-
-
-def check_database_files(path: str | os.PathLike[str]) -> None:
-    """Check a status database and its ``-wal`` *before* SQLite opens them (SQLite would silently
-    drop a write-ahead log it cannot read). Raises :class:`StatusDatabaseError`."""
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-    except FileNotFoundError:
-        size = 0
-    page_size = None
-    if size:
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(100)
-        except OSError as exc:
-            raise StatusDatabaseError(p, f"cannot be read ({exc.strerror})") from None
-        if len(head) < 100 or head[:16] != _SQLITE_MAGIC:
-            raise StatusDatabaseError(p, "is not an SQLite database (damaged, or another kind of file)")
-        page_size = int.from_bytes(head[16:18], "big")
-        page_size = 65536 if page_size == 1 else page_size
-    wal = p.with_name(p.name + "-wal")
-    try:
-        wsize = wal.stat().st_size
-    except FileNotFoundError:
-        return
-    if not wsize:
-        return
-    try:
-        with open(wal, "rb") as fh:
-            whead = fh.read(32)
-    except OSError as exc:
-        raise StatusDatabaseError(p, f"has a write-ahead log {wal.name} that cannot be read ({exc.strerror})") from None
-    ok = (len(whead) == 32 and int.from_bytes(whead[:4], "big") in _WAL_MAGICS
-          and int.from_bytes(whead[4:8], "big") == 3007000)
-    wpage = int.from_bytes(whead[8:12], "big") if len(whead) >= 12 else 0
-    if not ok or (page_size and wpage != page_size) or (not size and wsize):
-        raise StatusDatabaseError(p, f"has a write-ahead log {wal.name} that is not a valid SQLite WAL (SQLite "
-                                     "would discard it and the changes it holds)")
-
 
 # ------------------------------------------------------------------------------- store
 class StatusStore:
@@ -307,6 +104,10 @@ class StatusStore:
         Heartbeat period (default ``lease_s / 4``).
     busy_timeout_s : float
         How long a write waits for another writer before failing.
+    clock : callable, optional
+        Wall-clock seconds (default :func:`time.time`) for leases, heartbeats and the
+        history's timestamps; tests pass a manual clock (two stores of one database
+        share it), so lease expiry is tested without sleeping.
 
     Notes
     -----
@@ -323,7 +124,9 @@ class StatusStore:
         lease_s: float = 60.0,
         heartbeat_s: float | None = None,
         busy_timeout_s: float = 15.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.user = user or current_user()
@@ -509,7 +312,7 @@ class StatusStore:
             for table in ("cases", "history", "metrics", "locks"):
                 con.execute(f"UPDATE {table} SET case_id=? WHERE case_id=?", (new, old))
             self._add_history(con, new, "migrate", f"case id {old!r} -> {new!r}" + (f" ({why})" if why else ""),
-                              self.user, time.time())
+                              self.user, self._clock())
         return True
 
     # ------------------------------------------------------------------ cases
@@ -548,7 +351,7 @@ class StatusStore:
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT status, comment FROM cases WHERE case_id=?", (case_id,)).fetchone()
@@ -563,7 +366,7 @@ class StatusStore:
     def set_comment(self, case_id: str, comment: str, *, who: str | None = None) -> CaseRecord:
         """Set the free-text comment of a case."""
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT comment FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
@@ -581,7 +384,7 @@ class StatusStore:
         A ``todo`` case becomes ``in progress``.
         """
         who = who or self.user
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             con.execute("UPDATE cases SET edited_at=?, edited_by=? WHERE case_id=?", (now, who, case_id))
@@ -601,7 +404,7 @@ class StatusStore:
     def add_history(self, case_id: str, action: str, detail: str = "", *, who: str | None = None) -> None:
         """Append one history event (open, restore, export, batch, ...)."""
         with self._write() as con:
-            self._add_history(con, case_id, action, detail, who or self.user, time.time())
+            self._add_history(con, case_id, action, detail, who or self.user, self._clock())
 
     def _add_history(self, con: sqlite3.Connection, case_id: str, action: str, detail: str, who: str, at: float) -> None:
         con.execute(
@@ -640,7 +443,7 @@ class StatusStore:
         with self._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (case_id, name, None if value is None else float(value), source, time.time(),
+                (case_id, name, None if value is None else float(value), source, self._clock(),
                  json.dumps(detail or {}, default=json_default)),
             )
 
@@ -683,13 +486,13 @@ class StatusStore:
         """The live lease on ``case_id`` (``None`` if free or stale)."""
         with self._mutex:
             info = self._lock_row(self._con, case_id)
-        if info is None or self._is_stale(info, time.time()):
+        if info is None or self._is_stale(info, self._clock()):
             return None
         return info
 
     def locks(self) -> dict[str, LockInfo]:
         """Every live lease in the dataset."""
-        now = time.time()
+        now = self._clock()
         rows = self._read("SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks")
         return {r[0]: LockInfo(*r) for r in rows if not self._is_stale(LockInfo(*r), now)}
 
@@ -697,7 +500,7 @@ class StatusStore:
         """True while this store holds a live lease on ``case_id``."""
         with self._mutex:
             info = self._lock_row(self._con, case_id)
-        return info is not None and info.owner == self.owner and info.expires_at >= time.time()
+        return info is not None and info.owner == self.owner and info.expires_at >= self._clock()
 
     def acquire(self, case_id: str, *, steal: bool = False) -> LockInfo:
         """Take (or renew) the edit lease of ``case_id``.
@@ -707,7 +510,7 @@ class StatusStore:
         CaseLockedError
             Another live viewer holds it (unless ``steal``).
         """
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             info = self._lock_row(con, case_id)
             if info is not None and info.owner != self.owner and not steal and not self._is_stale(info, now):
@@ -740,14 +543,14 @@ class StatusStore:
             con.execute("DELETE FROM locks WHERE case_id=?", (case_id,))
             if info is not None:
                 self._add_history(con, case_id, "unlock", f"removed lock of {info.user}@{info.host} pid {info.pid}",
-                                  self.user, time.time())
+                                  self.user, self._clock())
         return info
 
     def heartbeat(self) -> list[str]:
         """Renew every lease this store holds; returns the case ids whose lease was lost."""
         if not self._held or self._closed:
             return []
-        now = time.time()
+        now = self._clock()
         lost = []
         with self._write() as con:
             for cid in list(self._held):
@@ -764,7 +567,7 @@ class StatusStore:
 
     def check_lock(self, case_id: str) -> None:
         """Raise :class:`LockLostError` unless this store holds ``case_id`` (renewing it)."""
-        now = time.time()
+        now = self._clock()
         with self._write() as con:
             cur = con.execute(
                 "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",

@@ -361,7 +361,7 @@ class DatasetWorkspace:
                 continue
             self.store.update_info(cid, **facts)
             if cid not in have_dice and "segs" in case.labels and "gts" in case.labels:
-                from ..core.metrics import per_class_dsc
+                from ..tasks.metrics import per_class_dsc
 
                 per = per_class_dsc(case.labels["gts"], case.labels["segs"])
                 vals = [v for v in per.values() if not np.isnan(v)]

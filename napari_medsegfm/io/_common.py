@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import label_dtype_for
+
 __all__ = [
     "check_image",
     "check_labels",
     "integer_labels",
     "check_spacing",
-    "label_dtype",
     "as_label_array",
     "present_labels",
     "modality_from_name",
@@ -78,15 +79,6 @@ def check_image(arr: Any, src: str | os.PathLike[str], key: str, *, allow_rgb: b
     return arr
 
 
-def label_dtype(max_label: int) -> np.dtype:
-    """uint8 up to 255, uint16 up to 65535, else uint32."""
-    if max_label <= 255:
-        return np.dtype(np.uint8)
-    if max_label <= 65535:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
-
-
 _CHUNK = 1 << 22  # elements per pass of the float-label check (bounded temporaries)
 
 
@@ -138,7 +130,7 @@ def integer_labels(arr: Any, src: str | os.PathLike[str], key: str | None) -> np
                 f"{what} has dtype {arr.dtype} with a value that is not a label: {v!r} at voxel "
                 f"{tuple(int(c) for c in where)}; expected whole numbers >= 0 (0 = background; float "
                 "label maps are accepted when every value is a whole number)")
-        return arr.astype(label_dtype(int(arr.max())))
+        return arr.astype(label_dtype_for(int(arr.max())))
     if arr.dtype.hasobject or arr.dtype.kind not in "ui":
         raise ValueError(f"{what} has dtype {arr.dtype}; expected integer labels (uint8, 0 = background)")
     if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
@@ -169,7 +161,7 @@ def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
     lo, hi = (int(arr.min()), int(arr.max())) if arr.dtype.kind == "i" else (0, int(arr.max()))
     if lo < 0:
         raise ValueError(f"{what} has negative values (min {lo}); expected labels >= 0")
-    want = label_dtype(hi)
+    want = label_dtype_for(hi)
     if arr.dtype != want and (arr.dtype.kind == "i" or arr.dtype.itemsize > want.itemsize):
         arr = arr.astype(want)
     return arr

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
-from ._common import as_label_array, label_dtype, present_labels
+from ..utils import label_dtype_for
+from ._common import as_label_array, present_labels
 from .atomic import atomic_path, backup_file
 from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
 from .geometry import LPS_TO_RAS, canonical_view, to_source_order
@@ -269,7 +270,7 @@ def save_dicom_seg(
         raise ValueError(f"{target}: the labels are empty; a DICOM-SEG needs at least one segment")
     names = {**case.label_names, **(label_names or {})}
     cols = {**(case.meta.get("label_colors") or {}), **(colors or {})}
-    lut = np.zeros(int(frames.max()) + 1, dtype=label_dtype(len(ids)))
+    lut = np.zeros(int(frames.max()) + 1, dtype=label_dtype_for(len(ids)))
     descs = []
     fam = codes.CID7162.ArtificialIntelligence
     ident = None
@@ -403,7 +404,7 @@ def read_seg_onto_case(path: str | os.PathLike[str], case: Case
         raise ValueError(f"{p}: DICOM-SEG gives labels of shape {lab.shape}; the series has "
                          f"{case.image.spatial_shape}")
     mx = int(lab.max()) if lab.size else 0
-    return np.ascontiguousarray(lab, dtype=label_dtype(mx)), names, colors
+    return np.ascontiguousarray(lab, dtype=label_dtype_for(mx)), names, colors
 
 
 def _seg_by_geometry(p: Path, seg: Any, case: Case, names: dict[int, str], colors: dict[int, Any]
@@ -443,7 +444,7 @@ def _seg_case(p: Path, seg: Any, names: dict[int, str], colors: dict[int, Any]) 
     aff_ijk = np.asarray(vol.affine, dtype=float)[:, [2, 1, 0, 3]]
     lab, spacing, affine_zyx, grid = canonical_view(arr.transpose(2, 1, 0), LPS_TO_RAS @ aff_ijk)
     grid["space"] = "LPS"
-    lab = np.ascontiguousarray(lab, dtype=label_dtype(int(lab.max()) if lab.size else 0))
+    lab = np.ascontiguousarray(lab, dtype=label_dtype_for(int(lab.max()) if lab.size else 0))
     ident = {k: str(seg.get(k)) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
                                            "FrameOfReferenceUID") if seg.get(k)}
     meta = {"source": str(p), "format": "dicom_seg", "modality": "SEG", "grid": grid, "dicom_seg": ident,

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
+from ..utils import label_dtype_for
 from ._common import (
     GroundTruthProtected,
     as_label_array,
-    label_dtype,
     modality_from_name,
     same_file,
 )
@@ -185,7 +185,7 @@ def labels_from_array(arr: np.ndarray, src: Any, key: str = "voxel data") -> np.
                              "(0 = background)")
         if a.size and a.min() < 0:
             raise ValueError(f"{src}: '{key}' has negative labels (min {a.min()}); expected labels >= 0")
-        return a.astype(label_dtype(int(a.max()) if a.size else 0))
+        return a.astype(label_dtype_for(int(a.max()) if a.size else 0))
     if a.dtype.kind not in "ui":
         raise ValueError(f"{src}: '{key}' has dtype {a.dtype}; expected integer labels (0 = background)")
     if a.dtype.kind == "i" and a.size and int(a.min()) < 0:

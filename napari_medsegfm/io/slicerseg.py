@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..types import Case, Volume
+from ..utils import label_dtype_for
 from ._common import (
     as_label_array,
-    label_dtype,
     modality_from_name,
     present_labels,
 )
@@ -98,7 +98,7 @@ def load_slicer_seg(path: str | os.PathLike[str]) -> Case:
             colors[lab] = tuple(int(round(float(c) * 255)) for c in list(col)[:3])
         info.append({"id": s.get("id"), "name": names[lab], "label": lab, "layer": int(s.get("layer", 0) or 0),
                      "terminology": s.get("terminology")})
-    arr = np.ascontiguousarray(view, dtype=label_dtype(int(view.max()) if view.size else 0))
+    arr = np.ascontiguousarray(view, dtype=label_dtype_for(int(view.max()) if view.size else 0))
     meta = {"source": str(src), "format": "slicer_seg", "modality": modality_from_name(_stem(src)), "grid": grid,
             "labels_only": True, "labels_source": str(src), "label_colors": colors, "segments": info}
     volume = Volume(array=arr, spacing=spacing, affine=affine_zyx, meta=dict(meta))
@@ -109,7 +109,7 @@ def load_slicer_seg(path: str | os.PathLike[str]) -> Case:
 
 def _merge_layers(vox: np.ndarray, segments: list[dict[str, Any]], src: Path) -> tuple[np.ndarray, list[dict]]:
     """(layers, I, J, K) -> one (I, J, K) label map, segments renumbered 1..N."""
-    out = np.zeros(vox.shape[1:], dtype=label_dtype(max(1, len(segments))))
+    out = np.zeros(vox.shape[1:], dtype=label_dtype_for(max(1, len(segments))))
     claimed = np.zeros(vox.shape[1:], dtype=np.uint16)
     merged = []
     for n, s in enumerate(segments, start=1):

@@ -7,7 +7,7 @@ view (:mod:`.view`) only builds widgets and wires their signals to the methods h
 Threads
 -------
 Inference runs on the session's one persistent worker
-(:meth:`AnnotationSession.submit <napari_medsegfm.core.session.AnnotationSession.submit>`).
+(:meth:`AnnotationSession.submit <napari_medsegfm.engine.session.AnnotationSession.submit>`).
 The worker's callback only *posts* the result: ``post(fn)`` must run ``fn`` later
 on the GUI thread (the view passes a Qt queued signal; headless code uses the
 built-in queue and :meth:`AnnotationController.process_pending`). On the GUI
@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import BackendStatus, capability_names
-from ..core.postprocess import BBox
-from ..core.session import AnnotationSession, Change, InferenceResult
+from ..engine.postprocess import BBox
+from ..engine.session import AnnotationSession, Change, InferenceResult
 from ..types import (
     Box2D,
     Box3D,
@@ -180,7 +180,7 @@ def short_class_name(text: str) -> str:
     if len(text.split()) <= 3:
         return text
     try:
-        from ..core.vocab import resolve
+        from ..engine.vocab import resolve
 
         res = resolve(text)
     except (ImportError, OSError, ValueError):

@@ -378,7 +378,7 @@ class AnnotationWidget(QWidget):
     def _set_completer(self, extra: list[str]) -> None:
         names: list[str] = list(extra)
         try:
-            from ..core.vocab import default_vocabulary
+            from ..engine.vocab import default_vocabulary
 
             names += [n for n in default_vocabulary().names() if n not in names]
         except (ImportError, OSError, ValueError) as exc:  # vocabulary is a convenience

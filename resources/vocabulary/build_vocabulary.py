@@ -23,12 +23,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from napari_medsegfm.core.vocab import (  # noqa: E402
+from napari_medsegfm.engine.vocab import (  # noqa: E402
     VOCAB_FORMAT,
     VocabClass,
     Vocabulary,
-    _pretty_name,
 )
+from napari_medsegfm.engine.vocab.text import _pretty_name  # noqa: E402
 
 OUT = HERE / "vocabulary.json"
 

@@ -191,7 +191,7 @@ def test_stale_results_never_overwrite_newer_ones(viewer):
     lab = c.session.labels
     assert lab[5, 40, 40] == lid  # newest prompt's result is the one shown
     # a late result for the old generation (e.g. queued behind) is refused
-    from napari_medsegfm.core.session import InferenceResult
+    from napari_medsegfm.engine.session import InferenceResult
 
     mask = np.ones(c.volume.spatial_shape, bool)
     late = InferenceResult(old, lid, Point((5, 10, 10), True, lid), mask=mask)

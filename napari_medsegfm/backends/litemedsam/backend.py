@@ -5,7 +5,7 @@
 * 3D boxes (``Box3D``, CVPR 2025 boxes with ``z_mid``): mid slice from the box, then
   slice-by-slice propagation (:mod:`.propagate`).
 * Clicks refine the previous mask slice-locally and re-propagate
-  (:func:`.propagate.refine_with_click`). Objects prompted by clicks only (no box:
+  (:func:`.clicks.refine_with_click`). Objects prompted by clicks only (no box:
   vessels, brain lesions) go to the weight-free graph-cut backend by default
   (``boxless="classic"``), or start from LiteMedSAM boxes around the first click
   (``boxless="model"``).
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -50,10 +49,10 @@ from ...types import (
 )
 from ..base import BackendStatus, BackendUnavailableError, check_capabilities
 from . import weights as W
+from .clicks import refine_with_click
 from .propagate import (
     PropagationParams,
     SlicePoint,
-    refine_with_click,
     segment_box3d,
 )
 
@@ -302,19 +301,13 @@ class LiteMedSAMBackend:
         """
         import importlib.util
 
-        from ..device import select_device
+        from ..device import status_device
 
         if importlib.util.find_spec("torch") is None:
             return BackendStatus(cls.name, cls.capabilities, "package missing",
                                  message="LiteMedSAM needs torch: pip install torch")
         path, how = W.locate_weights()
-        if "torch" in sys.modules or os.environ.get("MEDSEGFM_DEVICE", "").strip().lower() in ("cpu",):
-            try:
-                dev = select_device(None)
-            except ValueError as exc:
-                dev = f"invalid ({exc})"
-        else:  # checking CUDA/MPS would import torch (~1 s): say what a new instance will do
-            dev = os.environ.get("MEDSEGFM_DEVICE", "").strip() or "auto"
+        dev = status_device()
         if path is None:
             return BackendStatus(cls.name, cls.capabilities, "weights missing", device=dev,
                                  message=f"checkpoint not found ({how}); {W.INSTALL_HINT}")

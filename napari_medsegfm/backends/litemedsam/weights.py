@@ -10,12 +10,13 @@ package) and never import the package itself: it imports timm/torchvision.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import threading
 from pathlib import Path
+
+from ...utils import sha256_file
 
 __all__ = [
     "WEIGHTS_ENV",
@@ -25,7 +26,6 @@ __all__ = [
     "EXPECTED_SHA256",
     "INSTALL_HINT",
     "locate_weights",
-    "sha256_of",
     "verify_weights",
 ]
 
@@ -90,18 +90,6 @@ def locate_weights() -> tuple[Path | None, str]:
     return None, f"package {DIST_NAME} is not installed"
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def verify_weights(path: Path) -> str:
     """Check size and SHA-256 of ``path`` (cached per path/size/mtime); return the digest.
 
@@ -125,7 +113,7 @@ def verify_weights(path: Path) -> str:
             f"LiteMedSAM checkpoint {path} has {st.st_size:,} bytes; expected {EXPECTED_SIZE:,} "
             f"(a truncated or different file); {INSTALL_HINT}"
         )
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != EXPECTED_SHA256:
         raise ValueError(
             f"LiteMedSAM checkpoint {path} has SHA-256 {digest}; expected {EXPECTED_SHA256}; {INSTALL_HINT}"

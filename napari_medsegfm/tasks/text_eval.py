@@ -5,7 +5,7 @@
   predict`` writes for ``instance_label = 1`` cases.
 * :func:`instance_f1` — F1 at IoU >= 0.5 with one-to-one (Hungarian) matching of
   predicted and ground-truth instances.
-* :func:`semantic_scores` — per-class DSC/NSD (via :mod:`~napari_medsegfm.core.metrics`)
+* :func:`semantic_scores` — per-class DSC/NSD (via :mod:`~napari_medsegfm.tasks.metrics`)
   over the classes named in ``text_prompts``.
 * :func:`score_text_case` / :func:`evaluate_text` — a whole case / folder, the way the
   challenge scores the text task: semantic cases (``instance_label = 0``) by mean DSC
@@ -15,7 +15,7 @@
   scorer does).
 
 Arrays are ``(Z, Y, X)`` (or ``(Y, X)``); spacing for NSD follows
-:func:`~napari_medsegfm.core.metrics.scorer_spacing` (``"official"``: the npz ``(x, y, z)``
+:func:`~napari_medsegfm.tasks.metrics.scorer_spacing` (``"official"``: the npz ``(x, y, z)``
 value as-is, like the challenge; ``"physical"``: array axis order).
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import label_dtype_for
 from .metrics import per_class_dsc, per_class_nsd, scorer_spacing
-from .postprocess import label_dtype_for
 
 __all__ = [
     "split_instances",
@@ -142,7 +142,7 @@ def instances_to_labels(
     if first_label < 1 or last > np.iinfo(labels.dtype).max:
         raise ValueError(
             f"labels {first_label}..{last} do not fit a {labels.dtype} label image; "
-            f"use a wider dtype (napari_medsegfm.core.postprocess.label_dtype_for({last}))"
+            f"use a wider dtype (napari_medsegfm.utils.label_dtype_for({last}))"
         )
     fg = inst > 0
     if not overwrite:
@@ -329,7 +329,7 @@ def semantic_scores(
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per-class DSC and NSD over ``label_ids`` (NaN where a class is empty in both).
 
-    ``spacing`` is in array axis order as :func:`~napari_medsegfm.core.metrics.nsd` wants it.
+    ``spacing`` is in array axis order as :func:`~napari_medsegfm.tasks.metrics.nsd` wants it.
     """
     labs = [int(v) for v in label_ids]
     d = per_class_dsc(gt, seg, labs)
@@ -398,7 +398,7 @@ def score_text_case(
     npz_spacing : sequence of float or None
         The npz ``spacing`` member, ``(x, y, z)``.
     spacing_order : {"official", "physical"}
-        See :func:`~napari_medsegfm.core.metrics.scorer_spacing`.
+        See :func:`~napari_medsegfm.tasks.metrics.scorer_spacing`.
     """
     tp = _text_prompts_dict(text_prompts)
     inst = bool(int(tp.get("instance_label", 0) or 0))

@@ -107,13 +107,20 @@ class InferenceWorker:
         Thread name (shows in debuggers and logs).
     debounce_s : float
         Hold-off for a job that supersedes another of its key (see module docstring).
+    clock : callable, optional
+        Seconds, monotonic (default :func:`time.perf_counter`): what the hold-off, the
+        jobs' ``submitted``/``started`` times and ``queued_s`` are measured on. Tests pass
+        a manual clock; the worker then re-checks a held job every ``debounce_s`` real
+        seconds against it. ``elapsed_s`` (time in the job) is always real time.
     """
 
-    def __init__(self, name: str = "medsegfm-worker", debounce_s: float = 0.0) -> None:
+    def __init__(self, name: str = "medsegfm-worker", debounce_s: float = 0.0, *,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if not debounce_s >= 0:
             raise ValueError(f"debounce_s must be >= 0 seconds; got {debounce_s!r}")
         self.name = name
         self.debounce_s = float(debounce_s)
+        self._clock = clock
         self._cond = threading.Condition()
         self._queue: OrderedDict[Hashable, Job] = OrderedDict()
         self._dropped: deque[tuple[Job, str]] = deque()
@@ -164,7 +171,7 @@ class InferenceWorker:
             self._current[key] = generation
             busy = key in self._queue or (self._running is not None and self._running.key == key)
             self._supersede_locked(key, "superseded")
-            job = Job(key=key, generation=generation, fn=fn, callback=callback)
+            job = Job(key=key, generation=generation, fn=fn, callback=callback, submitted=self._clock())
             job.not_before = job.submitted + (self.debounce_s if busy else 0.0)
             self._queue[key] = job
             self._ensure_thread_locked()
@@ -215,6 +222,7 @@ class InferenceWorker:
             return self._current.get(key, 0)
 
     def is_current(self, key: Hashable, generation: int) -> bool:
+        """``generation`` is the newest one submitted for ``key``."""
         with self._cond:
             return self._current.get(key, 0) == generation
 
@@ -225,6 +233,7 @@ class InferenceWorker:
             return self._running is not None or bool(self._queue) or bool(self._dropped)
 
     def running_key(self) -> Hashable | None:
+        """Key of the job running now (``None``: none)."""
         with self._cond:
             return self._running.key if self._running is not None else None
 
@@ -254,6 +263,7 @@ class InferenceWorker:
 
     @property
     def closed(self) -> bool:
+        """True after :meth:`close`; submits then raise ``RuntimeError``."""
         return self._closed
 
     def close(self, timeout: float = 5.0) -> None:
@@ -327,15 +337,15 @@ class InferenceWorker:
                     if self._dropped or self._closed or self._idle:
                         break
                     if self._queue:
-                        now = time.perf_counter()
+                        now = self._clock()
                         wake = min(j.not_before for j in self._queue.values())
                         if wake <= now:
                             break
-                        self._cond.wait(wake - now)
+                        self._cond.wait(min(wake - now, max(self.debounce_s, 0.001)))
                     else:
                         self._cond.wait()
                 key = None
-                now = time.perf_counter()
+                now = self._clock()
                 if not self._dropped and self._queue:
                     key = next((k for k, j in self._queue.items() if j.not_before <= now), None)
                     if key is None and (self._closed or not self._idle):
@@ -362,7 +372,7 @@ class InferenceWorker:
                 del task
                 continue
             if running is None:
-                now = time.perf_counter()
+                now = self._clock()
                 self._deliver(job, JobOutcome(job.key, job.generation, cancelled=True, stale=True,
                                               queued_s=now - job.submitted))
                 with self._cond:

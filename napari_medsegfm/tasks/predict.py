@@ -29,7 +29,7 @@ clicks and their order), so a file means the same here as in the napari reader a
 
 Objects are predicted independently (:func:`predict_masks`) and merged
 (:func:`merge_masks`) with
-:func:`~napari_medsegfm.core.postprocess.merge_object_mask`: larger objects are
+:func:`~napari_medsegfm.engine.postprocess.merge_object_mask`: larger objects are
 written first and smaller ones may overwrite them (a small organ inside a big box
 keeps its voxels; nested classes keep their core); objects of ``prev_pred`` that got
 no click this step (the protocol clicks every class with an error) keep all their
@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import UnsupportedPromptError, capability_names, check_capabilities
+from ..engine.maskcheck import binary_mask
+from ..engine.postprocess import bbox_of, merge_object_mask
 from ..io.cvpr import click_prompts, read_cvpr_members, text_prompt_list
 from ..types import (
     CancelToken,
@@ -61,8 +63,7 @@ from ..types import (
     nested_inner,
     validate_prompt,
 )
-from .maskcheck import binary_mask
-from .postprocess import bbox_of, label_dtype_for, merge_object_mask
+from ..utils import label_dtype_for
 
 __all__ = [
     "object_prompts",
@@ -274,8 +275,8 @@ def predict_case(
                                                                      else "<input>")
     shape = case.image.spatial_shape
     mode, prompts = object_prompts(case, backend)
-    if mode == "text":  # [text helper] free text -> the backend's label ids (backends may not import core)
-        from .vocab import attach_vocabulary
+    if mode == "text":  # [text helper] free text -> the backend's label ids (backends may not import the engine)
+        from ..engine.vocab import attach_vocabulary
 
         attach_vocabulary(backend)
     prev = case.labels.get("prev_pred")

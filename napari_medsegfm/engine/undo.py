@@ -1,6 +1,6 @@
 """Undo/redo storage: compressed diffs of the changed bounding region, not volumes.
 
-A step of an :class:`~napari_medsegfm.core.session.AnnotationSession` is an
+A step of an :class:`~napari_medsegfm.engine.session.AnnotationSession` is an
 :class:`UndoEntry`: at most one :class:`LabelDiff` (what happened to the label
 image) plus the before/after state of the objects it touched (name, colour,
 status, prompts).
@@ -106,10 +106,12 @@ class LabelDiff:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the diff's box, array axis order."""
         return tuple(s.stop - s.start for s in self.bbox)
 
     @property
     def payload(self) -> bytes:
+        """The zlib-compressed XOR block (compressed now if still pending)."""
         p = self._payload
         return p if p is not None else self.compress()
 
@@ -263,6 +265,7 @@ class UndoEntry:
 
     @property
     def label_ids(self) -> tuple[int, ...]:
+        """Objects whose state the step records, sorted."""
         return tuple(sorted(set(self.before) | set(self.after)))
 
 
@@ -283,6 +286,7 @@ class UndoStack:
         self._redo: list[UndoEntry] = []
 
     def push(self, entry: UndoEntry) -> None:
+        """Record a new step (drops the redo branch and the oldest step beyond the limit)."""
         self._undo.append(entry)
         self._redo.clear()
         while len(self._undo) > self.max_levels:
@@ -305,6 +309,7 @@ class UndoStack:
         return e
 
     def clear(self) -> None:
+        """Forget every undo and redo step."""
         self._undo.clear()
         self._redo.clear()
 

@@ -2,8 +2,8 @@
 
 Per case: step 0 predicts from the boxes (a box-less case skips it and scores 0),
 then ``n_clicks`` steps each add one simulated click per class with an error
-(:mod:`~napari_medsegfm.core.clicks`) and predict again. Every step goes through
-:func:`~napari_medsegfm.core.predict.predict_case` with the same input members the
+(:mod:`~napari_medsegfm.tasks.clicks`) and predict again. Every step goes through
+:func:`~napari_medsegfm.tasks.predict.predict_case` with the same input members the
 challenge hands its fresh process:
 
 * step 0: every member of the case file except ``gts`` (``imgs``, ``spacing``,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bbox_of", "union_bbox", "merge_object_mask", "label_dtype_for"]
+__all__ = ["bbox_of", "union_bbox", "merge_object_mask"]
 
 BBox = tuple[slice, ...]
 
@@ -40,15 +40,6 @@ def union_bbox(a: BBox | None, b: BBox | None) -> BBox | None:
     if b is None:
         return a
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
-def label_dtype_for(max_label: int) -> np.dtype:
-    """uint8 up to 255 objects, uint16 up to 65535, else uint32."""
-    if max_label <= 255:
-        return np.dtype(np.uint8)
-    if max_label <= 65535:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
 
 
 def merge_object_mask(

@@ -2,7 +2,7 @@
 
 Every record has ``"type"``, ``"seq"`` (0, 1, 2, ... within the log) and ``"t"``
 (seconds since the session started). Record types written by
-:class:`~napari_medsegfm.core.session.AnnotationSession`:
+:class:`~napari_medsegfm.engine.session.AnnotationSession`:
 
 ===================  ======================================================================
 ``session``          header: ``version``, ``shape``, ``dtype``, ``labels_sha256`` (initial
@@ -124,12 +124,8 @@ class PromptLog:
                 self._fh.flush()
             return rec
 
-    def to_jsonl(self) -> str:
-        """All records as JSON lines."""
-        with self._lock:
-            return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.records)
-
     def close(self) -> None:
+        """Close the log file (records stay in :attr:`records`)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
