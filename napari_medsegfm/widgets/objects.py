@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ObjectRow", "format_volume", "rgba_to_hex"]
+__all__ = ["ObjectRow", "format_volume", "rgba_to_hex", "short_class_name"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,21 @@ def format_volume(ml: float) -> str:
     if ml >= 1:
         return f"{ml:.1f} mL"
     return f"{ml:.3g} mL"
+
+
+def short_class_name(text: str) -> str:
+    """A short object name for a class description (CVPR text prompts are sentences).
+
+    ``"CT imaging of the spleen within the abdomen"`` -> ``"spleen"`` through the class
+    vocabulary; text of up to three words, or text the vocabulary cannot place, is kept.
+    """
+    text = text.strip()
+    if len(text.split()) <= 3:
+        return text
+    try:
+        from ..core.vocab import resolve
+
+        res = resolve(text)
+    except (ImportError, OSError, ValueError):
+        return text
+    return str(res.name) if res.ok and res.name else text
