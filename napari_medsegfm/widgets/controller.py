@@ -63,6 +63,7 @@ from ..types import (
 )
 from .backend_picker import BackendPicker
 from .box_tool import BoxTool, slices_to_warm
+from .events import ControllerEvents
 from .layer_sync import (
     NEGATIVE_RGBA,
     POSITIVE_RGBA,
@@ -77,51 +78,13 @@ from .prompts import (
 )
 from .saving import Saving
 
-__all__ = ["AnnotationController", "Emitter", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
+__all__ = ["AnnotationController", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
 
 log = logging.getLogger(__name__)
 
 TOOLS = ("box", "click", "scribble", "brush", "text", "z_extent", "run_boxes")
 
 _KIND_NAMES = {"box3d": "3D box", "box2d": "2D box", "point": "click", "scribble": "scribble", "text": "text"}
-
-
-class Emitter:
-    """A minimal, Qt-free signal: ``connect(fn)``, ``disconnect(fn)``, ``emit(*args)``."""
-
-    def __init__(self) -> None:
-        self._callbacks: list[Callable[..., Any]] = []
-
-    def connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        self._callbacks.append(fn)
-        return fn
-
-    def disconnect(self, fn: Callable[..., Any] | None = None) -> None:
-        if fn is None:
-            self._callbacks.clear()
-        elif fn in self._callbacks:
-            self._callbacks.remove(fn)
-
-    def emit(self, *args: Any) -> None:
-        for fn in list(self._callbacks):
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("listener %r failed", fn)
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.busy = Emitter()  # (busy: bool)
-        self.objects = Emitter()  # ()
-        self.current = Emitter()  # (label_id | None)
-        self.status = Emitter()  # (message: str)
-        self.tools = Emitter()  # ()
-        self.backends = Emitter()  # (dict name -> BackendStatus)
-        self.backend = Emitter()  # (name, BackendStatus | None)
-        self.history = Emitter()  # ()  undo/redo availability changed
-        self.saved = Emitter()  # (path)
-        self.attached = Emitter()  # (attached: bool)
 
 
 @dataclass(frozen=True)
@@ -239,7 +202,7 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         session_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.viewer = viewer
-        self.events = _Events()
+        self.events = ControllerEvents()
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._post = post or self._queue.put
         self._notify = notify or _napari_notify

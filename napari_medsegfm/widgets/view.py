@@ -1008,7 +1008,7 @@ class AnnotationWidget(QWidget):
         self._torn_down = True
         self._busy_timer.stop()
         self._remove_shortcuts()
-        for emitter in vars(self.controller.events).values():  # late posts (backend list, saves) find no widget
+        for emitter in self.controller.events.signals():  # late posts (backend list, saves) find no widget
             emitter.disconnect()
         for emitter, fn in ((self.viewer.layers.events.inserted, self._maybe_auto_attach),
                             (self.viewer.layers.events.inserted, self._refresh_images),

@@ -96,7 +96,7 @@ def test_qt_free_widget_modules_import_no_qt():
     code = textwrap.dedent(
         """
         import importlib, sys
-        for m in ("controller", "layer_sync", "box_tool", "backend_picker", "saving", "case_editor",
+        for m in ("controller", "layer_sync", "box_tool", "backend_picker", "saving", "case_editor", "events",
                   "objects", "prompts"):
             importlib.import_module("napari_medsegfm.widgets." + m)
         print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in
