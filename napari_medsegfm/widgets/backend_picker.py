@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from ..backends.base import BackendStatus, capability_names
@@ -124,12 +125,31 @@ class BackendPicker:
             self._message(f"backend {self._backend_name} ready "
                           f"({', '.join(capability_names(self.capabilities)) or 'no prompt kinds'})"
                           + (f"; {n_boxes} box(es) from the file: Run all boxes (Ctrl+Shift+Enter)" if unrun else ""))
-            # encode/prepare the image on the worker right away
+            # encode/prepare the image on the worker right away (the model's warm-up: prompts
+            # given meanwhile wait for it, and the latency line says so)
+            self._warmup_span = [time.perf_counter(), None]
             self.session.prepare(lambda res: self._post(lambda: self._on_prepared(res)))
         self._flush_deferred()
         self.events.busy.emit(self.busy)
 
+    @property
+    def warming_up(self) -> bool:
+        """True while the backend prepares (encodes) the image, before the first prompt can run."""
+        span = self._warmup_span
+        return self.session is not None and span is not None and span[1] is None
+
+    def warmup_overlap(self, t0: float, t1: float) -> float:
+        """Seconds of ``[t0, t1]`` (perf_counter) during which the image was being prepared."""
+        span = self._warmup_span
+        if span is None:
+            return 0.0
+        end = span[1] if span[1] is not None else time.perf_counter()
+        return max(0.0, min(t1, end) - max(t0, span[0]))
+
     def _on_prepared(self, res: InferenceResult) -> None:
+        if self._warmup_span is not None and self._warmup_span[1] is None:
+            self._warmup_span[1] = time.perf_counter()
+            self.last_warmup_s = float(res.elapsed_s)
         if res.error is not None:
             self._message(f"backend {self._backend_name!r} could not take this image: {res.error_message}", "error")
 

@@ -279,6 +279,7 @@ class BoxTool:
         finally:
             self._syncing -= 1
         self.events.tools.emit()
+        self.events.objects.emit()  # the object list shows the z range
         self._message(f"box {index + 1}: z {lo}–{hi}")
         if self.auto_run:
             lid = int(feats["object_id"].iloc[index])
@@ -287,6 +288,22 @@ class BoxTool:
                 self.rerun_object_boxes(lid, why=f"box {index + 1} now spans z {lo}–{hi}")
             else:
                 self.run_box(index)
+
+    def object_z_ranges(self) -> dict[int, tuple[int, int]]:
+        """``label_id -> (z_min, z_max)`` over each object's rectangles (3D images; else empty)."""
+        layer = self.box_layer
+        if self.volume is None or self.volume.ndim != 3 or layer is None or len(layer.data) == 0 \
+                or "z_min" not in layer.features:
+            return {}
+        f = layer.features
+        out: dict[int, tuple[int, int]] = {}
+        for lid, lo, hi in zip(np.asarray(f["object_id"], int), np.asarray(f["z_min"], int),
+                               np.asarray(f["z_max"], int)):
+            if lid <= 0:
+                continue
+            a, b = out.get(int(lid), (int(lo), int(hi)))
+            out[int(lid)] = (min(a, int(lo)), max(b, int(hi)))
+        return out
 
     def box_extent(self, index: int | None = None) -> tuple[int, int] | None:
         """``(z_min, z_max)`` of a box (default: the target box)."""

@@ -234,7 +234,10 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         self.label_names: dict[int, str] = {}
         self.last_backend_s: float | None = None
         self.last_roundtrip_s: float | None = None
-        self.last_queued_s: float = 0.0
+        self.last_queued_s: float = 0.0  # the last result waited this long behind other prompts
+        self.last_warmup_wait_s: float = 0.0  # ... and this long for the model's warm-up (image encoding)
+        self.last_warmup_s: float | None = None  # how long the last warm-up took
+        self._warmup_span: list[float | None] | None = None  # [start, end] of the image's preparation
         self.last_message = ""
 
         self._inflight: dict[int, _Inflight] = {}
@@ -437,6 +440,7 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
             self.session.remove_listener(self._on_change_any_thread)
             self.session.close()
         self.session = None
+        self._warmup_span = None
         self._inflight.clear()
         self._deferred.clear()
         self._save_handler, self._save_target = None, ""  # every attach starts with the default
@@ -537,14 +541,40 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
             return []
         busy = {f.label_id for f in self._inflight.values()}
         ml = self.volume.voxel_volume_ml
+        unit = self.size_unit
+        ranges = self.object_z_ranges()
         rows = []
         for lid, info in sorted(self.session.objects.items()):
             vox = self._voxels.get(lid, 0)
             status = getattr(info.status, "value", str(info.status))
+            zr = ranges.get(lid)
             rows.append(ObjectRow(lid, info.name or f"object {lid}", rgba_to_hex(info.color),
                                   "running" if lid in busy else status, vox,
-                                  vox * ml, lid in busy))
+                                  vox * ml, lid in busy, size_unit=unit,
+                                  z_range="" if zr is None else f"{zr[0]}–{zr[1]}"))
         return rows
+
+    @property
+    def size_unit(self) -> str:
+        """How object sizes are given: ``""`` (a volume in mL: a 3D image with a physical voxel
+        spacing), ``"px"`` (a 2D image: pixels are counted, a slice has no volume) or ``"vox"``
+        (a 3D image without spacing: its voxels have no size)."""
+        if self.volume is None or self.volume.ndim != 3:
+            return "px"
+        return "" if self.physical_spacing else "vox"
+
+    @property
+    def physical_spacing(self) -> bool:
+        """Whether the image's voxel spacing is known: read by the plugin (a file format that
+        stores it) or set by the user as the layer's scale."""
+        im = self.image_layer
+        if im is None:
+            return False
+        meta = im.metadata or {}
+        if meta.get("medsegfm_spacing") is not None or meta.get("medsegfm_format"):
+            return True
+        nsp = len(self.volume.spatial_shape) if self.volume is not None else 0
+        return bool(nsp) and not np.allclose(np.asarray(im.scale)[-nsp:], 1.0)
 
     def add_object(self, name: str = "", color: Any = None, *, label_id: int | None = None,
                    select: bool = True) -> int:
@@ -877,8 +907,12 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         elif applied:
             self.last_backend_s = res.elapsed_s
             self.last_roundtrip_s = time.perf_counter() - t0
-            self.last_queued_s = res.queued_s
-            self._message(f"{name}: {format_volume(self._voxels.get(res.label_id, 0) * self.volume.voxel_volume_ml)}"
+            waited = self.warmup_overlap(t0, t0 + res.queued_s)
+            self.last_warmup_wait_s = waited
+            self.last_queued_s = max(0.0, res.queued_s - waited)
+            vox = self._voxels.get(res.label_id, 0)
+            size = f"{vox:,} {self.size_unit}" if self.size_unit else format_volume(vox * self.volume.voxel_volume_ml)
+            self._message(f"{name}: {size}"
                           f" in {res.elapsed_s:.2f} s ({res.backend})")
         elif res.cancelled and not self._inflight:
             self._message("cancelled")

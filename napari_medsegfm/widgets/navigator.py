@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
@@ -46,6 +47,8 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QPushButton,
     QShortcut,
+    QSizePolicy,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -53,7 +56,8 @@ from qtpy.QtWidgets import (
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
 from ..dataset.workspace import DICE_METRIC, DatasetWorkspace, OpenCase
-from ._host import HostedShortcuts, plain_viewer
+from ._host import HostedShortcuts, fit_dock, plain_viewer
+from ._layout import ScrollingBody
 from .case_editor import AnnotationEditor, LayerEditor
 from .case_table import STATUS_FILTERS, CaseTableModel
 
@@ -140,8 +144,18 @@ class DatasetNavigator(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
-        self.setMinimumWidth(520)
-        lay = QVBoxLayout(self)
+        # the content scrolls inside the dock: docking the annotation widget beside it on a laptop
+        # screen never grows napari's window (see _layout.ScrollingBody)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.content = QWidget()
+        self.scroll = ScrollingBody(self.content, self)
+        # no taller than its controls with a few table rows: the annotation dock below gets the rest
+        self.scroll.max_hint_height = 340
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(self.content)
+        lay.setContentsMargins(4, 2, 4, 4)
+        lay.setSpacing(3)
         top = QHBoxLayout()
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("dataset folder")
@@ -163,11 +177,11 @@ class DatasetNavigator(QWidget):
         self.review_check = QCheckBox("Review queue")
         self.review_check.setToolTip("Sort by disagreement (1 - Dice) between the pre-segmentation and the labels, worst first")
         self.review_check.toggled.connect(self._set_review)
-        flt.addWidget(QLabel("Show"))
         flt.addWidget(self.status_filter)
         flt.addWidget(self.search_edit, 1)
-        flt.addWidget(self.review_check)
+        self.status_filter.setToolTip("Show the cases of one status")
         lay.addLayout(flt)
+        lay.addWidget(self.review_check)
 
         self.model = CaseTableModel(self)
         self.table = QTableView()
@@ -182,7 +196,11 @@ class DatasetNavigator(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
-        self.table.setMinimumHeight(220)
+        vh = self.table.verticalHeader()
+        vh.setDefaultSectionSize(max(self.fontMetrics().height() + 6, 20))
+        self.table.setMinimumHeight(int(self.table.horizontalHeader().sizeHint().height()
+                                        + 4.4 * vh.defaultSectionSize() + 2 * self.table.frameWidth()
+                                        + self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)))
         self.table.horizontalHeader().sortIndicatorChanged.connect(self._header_sorted)
         # one double-click emits doubleClicked and activated: both take the case id now and open it
         # after the click is handled (opening refreshes the table, so a later index is stale)
@@ -202,10 +220,11 @@ class DatasetNavigator(QWidget):
             nav.addWidget(b)
         lay.addLayout(nav)
 
-        cur = QHBoxLayout()
         self.case_label = QLabel("no case open")
         self.case_label.setWordWrap(True)
-        cur.addWidget(self.case_label, 1)
+        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.case_label)
+        cur = QHBoxLayout()
         self.status_combo = QComboBox()
         self.status_combo.addItems(STATUSES)
         self.status_combo.activated.connect(lambda i: self.set_status(STATUSES[i]))
@@ -220,7 +239,8 @@ class DatasetNavigator(QWidget):
         self.comment_edit.editingFinished.connect(self._comment_changed)
         lay.addWidget(self.comment_edit)
 
-        bottom = QHBoxLayout()
+        bottom = QGridLayout()
+        bottom.setHorizontalSpacing(3)
         self.scan_btn = QPushButton("Count labels")
         self.scan_btn.setToolTip("Load every case once to count its labels and compute Dice of stored predictions")
         self.scan_btn.clicked.connect(lambda: self.scan_in_background())
@@ -231,15 +251,30 @@ class DatasetNavigator(QWidget):
         self.annotate_btn = QPushButton("Segment…")
         self.annotate_btn.setToolTip("Dock the interactive segmentation widget and edit cases with prompts")
         self.annotate_btn.clicked.connect(lambda: self.dock_annotation_widget())
-        bottom.addWidget(self.annotate_btn)
-        bottom.addWidget(self.scan_btn)
-        bottom.addWidget(self.save_btn)
-        bottom.addWidget(self.export_btn)
+        bottom.addWidget(self.annotate_btn, 0, 0)
+        bottom.addWidget(self.scan_btn, 0, 1)
+        bottom.addWidget(self.save_btn, 1, 0)
+        bottom.addWidget(self.export_btn, 1, 1)
         lay.addLayout(bottom)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay.addWidget(self.message)
         self._update_enabled()
+
+    def _fit_dock_soon(self) -> None:
+        """Fit the dock to the controls once napari's window has laid it out (a first pass right
+        after docking, a second once the window settled: the title and the window's own
+        resizing come in later event-loop turns)."""
+        ref = weakref.ref(self)
+
+        def fit() -> None:
+            me = ref()
+            if me is not None and not getattr(me, "_torn_down", False):
+                fit_dock(me)
+
+        QTimer.singleShot(0, fit)
+        QTimer.singleShot(300, fit)
 
     def _install_shortcuts(self) -> None:
         """The navigator's shortcuts: on the widget, moved onto napari's main window once docked
@@ -253,6 +288,7 @@ class DatasetNavigator(QWidget):
         win = self._hosted.attach()
         if win is not None and win is not self._window:
             self._window = win
+            self._fit_dock_soon()  # as narrow as the controls allow: the canvas keeps its width
             win.destroyed.connect(self._shutdown)  # napari's window goes: autosave and unlock
 
     def event(self, e: Any) -> bool:  # noqa: D102 (Qt API)
