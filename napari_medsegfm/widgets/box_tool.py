@@ -116,6 +116,8 @@ class BoxTool:
             for lid in sorted(getattr(self, "_removing_box_ids", set())):
                 self.rerun_object_boxes(lid, why="box deleted")
             self._removing_box_ids = set()
+        if action in ("added", "changed", "removed"):
+            self._sync_box_extents()
 
     def _object_box_indices(self, label_id: int) -> list[int]:
         layer = self.box_layer
@@ -278,6 +280,7 @@ class BoxTool:
             layer.features = feats
         finally:
             self._syncing -= 1
+        self._sync_box_extents()
         self.events.tools.emit()
         self.events.objects.emit()  # the object list shows the z range
         self._message(f"box {index + 1}: z {lo}–{hi}")
@@ -288,6 +291,49 @@ class BoxTool:
                 self.rerun_object_boxes(lid, why=f"box {index + 1} now spans z {lo}–{hi}")
             else:
                 self.run_box(index)
+
+    def box_extent_outlines(self, z: int | None = None) -> list[tuple[np.ndarray, int]]:
+        """The rectangles to outline faintly on slice ``z`` (default: the current one): every box
+        whose z extent holds ``z`` but that was drawn on another slice, moved onto ``z``, with
+        its object's label id."""
+        layer = self.box_layer
+        z = self.current_z() if z is None else int(z)
+        if z is None or layer is None or len(layer.data) == 0 or "z_min" not in layer.features:
+            return []
+        f = layer.features
+        out = []
+        for i, (lid, lo, hi) in enumerate(zip(np.asarray(f["object_id"], int), np.asarray(f["z_min"], int),
+                                              np.asarray(f["z_max"], int))):
+            if layer.shape_type[i] != "rectangle" or not lo <= z <= hi:
+                continue
+            verts = np.array(layer.data[i], dtype=float)
+            if int(round(float(np.median(verts[:, 0])))) == z:
+                continue  # drawn on this slice: the boxes layer shows it
+            verts[:, 0] = z
+            out.append((verts, int(lid)))
+        return out
+
+    def _sync_box_extents(self) -> None:
+        """Show :meth:`box_extent_outlines` of the current slice in the extents layer."""
+        ext = getattr(self, "extent_layer", None)
+        if ext is None or self.session is None:
+            return
+        outlines = self.box_extent_outlines()
+        colors = [tuple(self.objects[lid].color) if lid in self.objects and self.objects[lid].color is not None
+                  else (1.0, 1.0, 0.0, 1.0) for _, lid in outlines]
+        key = tuple((tuple(np.round(v, 3).ravel()), c) for (v, _), c in zip(outlines, colors))
+        if key == self._shown_extents:
+            return
+        self._syncing += 1
+        try:
+            ext.selected_data = set(range(len(ext.data)))
+            ext.remove_selected()
+            if outlines:
+                ext.add_rectangles([v for v, _ in outlines], edge_color=np.array(colors, dtype=float),
+                                   face_color="transparent", edge_width=1.5)
+        finally:
+            self._syncing -= 1
+        self._shown_extents = key
 
     def object_z_ranges(self) -> dict[int, tuple[int, int]]:
         """``label_id -> (z_min, z_max)`` over each object's rectangles (3D images; else empty)."""
@@ -407,3 +453,4 @@ class BoxTool:
             _set_defaults(layer, object_id=self.current_id or 0)
         finally:
             self._syncing -= 1
+        self._sync_box_extents()

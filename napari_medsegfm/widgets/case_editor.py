@@ -216,7 +216,8 @@ class AnnotationEditor:
         """
         ctrl = self.controller
         stale: list[Any] = []
-        self._prompt_layers = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer) if self._alive(ly)]
+        self._prompt_layers = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer, ctrl.extent_layer)
+                               if self._alive(ly)]
         if ctrl.box_layer is not None and ctrl.box_layer is not self._boxes:
             if self._alive(self._boxes) or not self._alive(ctrl.box_layer):
                 stale.append(ctrl.box_layer)
@@ -332,7 +333,8 @@ class AnnotationEditor:
         remove_layers(self.viewer, remove)
         self.controller.attach(image_layer)
         ctrl = self.controller
-        unused = [ly for ly in self._prompt_layers if ly is not ctrl.click_layer and ly is not ctrl.scribble_layer]
+        unused = [ly for ly in self._prompt_layers
+                  if ly is not ctrl.click_layer and ly is not ctrl.scribble_layer and ly is not ctrl.extent_layer]
         remove_layers(self.viewer, unused)  # not adopted (e.g. a 2D case after a 3D one)
         self._prompt_layers = []
         if self.save is not None:

@@ -218,6 +218,8 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         self.box_layer: Any = None
         self.click_layer: Any = None
         self.scribble_layer: Any = None
+        self.extent_layer: Any = None  # 3D: the boxes' outlines on the other slices of their z extent
+        self._shown_extents: Any = None
         self.gt_layer: Any = None
 
         self.current_id: int | None = None
@@ -445,7 +447,15 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         self._deferred.clear()
         self._save_handler, self._save_target = None, ""  # every attach starts with the default
         self._save_path_override = None  # "Save as" of the previous image must not catch this one's Ctrl+S
+        if self.extent_layer is not None:  # its outlines belong to this image's boxes
+            try:
+                self.extent_layer.selected_data = set(range(len(self.extent_layer.data)))
+                self.extent_layer.remove_selected()
+            except (ValueError, RuntimeError, IndexError):
+                pass
+        self._shown_extents = None
         self.image_layer = self.seg_layer = self.box_layer = self.click_layer = self.scribble_layer = None
+        self.extent_layer = None
         self.volume = None
         self.current_id = None
         self.events.attached.emit(False)
@@ -472,6 +482,7 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         self.events.tools.emit()
 
     def _on_slice_changed(self, event: Any = None) -> None:
+        self._sync_box_extents()
         self._warm_towards_current_slice()
 
     @property
@@ -785,20 +796,6 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
             mine = self.session.prompts_in_effect(lid)
             self._shown_scribbles = tuple(id(p) for p in mine if isinstance(p, Scribble))
 
-    def add_scribble(self, voxels: np.ndarray, positive: bool = True) -> int | None:
-        """Submit a scribble (``(N, ndim)`` voxel indices) for the current object and show it."""
-        self._require_session()
-        lid = self.ensure_object()
-        try:
-            p = Scribble(np.asarray(voxels), positive=positive, object_id=lid)
-        except ValueError as exc:
-            self._message(str(exc), "error")
-            return None
-        gen = self.submit(p)
-        self._shown_scribbles = None
-        self._sync_prompt_layers()
-        return gen
-
     # ------------------------------------------------------------ brush
     def _on_seg_paint(self, event: Any) -> None:
         if self._syncing or self.session is None:
@@ -970,6 +967,8 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
                     self._sync_prompt_layers()
             if change.kind in ("undo", "redo", "object_add", "object_delete", "object_color"):
                 self._select_current_in_layers()
+            if change.kind in ("object_color", "undo", "redo", "object_add", "object_delete"):
+                self._sync_box_extents()
             if change.kind in ("object_color", "undo", "redo") and self.box_layer is not None:
                 self._syncing += 1
                 try:

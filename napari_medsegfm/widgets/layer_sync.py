@@ -158,14 +158,29 @@ class LayerSync:
             self.scribble_layer = scr
             self._connect(scr.events.paint, self._on_scribble_paint)
             self._shown_scribbles = None
+
+        if self.extent_layer is None and nd == 3:
+            # the boxes' outlines on the other slices of their z extent (faint, not editable)
+            ext = self._adopt("Shapes", "box_extents", nd)
+            if ext is None:
+                ext = Shapes(ndim=nd, name=f"{base} box extents", edge_color="yellow", face_color="transparent",
+                             edge_width=1.5, opacity=0.45,
+                             metadata={"medsegfm_role": "box_extents", **self._owner_meta()}, **kw)
+                self.viewer.layers.append(ext)
+            else:
+                set_if_changed(ext, name=f"{base} box extents", scale=kw["scale"], translate=kw["translate"])
+            self.extent_layer = ext
+            self._shown_extents = None
         self._sync_prompt_layers()
+        self._sync_box_extents()
 
     def _adopt(self, kind: str, role: str, ndim: int) -> Any:
         """A ``kind`` layer this controller made (``metadata["medsegfm_role"] == role``) and no
         longer uses, of dimensionality ``ndim``, to reuse: this image's own, or one whose image
         left the viewer (the dataset navigator's next case); never another image's. ``None`` if
         there is none."""
-        mine = {id(ly) for ly in (self.seg_layer, self.box_layer, self.click_layer, self.scribble_layer)
+        mine = {id(ly) for ly in (self.seg_layer, self.box_layer, self.click_layer, self.scribble_layer,
+                                  self.extent_layer)
                 if ly is not None}
         cands = [ly for ly in self.viewer.layers
                  if _is_layer(ly, kind) and (ly.metadata or {}).get("medsegfm_role") == role and ly.ndim == ndim
@@ -240,7 +255,7 @@ class LayerSync:
                                   "use Delete object or Reset object to clear it", "warning")
 
             self._post(restore)
-        for attr in ("box_layer", "click_layer", "scribble_layer"):
+        for attr in ("box_layer", "click_layer", "scribble_layer", "extent_layer"):
             if getattr(self, attr) is ly:
                 setattr(self, attr, None)
         self.events.tools.emit()

@@ -637,11 +637,6 @@ class DatasetNavigator(QWidget):
         else:
             aus.mark_dirty()
 
-    def notify_accepted(self) -> None:
-        """An accepted prompt: save right away (the annotation widget calls this)."""
-        if self.current is not None and self.current.autosaver is not None:
-            self.current.autosaver.accepted()
-
     def save_correction(self) -> concurrent.futures.Future[Path | None]:
         """Save the open case's labels to its sidecar correction now; returns the write's future.
 
