@@ -16,6 +16,7 @@ included), the window's actions (to lend Ctrl+S), its close events and its statu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +26,31 @@ from qtpy.QtWidgets import QDockWidget, QLabel, QMainWindow, QShortcut, QSizePol
 
 __all__ = ["plain_viewer", "main_window_of", "fit_dock", "HostedShortcuts"]
 
+log = logging.getLogger(__name__)
+
 
 def plain_viewer(viewer: Any) -> Any:
     """The viewer itself when napari passed a ``PublicOnlyProxy`` of it (identity of layers
-    must hold across accesses); only public attributes are used on it."""
-    return getattr(viewer, "__wrapped__", viewer)
+    must hold across accesses).
+
+    Public API only: a proxy is recognised by its type differing from the class it reports
+    (``type(p) is not p.__class__``), and the viewer is napari's ``current_viewer()`` once
+    it is the one proxied (same title and, compared through the proxy, the same layers:
+    a proxied layer equals the layer it wraps). Otherwise the proxy itself is used.
+    """
+    if type(viewer) is viewer.__class__:
+        return viewer
+    try:
+        from napari import current_viewer
+
+        cand = current_viewer()
+    except ImportError:  # pragma: no cover - napari is a dependency
+        cand = None
+    if cand is not None and type(cand) is cand.__class__ and cand.title == viewer.title and \
+            len(cand.layers) == len(viewer.layers) and all(a == b for a, b in zip(viewer.layers, cand.layers)):
+        return cand
+    log.warning("could not find the viewer behind napari's proxy; layer identity checks may fail")
+    return viewer
 
 
 def main_window_of(widget: QWidget) -> QMainWindow | None:
