@@ -58,3 +58,19 @@ def test_prefer_reader_sets_napari_reader_preference_on_request(make_napari_view
             prefer_medsegfm_reader(("npz",))
     finally:
         plugins.extension2reader = before
+
+
+def test_reader_patterns_leave_ordinary_pngs_to_other_plugins(make_napari_viewer, tmp_path):
+    """napari offers the plugin for a PNG only when it follows SA-Med2D's ``--`` naming scheme, so
+    opening an ordinary PNG never asks which plugin to use."""
+    import npe2
+
+    make_napari_viewer()
+    pm = npe2.PluginManager.instance()
+
+    def ours(name: str) -> bool:
+        return any(r.plugin_name == PLUGIN for r in pm.iter_compatible_readers([str(tmp_path / name)]))
+
+    assert not ours("photo.png") and not ours("scan_001.png")
+    assert ours("ct_00--TotalSegmentator--s0114--z_0111.png")
+    assert ours("case.npz") and ours("brain.nii.gz")
