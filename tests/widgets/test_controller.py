@@ -516,3 +516,17 @@ def test_object_sizes_in_ml_only_with_a_physical_spacing(viewer):
     assert c3.size_unit == "vox" and c3.object_rows()[0].volume_text == "0 vox"
     for ctl in (c2, c3):
         ctl.close()
+
+
+def test_latency_line_separates_warm_up_from_queueing(viewer):
+    from napari_medsegfm.widgets.objects import latency_text
+
+    line = latency_text(0.42, 2.31, queued_s=0.4, warmup_wait_s=1.5)
+    assert "model 0.42 s" in line and "warm-up 1.5 s" in line and "queued 0.4 s behind" in line
+    assert line.endswith("prompt→mask 2.31 s")
+    quiet = latency_text(0.42, 0.45)
+    assert "warm-up" not in quiet and "queued" not in quiet
+    c = make(viewer)
+    c._warmup_span = [100.0, 101.0]  # the image was being prepared from t=100 s to t=101 s
+    assert c.warmup_overlap(99.5, 100.5) == pytest.approx(0.5)  # half of the wait was the warm-up
+    assert c.warmup_overlap(101.5, 103.0) == 0.0
