@@ -16,20 +16,41 @@ included), the window's actions (to lend Ctrl+S), its close events and its statu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import QMainWindow, QShortcut, QWidget
+from qtpy.QtWidgets import QDockWidget, QLabel, QMainWindow, QShortcut, QSizePolicy, QWidget
 
-__all__ = ["plain_viewer", "main_window_of", "HostedShortcuts"]
+__all__ = ["plain_viewer", "main_window_of", "fit_dock", "HostedShortcuts"]
+
+log = logging.getLogger(__name__)
 
 
 def plain_viewer(viewer: Any) -> Any:
     """The viewer itself when napari passed a ``PublicOnlyProxy`` of it (identity of layers
-    must hold across accesses); only public attributes are used on it."""
-    return getattr(viewer, "__wrapped__", viewer)
+    must hold across accesses).
+
+    Public API only: a proxy is recognised by its type differing from the class it reports
+    (``type(p) is not p.__class__``), and the viewer is napari's ``current_viewer()`` once
+    it is the one proxied (same title and, compared through the proxy, the same layers:
+    a proxied layer equals the layer it wraps). Otherwise the proxy itself is used.
+    """
+    if type(viewer) is viewer.__class__:
+        return viewer
+    try:
+        from napari import current_viewer
+
+        cand = current_viewer()
+    except ImportError:  # pragma: no cover - napari is a dependency
+        cand = None
+    if cand is not None and type(cand) is cand.__class__ and cand.title == viewer.title and \
+            len(cand.layers) == len(viewer.layers) and all(a == b for a, b in zip(viewer.layers, cand.layers)):
+        return cand
+    log.warning("could not find the viewer behind napari's proxy; layer identity checks may fail")
+    return viewer
 
 
 def main_window_of(widget: QWidget) -> QMainWindow | None:
@@ -39,6 +60,55 @@ def main_window_of(widget: QWidget) -> QMainWindow | None:
     while w is not None and not isinstance(w, QMainWindow):
         w = w.parentWidget()
     return w
+
+
+def dock_of(widget: QWidget) -> QDockWidget | None:
+    """The ``QDockWidget`` above ``widget`` in its Qt parents, else ``None``."""
+    w = widget.parentWidget()
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def fit_dock(widget: QWidget) -> bool:
+    """Let the dock napari made for ``widget`` be as narrow as the widget allows.
+
+    A dock is at least as wide as its title bar asks: napari's title label asks for the
+    whole title ("Interactive segmentation (MedSegFM)"), wider than the controls need,
+    which takes canvas width on a laptop screen. The title's labels may shrink (Qt elides
+    nothing, the text is clipped at the dock's edge; the dock's name is also its tab and
+    the Window menu entry), then the dock is resized to the widget's own width hint.
+    Public Qt API on the widget's own parents only. Returns True when a dock was fitted.
+    """
+    dock = dock_of(widget)
+    win = main_window_of(widget)
+    if dock is None or win is None or dock.isFloating():
+        return False
+    title = dock.titleBarWidget()
+    if title is not None:
+        for lab in title.findChildren(QLabel):
+            pol = lab.sizePolicy()
+            lab.setSizePolicy(QSizePolicy.Policy.Ignored, pol.verticalPolicy())
+            lab.setMinimumWidth(0)
+    # a dock's layout only ever raises its minimum width (Qt keeps the largest one it set while
+    # an explicit minimum exists): start again from the content's minimum as it is now
+    dock.setMinimumWidth(50)  # (napari's own explicit minimum)
+    dock.layout().invalidate()
+    # the docks of one side share a column: size them together (to the widest one's need)
+    area = win.dockWidgetArea(dock)
+    column = [d for d in win.findChildren(QDockWidget)
+              if d.isVisible() and not d.isFloating() and win.dockWidgetArea(d) == area]
+    def hint(w: QWidget) -> int:
+        body = getattr(w, "scroll", None)  # our docks: the scrolling body knows its width live
+        return int((body if isinstance(body, QWidget) else w).sizeHint().width())
+
+    need = max([hint(widget)] + [hint(d.widget()) for d in column if d.widget() is not None])
+    win.resizeDocks(column or [dock], [need] * max(len(column), 1), Qt.Orientation.Horizontal)
+    if len(column) > 1:
+        # stacked docks share the height as their contents ask (napari gives the newest the most)
+        win.resizeDocks(column, [max(int(d.widget().sizeHint().height()), 50) if d.widget() is not None else 50
+                                 for d in column], Qt.Orientation.Vertical)
+    return True
 
 
 class HostedShortcuts:

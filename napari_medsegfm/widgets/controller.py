@@ -24,6 +24,14 @@ eraser paint into it and every stroke is committed as one undo step),
 (Points, features ``object_id``, ``positive``; green positive, red negative) and
 ``<image> scribbles`` (Labels, 1 = object, 2 = background). All share the image's
 scale and translate, so data coordinates are voxel indices of the image.
+
+Parts
+-----
+The class is assembled from Qt-free mixins, one per concern: :mod:`.layer_sync`
+(making, adopting and redrawing those layers), :mod:`.box_tool` (rectangles and their
+z extent), :mod:`.backend_picker` (listing and loading backends) and :mod:`.saving`
+(the case's file, "Save as", a host's save handler). This module keeps attaching,
+objects, the other prompt tools, inference and the session's change events.
 """
 
 from __future__ import annotations
@@ -44,10 +52,7 @@ from ..backends.base import BackendStatus, capability_names
 from ..engine.postprocess import BBox
 from ..engine.session import AnnotationSession, Change, InferenceResult
 from ..types import (
-    Box2D,
-    Box3D,
     Capability,
-    Point,
     Prompt,
     Scribble,
     TextPrompt,
@@ -56,62 +61,30 @@ from ..types import (
     required_capability,
     validate_prompt,
 )
-from .objects import ObjectRow, format_volume, rgba_to_hex
+from .backend_picker import BackendPicker
+from .box_tool import BoxTool, slices_to_warm
+from .events import ControllerEvents
+from .layer_sync import (
+    NEGATIVE_RGBA,
+    POSITIVE_RGBA,
+    LayerSync,
+    _is_layer,
+    _set_defaults,
+)
+from .objects import ObjectRow, format_volume, rgba_to_hex, short_class_name
 from .prompts import (
     point_to_prompt,
-    points_of,
-    rectangle_to_prompt,
-    scribble_voxels_of,
     scribbles_from_atoms,
 )
+from .saving import Saving
 
-__all__ = ["AnnotationController", "Emitter", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
+__all__ = ["AnnotationController", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
 
 log = logging.getLogger(__name__)
 
 TOOLS = ("box", "click", "scribble", "brush", "text", "z_extent", "run_boxes")
 
-POSITIVE_RGBA = (0.1, 0.9, 0.2, 1.0)
-NEGATIVE_RGBA = (1.0, 0.15, 0.15, 1.0)
 _KIND_NAMES = {"box3d": "3D box", "box2d": "2D box", "point": "click", "scribble": "scribble", "text": "text"}
-
-
-class Emitter:
-    """A minimal, Qt-free signal: ``connect(fn)``, ``disconnect(fn)``, ``emit(*args)``."""
-
-    def __init__(self) -> None:
-        self._callbacks: list[Callable[..., Any]] = []
-
-    def connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        self._callbacks.append(fn)
-        return fn
-
-    def disconnect(self, fn: Callable[..., Any] | None = None) -> None:
-        if fn is None:
-            self._callbacks.clear()
-        elif fn in self._callbacks:
-            self._callbacks.remove(fn)
-
-    def emit(self, *args: Any) -> None:
-        for fn in list(self._callbacks):
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("listener %r failed", fn)
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.busy = Emitter()  # (busy: bool)
-        self.objects = Emitter()  # ()
-        self.current = Emitter()  # (label_id | None)
-        self.status = Emitter()  # (message: str)
-        self.tools = Emitter()  # ()
-        self.backends = Emitter()  # (dict name -> BackendStatus)
-        self.backend = Emitter()  # (name, BackendStatus | None)
-        self.history = Emitter()  # ()  undo/redo availability changed
-        self.saved = Emitter()  # (path)
-        self.attached = Emitter()  # (attached: bool)
 
 
 @dataclass(frozen=True)
@@ -170,50 +143,10 @@ def volume_from_layer(layer: Any) -> Volume:
     return Volume(arr, spacing=spacing, meta=vmeta)
 
 
-def short_class_name(text: str) -> str:
-    """A short object name for a class description (CVPR text prompts are sentences).
-
-    ``"CT imaging of the spleen within the abdomen"`` -> ``"spleen"`` through the class
-    vocabulary; text of up to three words, or text the vocabulary cannot place, is kept.
-    """
-    text = text.strip()
-    if len(text.split()) <= 3:
-        return text
-    try:
-        from ..engine.vocab import resolve
-
-        res = resolve(text)
-    except (ImportError, OSError, ValueError):
-        return text
-    return str(res.name) if res.ok and res.name else text
 
 
-def _set_defaults(layer: Any, **values: Any) -> None:
-    """Set some feature defaults of a Points/Shapes layer, keeping the other columns' defaults."""
-    cur = layer.feature_defaults
-    d = {k: cur[k].iloc[0] for k in cur.columns} if len(cur) else {}
-    for k in list(layer.features.columns):
-        d.setdefault(k, layer.features[k].iloc[-1] if len(layer.features) else 0)
-    d.update(values)
-    layer.feature_defaults = d
 
 
-def set_if_changed(layer: Any, **values: Any) -> None:
-    """Set layer attributes that differ (napari re-slices and re-transforms on every ``scale``/
-    ``translate`` assignment, even an equal one)."""
-    for k, v in values.items():
-        cur = getattr(layer, k)
-        if k in ("scale", "translate", "contrast_limits"):
-            a, b = np.asarray(cur, dtype=float), np.asarray(v, dtype=float)
-            if a.shape == b.shape and np.allclose(a, b):
-                continue
-        elif isinstance(cur, (str, bool, int, float, dict)) and cur == v:
-            continue
-        setattr(layer, k, v)
-
-
-def _is_layer(obj: Any, kind: str) -> bool:
-    return type(obj).__name__ == kind or any(c.__name__ == kind for c in type(obj).__mro__)
 
 
 def _bbox_of_atoms(atoms: Any, shape: tuple[int, ...]) -> BBox | None:
@@ -237,17 +170,9 @@ def _bbox_of_atoms(atoms: Any, shape: tuple[int, ...]) -> BBox | None:
     return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
 
 
-def slices_to_warm(z: int, z_min: int, z_max: int) -> list[int]:
-    """Slices to encode ahead while the user stands on slice ``z`` outside a box's ``[z_min, z_max]``:
-    ``z`` itself, the slices between it and the box, then two beyond (empty inside the box)."""
-    if z < z_min:
-        return [z, *range(z + 1, z_min), z - 1, z - 2]
-    if z > z_max:
-        return [z, *range(z - 1, z_max, -1), z + 1, z + 2]
-    return []
 
 
-class AnnotationController:
+class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
     """Qt-free logic of the annotation dock widget (see module docstring).
 
     Parameters
@@ -277,7 +202,7 @@ class AnnotationController:
         session_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.viewer = viewer
-        self.events = _Events()
+        self.events = ControllerEvents()
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._post = post or self._queue.put
         self._notify = notify or _napari_notify
@@ -293,6 +218,8 @@ class AnnotationController:
         self.box_layer: Any = None
         self.click_layer: Any = None
         self.scribble_layer: Any = None
+        self.extent_layer: Any = None  # 3D: the boxes' outlines on the other slices of their z extent
+        self._shown_extents: Any = None
         self.gt_layer: Any = None
 
         self.current_id: int | None = None
@@ -309,7 +236,10 @@ class AnnotationController:
         self.label_names: dict[int, str] = {}
         self.last_backend_s: float | None = None
         self.last_roundtrip_s: float | None = None
-        self.last_queued_s: float = 0.0
+        self.last_queued_s: float = 0.0  # the last result waited this long behind other prompts
+        self.last_warmup_wait_s: float = 0.0  # ... and this long for the model's warm-up (image encoding)
+        self.last_warmup_s: float | None = None  # how long the last warm-up took
+        self._warmup_span: list[float | None] | None = None  # [start, end] of the image's preparation
         self.last_message = ""
 
         self._inflight: dict[int, _Inflight] = {}
@@ -512,11 +442,20 @@ class AnnotationController:
             self.session.remove_listener(self._on_change_any_thread)
             self.session.close()
         self.session = None
+        self._warmup_span = None
         self._inflight.clear()
         self._deferred.clear()
         self._save_handler, self._save_target = None, ""  # every attach starts with the default
         self._save_path_override = None  # "Save as" of the previous image must not catch this one's Ctrl+S
+        if self.extent_layer is not None:  # its outlines belong to this image's boxes
+            try:
+                self.extent_layer.selected_data = set(range(len(self.extent_layer.data)))
+                self.extent_layer.remove_selected()
+            except (ValueError, RuntimeError, IndexError):
+                pass
+        self._shown_extents = None
         self.image_layer = self.seg_layer = self.box_layer = self.click_layer = self.scribble_layer = None
+        self.extent_layer = None
         self.volume = None
         self.current_id = None
         self.events.attached.emit(False)
@@ -529,230 +468,6 @@ class AnnotationController:
         self._closed = True
         self.detach()
         self._executor.shutdown(wait=True)
-
-    # ---------------------------------------------------------------- layers
-    def _layer_kwargs(self) -> dict[str, Any]:
-        im = self.image_layer
-        nsp = len(self.volume.spatial_shape)
-        return {"scale": tuple(np.asarray(im.scale)[-nsp:]), "translate": tuple(np.asarray(im.translate)[-nsp:])}
-
-    def _make_layers(self, seg_src: Any) -> None:
-        from napari.layers import Labels  # napari's model layers are Qt-free
-
-        assert self.session is not None and self.volume is not None
-        meta = {"medsegfm_role": "segmentation", "medsegfm_key": self.save_key, **self._owner_meta()}
-        if self.case_path is not None:
-            meta.update(medsegfm_case=str(self.case_path), medsegfm_format=self.case_format)
-        if seg_src is not None:
-            seg = seg_src
-            seg.data = self.session.labels
-            seg.metadata = {**seg.metadata, **meta}
-        else:
-            seg = Labels(self.session.labels, name=f"{self.image_layer.name} segmentation", metadata=meta,
-                         opacity=0.6, **self._layer_kwargs())
-            self.viewer.layers.append(seg)
-        self.seg_layer = seg
-        self._apply_colormap()
-        self._connect(seg.events.paint, self._on_seg_paint)
-        self._make_prompt_layers()
-        self.viewer.layers.selection.active = self.image_layer
-
-    def _make_prompt_layers(self) -> None:
-        """Create (or adopt) the boxes, clicks and scribbles layers that are missing."""
-        from napari.layers import Labels, Points, Shapes
-        from napari.utils.colormaps import DirectLabelColormap
-
-        base = self.image_layer.name
-        kw = self._layer_kwargs()
-        nd = len(self.volume.spatial_shape)
-        if self.box_layer is None:
-            boxes = None
-            for ly in self.viewer.layers:
-                m = ly.metadata or {}
-                if _is_layer(ly, "Shapes") and ly.ndim == nd and (
-                    "boxes" in (m.get("medsegfm_role"), m.get("medsegfm_kind")) or "z_min" in ly.features
-                ) and self._belongs(ly, self.image_layer, reusable=True):
-                    boxes = ly
-                    break
-            if boxes is None:
-                boxes = Shapes(ndim=nd, name=f"{base} boxes", edge_color="yellow", face_color="transparent",
-                               edge_width=2, metadata={"medsegfm_role": "boxes", **self._owner_meta()}, **kw)
-                self.viewer.layers.append(boxes)
-            elif (boxes.metadata or {}).get("medsegfm_image_id") != self._owner_meta()["medsegfm_image_id"]:
-                boxes.metadata = {**(boxes.metadata or {}), **self._owner_meta()}
-            for k, v in dict((boxes.metadata or {}).get("medsegfm_box_names") or {}).items():
-                self.label_names.setdefault(int(k), short_class_name(str(v)))
-            self._prepare_box_features(boxes)
-            self.box_layer = boxes
-            self._connect(boxes.events.data, self._on_boxes_data)
-            self._connect(boxes.selected_data.events.items_changed, self._on_box_selection)
-
-        if self.click_layer is None:
-            # a clicks layer left by an earlier attach (the next case in the dataset navigator) is
-            # reused: adding and removing napari layers is what makes switching images slow
-            pts = self._adopt("Points", "clicks", nd)
-            if pts is not None:
-                self._syncing += 1
-                try:
-                    pts.selected_data = set()
-                    pts.data = np.zeros((0, nd))
-                    pts.features = {"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)}
-                    set_if_changed(pts, name=f"{base} clicks", scale=kw["scale"], translate=kw["translate"])
-                finally:
-                    self._syncing -= 1
-            else:
-                pts = Points(np.zeros((0, nd)), ndim=nd, name=f"{base} clicks", size=7, border_width=0.15,
-                             border_color="white", face_color=rgba_to_hex(POSITIVE_RGBA),
-                             features={"object_id": np.zeros(0, int), "positive": np.zeros(0, bool)},
-                             metadata={"medsegfm_role": "clicks", **self._owner_meta()}, **kw)
-                self.viewer.layers.append(pts)
-            pts.feature_defaults = {"object_id": 0, "positive": True}
-            self.click_layer = pts
-            self._connect(pts.events.data, self._on_points_data)
-            if self._on_points_press not in pts.mouse_drag_callbacks:
-                pts.mouse_drag_callbacks.insert(0, self._on_points_press)
-            self._shown_points = None
-
-        if self.scribble_layer is None:
-            shape = tuple(self.volume.spatial_shape)
-            scr = self._adopt("Labels", "scribbles", nd)
-            if scr is not None:
-                self._syncing += 1
-                try:
-                    if tuple(scr.data.shape) != shape:
-                        scr.data = np.zeros(shape, dtype=np.uint8)
-                    # (its old strokes are cleared by _sync_prompt_layers below)
-                    set_if_changed(scr, name=f"{base} scribbles", scale=kw["scale"], translate=kw["translate"])
-                finally:
-                    self._syncing -= 1
-            else:
-                scr = Labels(np.zeros(shape, dtype=np.uint8), name=f"{base} scribbles",
-                             metadata={"medsegfm_role": "scribbles", **self._owner_meta()}, opacity=0.9, **kw)
-                scr.colormap = DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: POSITIVE_RGBA, 2: NEGATIVE_RGBA,
-                                                               None: (1, 1, 0, 1)})
-                scr.brush_size = 6
-                self.viewer.layers.append(scr)
-            self.scribble_layer = scr
-            self._connect(scr.events.paint, self._on_scribble_paint)
-            self._shown_scribbles = None
-        self._sync_prompt_layers()
-
-    def _adopt(self, kind: str, role: str, ndim: int) -> Any:
-        """A ``kind`` layer this controller made (``metadata["medsegfm_role"] == role``) and no
-        longer uses, of dimensionality ``ndim``, to reuse: this image's own, or one whose image
-        left the viewer (the dataset navigator's next case); never another image's. ``None`` if
-        there is none."""
-        mine = {id(ly) for ly in (self.seg_layer, self.box_layer, self.click_layer, self.scribble_layer)
-                if ly is not None}
-        cands = [ly for ly in self.viewer.layers
-                 if _is_layer(ly, kind) and (ly.metadata or {}).get("medsegfm_role") == role and ly.ndim == ndim
-                 and id(ly) not in mine and ly is not self.gt_layer and self._belongs(ly, self.image_layer,
-                                                                                      reusable=True)]
-        own = [ly for ly in cands if (ly.metadata or {}).get("medsegfm_image_id") == self._image_id()]
-        ly = (own or cands or [None])[0]
-        if ly is not None:
-            ly.metadata = {**(ly.metadata or {}), **self._owner_meta()}
-        return ly
-
-    # ---------------------------------------------------------------- which image a layer belongs to
-    def _image_id(self, image_layer: Any = None) -> str:
-        im = image_layer if image_layer is not None else self.image_layer
-        return str(im.unique_id)
-
-    def _owner_meta(self) -> dict[str, Any]:
-        """Metadata that ties a layer this controller makes to its image (layers, objects and
-        names of one image never serve another)."""
-        return {"medsegfm_image_id": self._image_id()}
-
-    def _belongs(self, layer: Any, image_layer: Any, *, reusable: bool = False) -> bool:
-        """Whether ``layer`` (labels, boxes, clicks, scribbles) goes with ``image_layer``.
-
-        A layer made for an image (``medsegfm_image_id``) goes with that image only, or — with
-        ``reusable`` — with any image once its own left the viewer. A layer read from a case
-        (``medsegfm_case``) goes with the image of the same case. A layer without either tag (a
-        user's own) goes with any image, as before.
-        """
-        m = layer.metadata or {}
-        owner = m.get("medsegfm_image_id")
-        if owner:
-            if owner == self._image_id(image_layer):
-                return True
-            if not reusable:
-                return False
-            return not any(str(ly.unique_id) == owner for ly in self.viewer.layers if _is_layer(ly, "Image"))
-        case = m.get("medsegfm_case")
-        img_case = (image_layer.metadata or {}).get("medsegfm_case")
-        if case or img_case:
-            return bool(case) and str(case) == str(img_case)
-        return True
-
-    def _prepare_box_features(self, layer: Any) -> None:
-        """Make sure a boxes layer has ``object_id``, ``z_min``, ``z_max`` features."""
-        import pandas as pd
-
-        n = len(layer.data)
-        feats = pd.DataFrame(layer.features).copy() if len(getattr(layer, "features", [])) == n else pd.DataFrame(
-            index=range(n))
-        if "object_id" not in feats:
-            for cand in ("label_id", "label", "object"):
-                if cand in feats:
-                    feats["object_id"] = np.asarray(feats[cand], dtype=int)
-                    break
-            else:
-                feats["object_id"] = np.arange(1, n + 1, dtype=int) if layer.metadata.get("medsegfm_role") == "boxes" \
-                    or "z_min" in feats else np.zeros(n, int)
-        nd = layer.ndim
-        for col, fn in (("z_min", np.min), ("z_max", np.max)):
-            if col not in feats:
-                feats[col] = [int(round(float(fn(np.asarray(v)[:, 0])))) if nd == 3 else 0 for v in layer.data]
-        feats = feats.astype({"object_id": int, "z_min": int, "z_max": int})
-        self._syncing += 1
-        try:
-            layer.features = feats
-            _set_defaults(layer, object_id=0, z_min=0, z_max=0)
-        finally:
-            self._syncing -= 1
-
-    def _apply_colormap(self) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        if self.session is None or self.seg_layer is None:
-            return
-        cd: dict[Any, Any] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.8, 0.8, 0.8, 1.0)}
-        for lid, info in self.session.objects.items():
-            cd[lid] = tuple(info.color) if info.color is not None else (0.8, 0.8, 0.8, 1.0)
-        key = (id(self.seg_layer), tuple(sorted((k, v) for k, v in cd.items() if k is not None)))
-        if key == self._colormap_key:
-            return  # a new colormap re-uploads the layer's textures: only when colours changed
-        self._colormap_key = key
-        self.seg_layer.colormap = DirectLabelColormap(color_dict=cd)
-
-    def _on_layer_removed(self, event: Any) -> None:
-        ly = event.value
-        if ly is self.image_layer:
-            unsaved = self.dirty
-            self.detach()
-            self._message("the annotated image was removed" +
-                          ("; its unsaved segmentation is still in the segmentation layer (File > Save Selected "
-                           "Layers)" if unsaved else ""), "warning" if unsaved else None)
-            return
-        if ly is self.seg_layer:
-            # the segmentation holds the session's labels: put it back unless the image went too
-            def restore() -> None:
-                if self.seg_layer is ly and self.image_layer in self.viewer.layers and ly not in self.viewer.layers:
-                    self.viewer.layers.append(ly)
-                    self._message("the segmentation layer holds the annotation and stays while annotating; "
-                                  "use Delete object or Reset object to clear it", "warning")
-
-            self._post(restore)
-        for attr in ("box_layer", "click_layer", "scribble_layer"):
-            if getattr(self, attr) is ly:
-                setattr(self, attr, None)
-        self.events.tools.emit()
-
-    def _ensure_prompt_layers(self) -> None:
-        if self.session is not None and None in (self.box_layer, self.click_layer, self.scribble_layer):
-            self._make_prompt_layers()
 
     # ================================================================ view state
     def current_z(self) -> int | None:
@@ -767,25 +482,8 @@ class AnnotationController:
         self.events.tools.emit()
 
     def _on_slice_changed(self, event: Any = None) -> None:
+        self._sync_box_extents()
         self._warm_towards_current_slice()
-
-    def _warm_towards_current_slice(self) -> None:
-        """While the user steps slices away from the current object's box (to set its z extent
-        with , / .), let the backend encode those slices ahead: the slice shown, the ones
-        between it and the box, and two beyond. The box then runs on mostly cached slices."""
-        s = self.session
-        if s is None or self.volume is None or self.volume.ndim != 3 or self.box_layer is None:
-            return
-        if not callable(getattr(s.backend, "warm", None)):
-            return
-        idx = self._target_box()
-        z = self.current_z()
-        if idx is None or z is None or "z_min" not in self.box_layer.features:
-            return
-        f = self.box_layer.features.iloc[idx]
-        zs = slices_to_warm(z, int(f["z_min"]), int(f["z_max"]))
-        if zs:
-            s.warm(zs)
 
     @property
     def capabilities(self) -> Capability:
@@ -843,125 +541,6 @@ class AnnotationController:
                                            "object; segment it with a box, clicks or scribbles")
         return out
 
-    # ================================================================ backends
-    def refresh_backends(self, *, wait: bool = False) -> None:
-        """List the backends (off the GUI thread); ``events.backends`` gets the statuses."""
-        def work() -> None:
-            from ..backends.registry import list_backends
-
-            try:
-                st = list_backends()
-            except Exception as exc:  # the picker must open even if a plugin is broken
-                log.exception("listing backends failed")
-                st = {}
-                msg = f"listing backends failed: {exc}"
-                self._post(lambda: self._message(msg, "warning"))
-            self._post(lambda: self._set_statuses(st))
-
-        if wait:
-            work()
-        else:
-            threading.Thread(target=work, name="medsegfm-backends", daemon=True).start()
-
-    def _set_statuses(self, statuses: dict[str, BackendStatus]) -> None:
-        self._statuses = dict(statuses)
-        self.events.backends.emit(dict(statuses))
-
-    @property
-    def backend_statuses(self) -> dict[str, BackendStatus]:
-        return dict(self._statuses)
-
-    @property
-    def backend_name(self) -> str:
-        return self._backend_name
-
-    @property
-    def backend_status(self) -> BackendStatus | None:
-        return self._backend_status
-
-    def set_backend(self, backend: Any) -> None:
-        """Switch backend: a registry name (``"default"``), an instance, or ``None``.
-
-        Names load on a helper thread (weights may take a while); prompts given
-        meanwhile wait and run once it is ready.
-        """
-        if self.session is None:
-            self._backend_request = backend
-            return
-        self._backend_token += 1
-        token = self._backend_token
-        if backend is None or not isinstance(backend, str):
-            self._install_backend(token, backend, None, getattr(backend, "name", "") if backend else "")
-            return
-        name = backend
-        self._backend_loading = name
-        self.events.tools.emit()
-        self.events.busy.emit(True)
-        self._message(f"loading backend {name}…")
-
-        def work() -> None:
-            from ..backends.registry import default_backend_name, get_backend
-
-            real = default_backend_name() if name == "default" else name
-            try:
-                inst, err = get_backend(real), None
-            except Exception as exc:  # reported to the user, nothing else changes
-                inst, err = None, exc
-            self._post(lambda: self._install_backend(token, inst, err, real))
-
-        threading.Thread(target=work, name="medsegfm-backend-loader", daemon=True).start()
-
-    def _install_backend(self, token: int, inst: Any, err: BaseException | None, name: str) -> None:
-        if token != self._backend_token or self.session is None:
-            return
-        self._backend_loading = None
-        if err is not None:
-            self._message(f"backend {name!r} could not be loaded: {err}", "error")
-            self._flush_deferred(drop=True)
-            self.events.tools.emit()
-            self.events.busy.emit(self.busy)
-            self.events.backend.emit(self._backend_name, self._backend_status)
-            return
-        self.session.set_backend(inst)
-        self._backend_inst = inst
-        self._backend_name = str(getattr(inst, "name", name)) if inst is not None else ""
-        st = self._statuses.get(self._backend_name)
-        if st is None and inst is not None:
-            status_fn = getattr(type(inst), "status", None)
-            try:
-                st = status_fn() if callable(status_fn) else None
-            except Exception:  # status is informative only
-                st = None
-        if st is None and inst is not None:
-            st = BackendStatus(self._backend_name, getattr(inst, "capabilities", Capability.NONE), "ready",
-                               device=str(getattr(inst, "device", "cpu")))
-        self._backend_status = st
-        self.events.backend.emit(self._backend_name, st)
-        self.events.tools.emit()
-        if inst is not None:
-            n_boxes = len(self.box_layer.data) if self.box_layer is not None else 0
-            unrun = n_boxes and not any(self.session.prompts_of(i) for i in self.session.objects)
-            self._message(f"backend {self._backend_name} ready "
-                          f"({', '.join(capability_names(self.capabilities)) or 'no prompt kinds'})"
-                          + (f"; {n_boxes} box(es) from the file: Run all boxes (Ctrl+Shift+Enter)" if unrun else ""))
-            # encode/prepare the image on the worker right away
-            self.session.prepare(lambda res: self._post(lambda: self._on_prepared(res)))
-        self._flush_deferred()
-        self.events.busy.emit(self.busy)
-
-    def _on_prepared(self, res: InferenceResult) -> None:
-        if res.error is not None:
-            self._message(f"backend {self._backend_name!r} could not take this image: {res.error_message}", "error")
-
-    def _flush_deferred(self, drop: bool = False) -> None:
-        pending, self._deferred = self._deferred, []
-        if drop:
-            if pending:
-                self._message(f"{len(pending)} prompt(s) dropped: no backend", "warning")
-            return
-        for p, replace in pending:
-            self.submit(p, replace=replace)
-
     # ================================================================ objects
     @property
     def objects(self) -> dict[int, Any]:
@@ -973,14 +552,40 @@ class AnnotationController:
             return []
         busy = {f.label_id for f in self._inflight.values()}
         ml = self.volume.voxel_volume_ml
+        unit = self.size_unit
+        ranges = self.object_z_ranges()
         rows = []
         for lid, info in sorted(self.session.objects.items()):
             vox = self._voxels.get(lid, 0)
             status = getattr(info.status, "value", str(info.status))
+            zr = ranges.get(lid)
             rows.append(ObjectRow(lid, info.name or f"object {lid}", rgba_to_hex(info.color),
                                   "running" if lid in busy else status, vox,
-                                  vox * ml, lid in busy))
+                                  vox * ml, lid in busy, size_unit=unit,
+                                  z_range="" if zr is None else f"{zr[0]}–{zr[1]}"))
         return rows
+
+    @property
+    def size_unit(self) -> str:
+        """How object sizes are given: ``""`` (a volume in mL: a 3D image with a physical voxel
+        spacing), ``"px"`` (a 2D image: pixels are counted, a slice has no volume) or ``"vox"``
+        (a 3D image without spacing: its voxels have no size)."""
+        if self.volume is None or self.volume.ndim != 3:
+            return "px"
+        return "" if self.physical_spacing else "vox"
+
+    @property
+    def physical_spacing(self) -> bool:
+        """Whether the image's voxel spacing is known: read by the plugin (a file format that
+        stores it) or set by the user as the layer's scale."""
+        im = self.image_layer
+        if im is None:
+            return False
+        meta = im.metadata or {}
+        if meta.get("medsegfm_spacing") is not None or meta.get("medsegfm_format"):
+            return True
+        nsp = len(self.volume.spatial_shape) if self.volume is not None else 0
+        return bool(nsp) and not np.allclose(np.asarray(im.scale)[-nsp:], 1.0)
 
     def add_object(self, name: str = "", color: Any = None, *, label_id: int | None = None,
                    select: bool = True) -> int:
@@ -1130,288 +735,6 @@ class AnnotationController:
     def toggle_negative(self) -> None:
         self.set_negative(not self.negative)
 
-    # ------------------------------------------------------------ boxes
-    def _box_prompt(self, index: int) -> Box3D | Box2D:
-        layer = self.box_layer
-        verts = np.asarray(layer.data[index])
-        feats = layer.features.iloc[index]
-        lid = int(feats.get("object_id", 0))
-        if lid <= 0 or lid not in self.session.objects:
-            raise ValueError(f"box {index} belongs to no object")
-        zmin = zmax = None
-        if self.volume.ndim == 3 and "z_min" in layer.features:
-            zmin, zmax = int(feats["z_min"]), int(feats["z_max"])
-        return rectangle_to_prompt(verts, self.volume.spatial_shape, lid, z_min=zmin, z_max=zmax,
-                                   capabilities=self.capabilities)
-
-    def _on_boxes_data(self, event: Any) -> None:
-        if self._syncing or self.session is None:
-            return
-        action = str(getattr(event, "action", ""))
-        layer = self.box_layer
-        if action == "added":
-            n = len(layer.data)
-            idx = [i % n for i in (event.data_indices or (-1,))] if n else []
-            for i in idx:
-                self._on_box_added(i)
-        elif action == "changed" and self.auto_run:
-            ids = set()
-            for i in event.data_indices or ():
-                if 0 <= i < len(layer.data):
-                    ids.add(int(layer.features["object_id"].iloc[i]))
-            for lid in sorted(ids):
-                self.rerun_object_boxes(lid, why="box edited")
-        elif action == "removing":
-            self._removing_box_ids = {int(layer.features["object_id"].iloc[i])
-                                      for i in (event.data_indices or ()) if 0 <= i < len(layer.data)}
-        elif action == "removed" and self.auto_run:
-            for lid in sorted(getattr(self, "_removing_box_ids", set())):
-                self.rerun_object_boxes(lid, why="box deleted")
-            self._removing_box_ids = set()
-
-    def _object_box_indices(self, label_id: int) -> list[int]:
-        layer = self.box_layer
-        if layer is None or len(layer.data) == 0:
-            return []
-        ids = np.asarray(layer.features["object_id"])
-        return [int(i) for i in np.flatnonzero(ids == label_id) if layer.shape_type[i] == "rectangle"]
-
-    def rerun_object_boxes(self, label_id: int, why: str = "boxes changed", *, force: bool = False) -> list[int]:
-        """Re-segment an object from the boxes the box layer now holds for it (plus its clicks
-        and scribbles): the box layer is the truth for box prompts, so an edited, moved or
-        deleted rectangle replaces the old box instead of adding to it.
-
-        One undo step: the new prompts *replace* the object's prompts and mask
-        (``session.submit(..., replace=True)``); undo brings back the old box's mask and
-        prompts. With no prompt left the object is reset (also one step).
-        """
-        s = self.session
-        if s is None or label_id not in s.objects:
-            return []
-        old = s.prompts_in_effect(label_id)
-        boxes = []
-        for i in self._object_box_indices(label_id):
-            try:
-                boxes.append(self._box_prompt(i))
-            except ValueError as exc:
-                self._message(f"box {i + 1}: {exc}", "error")
-        old_boxes = [p for p in old if isinstance(p, (Box3D, Box2D))]
-        if boxes == old_boxes and not force:
-            return []
-        others = [p for p in old if not isinstance(p, (Box3D, Box2D))]
-        name = s.objects[label_id].name
-        gens: list[int] = []
-        first = True
-        for p in boxes + others:
-            # the first accepted prompt starts the object anew; the others build on it
-            n_deferred = len(self._deferred)
-            g = self.submit(p, replace=first)
-            if g is not None:
-                gens.append(g)
-            if g is not None or len(self._deferred) > n_deferred:
-                first = False
-        if not boxes + others:
-            s.reset_object(label_id)
-        self._message(f"{why}: re-segmenting {name!r} from {len(boxes)} box(es)"
-                      + (f" and {len(others)} other prompt(s)" if others else ""))
-        return gens
-
-    def _on_box_added(self, index: int) -> None:
-        layer = self.box_layer
-        if layer.shape_type[index] != "rectangle":
-            self._message("only rectangles are box prompts; other shapes are ignored", "warning")
-            return
-        lid = self.ensure_object()
-        feats = layer.features
-        verts = np.asarray(layer.data[index])
-        self._syncing += 1
-        try:
-            feats.loc[index, "object_id"] = lid
-            if self.volume.ndim == 3:
-                z = int(round(float(np.median(verts[:, 0]))))
-                lo, hi = self.pending_z
-                lo = z if lo is None else min(lo, z)
-                hi = z if hi is None else max(hi, z)
-                feats.loc[index, "z_min"] = lo
-                feats.loc[index, "z_max"] = hi
-            layer.features = feats
-            self._color_box(index, lid)
-        finally:
-            self._syncing -= 1
-        self.pending_z = [None, None]
-        ext = self._box_extent_text(index)
-        if self.auto_run:
-            self.run_box(index)
-        self._message(f"box for {self.objects[lid].name!r}{ext}"
-                      + ("" if self.volume.ndim == 2 else " — step slices and press , / . to set the z extent"))
-
-    def _color_box(self, index: int, lid: int) -> None:
-        info = self.objects.get(lid)
-        if info is None or info.color is None:
-            return
-        ec = np.array(self.box_layer.edge_color, dtype=float)
-        if len(ec) > index:
-            ec[index] = info.color
-            self.box_layer.edge_color = ec
-
-    def _box_extent_text(self, index: int) -> str:
-        if self.volume.ndim != 3:
-            return ""
-        f = self.box_layer.features.iloc[index]
-        return f", z {int(f['z_min'])}–{int(f['z_max'])}"
-
-    def _target_box(self) -> int | None:
-        layer = self.box_layer
-        if layer is None or len(layer.data) == 0:
-            return None
-        sel = sorted(layer.selected_data)
-        if len(sel) == 1:
-            return sel[0]
-        if self.current_id is not None:
-            ids = np.asarray(layer.features["object_id"])
-            mine = np.flatnonzero(ids == self.current_id)
-            if len(mine):
-                return int(mine[-1])
-        return None
-
-    def _on_box_selection(self, event: Any = None) -> None:
-        """Selecting a box makes its object current."""
-        if self._syncing or self.box_layer is None or self.session is None:
-            return
-        sel = sorted(self.box_layer.selected_data)
-        if len(sel) == 1 and sel[0] < len(self.box_layer.features):
-            lid = int(self.box_layer.features["object_id"].iloc[sel[0]])
-            if lid in self.objects and lid != self.current_id:
-                self.select_object(lid)
-            elif lid > 0 and lid not in self.objects:  # a file box not run yet: its object starts here
-                self.add_object(label_id=lid)
-
-    def set_z_bound(self, which: str, z: int | None = None) -> None:
-        """Set ``z_min`` (``which="min"``) or ``z_max`` of the target box to slice ``z``.
-
-        ``z`` defaults to the current slice. The target is the selected box, else the
-        current object's newest box; with no box yet, the extent is remembered for
-        the next rectangle drawn.
-        """
-        self._require_session()
-        if self.volume.ndim != 3:
-            self._message("a 2D image has no z extent", "warning")
-            return
-        if which not in ("min", "max"):
-            raise ValueError(f"which must be 'min' or 'max'; got {which!r}")
-        z = self.current_z() if z is None else int(z)
-        z = min(max(int(z), 0), self.volume.spatial_shape[0] - 1)
-        idx = self._target_box()
-        if idx is None:
-            self.pending_z[0 if which == "min" else 1] = z
-            lo, hi = self.pending_z
-            self._message(f"next box z extent: {'?' if lo is None else lo}–{'?' if hi is None else hi}")
-            self.events.tools.emit()
-            return
-        self.set_box_extent(idx, **({"z_min": z} if which == "min" else {"z_max": z}))
-
-    def set_box_extent(self, index: int, *, z_min: int | None = None, z_max: int | None = None) -> None:
-        """Change the z extent of box ``index`` (kept ordered and containing its drawn slice); re-runs it."""
-        layer = self.box_layer
-        feats = layer.features
-        lo = int(feats["z_min"].iloc[index]) if z_min is None else int(z_min)
-        hi = int(feats["z_max"].iloc[index]) if z_max is None else int(z_max)
-        if lo > hi:
-            if z_min is not None:
-                hi = lo
-            else:
-                lo = hi
-        zdraw = int(round(float(np.median(np.asarray(layer.data[index])[:, 0]))))
-        lo, hi = min(lo, zdraw), max(hi, zdraw)
-        self._syncing += 1
-        try:
-            feats.loc[index, "z_min"] = lo
-            feats.loc[index, "z_max"] = hi
-            layer.features = feats
-        finally:
-            self._syncing -= 1
-        self.events.tools.emit()
-        self._message(f"box {index + 1}: z {lo}–{hi}")
-        if self.auto_run:
-            lid = int(feats["object_id"].iloc[index])
-            if lid in self.objects and any(isinstance(p, (Box3D, Box2D)) for p in
-                                           self.session.prompts_in_effect(lid)):
-                self.rerun_object_boxes(lid, why=f"box {index + 1} now spans z {lo}–{hi}")
-            else:
-                self.run_box(index)
-
-    def box_extent(self, index: int | None = None) -> tuple[int, int] | None:
-        """``(z_min, z_max)`` of a box (default: the target box)."""
-        idx = self._target_box() if index is None else index
-        if idx is None or self.box_layer is None or "z_min" not in self.box_layer.features:
-            return None
-        f = self.box_layer.features.iloc[idx]
-        return int(f["z_min"]), int(f["z_max"])
-
-    def run_box(self, index: int | None = None) -> int | None:
-        """Send box ``index`` (default: the target box) to the backend; returns the generation."""
-        self._require_session()
-        idx = self._target_box() if index is None else index
-        if idx is None:
-            self._message("no box to run: draw a rectangle first (B)", "warning")
-            return None
-        try:
-            prompt = self._box_prompt(idx)
-        except ValueError as exc:
-            self._message(f"box {idx + 1}: {exc}", "error")
-            return None
-        return self.submit(prompt)
-
-    def run_all_boxes(self) -> list[int]:
-        """Run every rectangle of the boxes layer, creating the objects they name.
-
-        Boxes read from a CVPR file belong to labels ``1..N`` (their ``object_id``
-        feature); objects are created with the file's class names when missing.
-        """
-        self._require_session()
-        layer = self.box_layer
-        if layer is None or len(layer.data) == 0:
-            self._message("no boxes to run", "warning")
-            return []
-        feats = layer.features
-        gens: list[int] = []
-        done: set[int] = set()
-        for i in range(len(layer.data)):
-            if layer.shape_type[i] != "rectangle":
-                continue
-            lid = int(feats["object_id"].iloc[i])
-            if lid <= 0:
-                lid = self.add_object(select=False)
-                feats.loc[i, "object_id"] = lid
-            elif lid not in self.session.objects:
-                self.add_object(self.label_names.get(lid, ""), label_id=lid, select=False)
-            self._syncing += 1
-            try:
-                self._color_box(i, lid)
-            finally:
-                self._syncing -= 1
-            if lid in done:
-                continue
-            done.add(lid)
-            s = self.session
-            if any(isinstance(p, (Box3D, Box2D)) for p in s.prompts_in_effect(lid)) \
-                    or len(self._object_box_indices(lid)) > 1:
-                gens += self.rerun_object_boxes(lid, why="run all boxes", force=True)
-            else:
-                g = self.run_box(i)
-                if g is not None:
-                    gens.append(g)
-        self._syncing += 1
-        try:
-            layer.features = feats
-        finally:
-            self._syncing -= 1
-        if self.current_id is None and self.objects:
-            self.select_object(min(self.objects))
-        self.events.objects.emit()
-        self._message(f"running {len(gens)} box(es)…")
-        return gens
-
     # ------------------------------------------------------------ clicks
     def _on_points_press(self, layer: Any, event: Any) -> None:
         mods = {str(getattr(m, "name", m)).lower() for m in (event.modifiers or ())}
@@ -1472,20 +795,6 @@ class AnnotationController:
             # napari already draws the stroke: count it as shown, no rewrite of the layer
             mine = self.session.prompts_in_effect(lid)
             self._shown_scribbles = tuple(id(p) for p in mine if isinstance(p, Scribble))
-
-    def add_scribble(self, voxels: np.ndarray, positive: bool = True) -> int | None:
-        """Submit a scribble (``(N, ndim)`` voxel indices) for the current object and show it."""
-        self._require_session()
-        lid = self.ensure_object()
-        try:
-            p = Scribble(np.asarray(voxels), positive=positive, object_id=lid)
-        except ValueError as exc:
-            self._message(str(exc), "error")
-            return None
-        gen = self.submit(p)
-        self._shown_scribbles = None
-        self._sync_prompt_layers()
-        return gen
 
     # ------------------------------------------------------------ brush
     def _on_seg_paint(self, event: Any) -> None:
@@ -1595,8 +904,12 @@ class AnnotationController:
         elif applied:
             self.last_backend_s = res.elapsed_s
             self.last_roundtrip_s = time.perf_counter() - t0
-            self.last_queued_s = res.queued_s
-            self._message(f"{name}: {format_volume(self._voxels.get(res.label_id, 0) * self.volume.voxel_volume_ml)}"
+            waited = self.warmup_overlap(t0, t0 + res.queued_s)
+            self.last_warmup_wait_s = waited
+            self.last_queued_s = max(0.0, res.queued_s - waited)
+            vox = self._voxels.get(res.label_id, 0)
+            size = f"{vox:,} {self.size_unit}" if self.size_unit else format_volume(vox * self.volume.voxel_volume_ml)
+            self._message(f"{name}: {size}"
                           f" in {res.elapsed_s:.2f} s ({res.backend})")
         elif res.cancelled and not self._inflight:
             self._message("cancelled")
@@ -1654,6 +967,8 @@ class AnnotationController:
                     self._sync_prompt_layers()
             if change.kind in ("undo", "redo", "object_add", "object_delete", "object_color"):
                 self._select_current_in_layers()
+            if change.kind in ("object_color", "undo", "redo", "object_add", "object_delete"):
+                self._sync_box_extents()
             if change.kind in ("object_color", "undo", "redo") and self.box_layer is not None:
                 self._syncing += 1
                 try:
@@ -1669,119 +984,7 @@ class AnnotationController:
         s = self.session
         self._voxels = {lid: s.object_voxels(lid) for lid in s.objects}
 
-    def _boxes_follow_objects(self, now: set[int]) -> None:
-        """An object's rectangles live as long as the object: deleting it (Shift+Del, undoing its
-        creation) takes them out of the boxes layer, undoing that puts them back. (A file box
-        whose object was never created stays: "Run all boxes" creates its object.)"""
-        gone, back = self._known_objects - now, now - self._known_objects
-        self._known_objects = set(now)
-        layer = self.box_layer
-        if layer is None or not (gone or back):
-            return
-        self._syncing += 1
-        try:
-            for lid in sorted(gone):
-                idx = [int(i) for i in np.flatnonzero(np.asarray(layer.features["object_id"]) == lid)] \
-                    if len(layer.data) else []
-                if not idx:
-                    continue
-                feats = layer.features
-                self._removed_boxes[lid] = [
-                    (np.asarray(layer.data[i]).copy(), str(layer.shape_type[i]),
-                     {k: feats[k].iloc[i] for k in feats.columns}) for i in idx]
-                layer.selected_data = set(idx)
-                layer.remove_selected()
-            for lid in sorted(back):
-                for verts, kind, row in self._removed_boxes.pop(lid, []):
-                    _set_defaults(layer, **row)
-                    layer.add([verts], shape_type=kind)
-                    self._color_box(len(layer.data) - 1, lid)
-            _set_defaults(layer, object_id=self.current_id or 0)
-        finally:
-            self._syncing -= 1
-
-    def _refresh_region(self, bbox: BBox | None) -> None:
-        """Redraw the segmentation layer after the session changed its labels in place.
-
-        Public napari API only: a re-slice of the displayed data without the thumbnail,
-        extent and highlight work (``Layer.refresh`` keywords). On a 63x512x512 CT at
-        1280x800 under Xvfb it took 120-290 ms per result against 140-200 ms for napari's
-        private partial-texture update (noisy machine; the canvas draw dominates both).
-        ``bbox`` (the changed region) is accepted for callers; unused.
-        """
-        layer = self.seg_layer
-        if layer is None:
-            return
-        layer.refresh(thumbnail=False, extent=False, highlight=False)
-
-    def _points_layer_shows(self, coords: np.ndarray, positive: np.ndarray) -> bool:
-        layer = self.click_layer
-        data = np.asarray(layer.data)
-        if data.shape != coords.shape or "positive" not in layer.features:
-            return False
-        if len(data) == 0:
-            return True
-        return bool(np.array_equal(np.floor(data + 0.5), coords)
-                    and np.array_equal(np.asarray(layer.features["positive"], dtype=bool), positive))
-
-    def _sync_prompt_layers_soon(self) -> None:
-        if self._sync_posted:
-            return
-        self._sync_posted = True
-
-        def run() -> None:
-            self._sync_posted = False
-            self._sync_prompt_layers()
-
-        self._post(run)
-
-    def _sync_prompt_layers(self) -> None:
-        """Show the current object's clicks and scribbles (applied + pending) in the prompt layers."""
-        s = self.session
-        if s is None:
-            return
-        lid = self.current_id
-        prompts: list[Prompt] = []
-        if lid is not None and lid in s.objects:
-            prompts = s.prompts_in_effect(lid)
-        pts = tuple(p for p in prompts if isinstance(p, Point))
-        if self.click_layer is not None and pts != self._shown_points:
-            coords, pos = points_of(pts)
-            nd = self.click_layer.ndim
-            if len(pts) == 0:
-                coords = np.zeros((0, nd))
-            if self._points_layer_shows(coords, pos):
-                self._shown_points = pts  # napari already shows them (the user just clicked): no redraw
-                coords = None
-        if self.click_layer is not None and pts != self._shown_points:
-            colors = np.array([POSITIVE_RGBA if p else NEGATIVE_RGBA for p in pos]).reshape(-1, 4)
-            self._syncing += 1
-            try:
-                import pandas as pd
-
-                self.click_layer.selected_data = set()
-                self.click_layer.data = coords
-                self.click_layer.features = pd.DataFrame({"object_id": np.full(len(pts), lid or 0, int),
-                                                          "positive": pos.astype(bool)})
-                if len(pts):
-                    self.click_layer.face_color = colors
-            finally:
-                self._syncing -= 1
-            self._shown_points = pts
-        scr = tuple(id(p) for p in prompts if isinstance(p, Scribble))
-        if self.scribble_layer is not None and scr != self._shown_scribbles:
-            data = self.scribble_layer.data
-            self._syncing += 1
-            try:
-                data[...] = 0
-                for vox, positive in scribble_voxels_of(prompts):
-                    data[tuple(vox.T)] = 1 if positive else 2
-                self.scribble_layer.refresh()
-            finally:
-                self._syncing -= 1
-            self._shown_scribbles = scr
-
-    # ================================================================ undo / save
+    # ================================================================ undo
     @property
     def can_undo(self) -> bool:
         return self.session is not None and self.session.can_undo
@@ -1801,173 +1004,6 @@ class AnnotationController:
             return
         ch = self.session.redo()
         self._message(ch.description if ch else "nothing to redo")
-
-    @property
-    def dirty(self) -> bool:
-        """True when the labels or objects changed since the last save (or since opening)."""
-        return self.session is not None and self._version != self._saved_version
-
-    @property
-    def saving(self) -> bool:
-        return self._saving
-
-    def set_save_handler(self, handler: Callable[[], Any] | None, *, target: str = "") -> None:
-        """Route Save (Ctrl+S, the Save button, "Save" when closing) to ``handler``.
-
-        For hosts that keep the annotation somewhere else than in the case's file, e.g.
-        the dataset navigator, whose corrections go to the dataset's sidecar folder so
-        the original files stay untouched.
-
-        Parameters
-        ----------
-        handler : callable or None
-            ``handler()`` is called on the GUI thread without arguments; it takes its
-            snapshot of the labels there and returns the path written, or a
-            ``concurrent.futures.Future`` of it (written in the background). Raising
-            ``ValueError``/``OSError`` (or a failing future) reports "saving failed" and
-            keeps the annotation unsaved. ``None``: the default, the case's own file
-            (:meth:`default_save_path`).
-        target : str
-            Where saves go, in words, for buttons, the close question and the status line
-            (e.g. ``"the dataset's correction (sidecar folder)"``).
-
-        "Save as…" (:meth:`save` with an explicit path) is not affected. :meth:`detach`
-        (and so every :meth:`attach`) clears the handler: set it after attaching.
-        """
-        if handler is not None and not callable(handler):
-            raise ValueError(f"save handler must be callable or None; got {handler!r}")
-        self._save_handler = handler
-        self._save_target = str(target) if handler is not None else ""
-
-    @property
-    def has_save_handler(self) -> bool:
-        """True when Save goes to a handler set with :meth:`set_save_handler`."""
-        return self._save_handler is not None
-
-    @property
-    def save_target(self) -> str:
-        """Where Save (no path) writes, in words: the handler's target or the default file's name."""
-        if self._save_handler is not None:
-            return self._save_target or "the host's store"
-        p = self.default_save_path()
-        return "the case's own file" if p is None else f"{p.name}"
-
-    def save(self, path: str | Path | None = None, *, key: str | None = None, fmt: str | None = None,
-             wait: bool = False) -> concurrent.futures.Future[Path] | None:
-        """Save the labels through the plugin's writer, off the GUI thread.
-
-        ``path`` defaults to the case's own file (npz: written as key ``segs``, every
-        other key kept), or goes to the save handler when one is set
-        (:meth:`set_save_handler`). Raises ``ValueError`` when there is no path to save
-        into. ``events.saved`` fires and the status line confirms when the file is written.
-        """
-        self._require_session()
-        if path is None and self._save_handler is not None:
-            return self._save_through_handler(wait)
-        target = Path(path) if path is not None else self.default_save_path()
-        if target is None:
-            raise ValueError("this image has no file to save into in its own format; choose a file (Save as…)")
-        from ..io import case_from_layer_metadata, save_labels
-
-        labels = self.session.labels.copy()
-        names = {lid: info.name for lid, info in self.session.objects.items()}
-        colors = {lid: tuple(int(round(float(c) * 255)) for c in info.color[:3])
-                  for lid, info in self.session.objects.items() if info.color is not None}
-        version = self._version
-        k = key or self.save_key or "segs"
-        lower = target.name.lower()
-        case: Any = None
-        if not lower.endswith(".npz"):
-            # geometry/header for write-back: what the reader stored, else re-read the source
-            case = case_from_layer_metadata(self._labels_meta, labels.shape, names) if self._labels_meta else None
-            if case is None and self.case_path is not None and self.case_path.exists():
-                case = self.case_path
-        f = fmt
-        self._saving = True
-        self._message(f"saving to {target.name}…")
-
-        def work() -> Path:
-            out = save_labels(labels, target, case=case, key=k, fmt=f, label_names=names, colors=colors or None)
-            return Path(out) if out is not None else target
-
-        fut = self._executor.submit(work)
-        fut.add_done_callback(lambda fu: self._post(lambda: self._on_saved(fu, version, k)))
-        if wait:
-            concurrent.futures.wait([fut])
-            self.process_pending()
-        return fut
-
-    def default_save_path(self) -> Path | None:
-        """Where Save (Ctrl+S) writes: the case's own npz (member ``segs``), a
-        ``<name>_segs.nii.gz`` beside a NIfTI image, or ``None`` (ask) for other formats."""
-        src = self.case_path
-        if src is None:
-            return None
-        if self._save_path_override is not None:
-            return self._save_path_override
-        fmt = self.case_format
-        name = src.name.lower()
-        if name.endswith(".npz") or fmt in ("cvpr25_npz", "cvpr24_npz"):
-            return src
-        if fmt in ("nifti", "ivdm3seg") or name.endswith((".nii", ".nii.gz")):
-            if src.is_dir():
-                return src / "segs.nii.gz"
-            stem = src.name[:-7] if name.endswith(".nii.gz") else src.stem
-            return src.with_name(f"{stem}_segs.nii.gz")
-        # DICOM -> <series folder>_seg.dcm, NRRD/MHA -> <stem>_segs.nrrd/.mha, .seg.nrrd -> <stem>_segs.seg.nrrd
-        from ..io.clinical import default_labels_path
-
-        return default_labels_path(src, fmt)
-
-    def _save_through_handler(self, wait: bool) -> concurrent.futures.Future[Path]:
-        handler, target = self._save_handler, self.save_target
-        assert handler is not None
-        version = self._version
-        self._saving = True
-        self._message(f"saving to {target}…")
-        fut: concurrent.futures.Future[Path]
-        try:
-            out = handler()
-            if out is None:
-                raise ValueError(f"nothing to save into ({target} is gone)")
-        except (ValueError, OSError) as exc:
-            fut = concurrent.futures.Future()
-            fut.set_exception(exc)
-        else:
-            if isinstance(out, concurrent.futures.Future):
-                fut = out
-            else:
-                fut = concurrent.futures.Future()
-                fut.set_result(Path(out))
-        fut.add_done_callback(lambda fu: self._post(lambda: self._on_saved(fu, version, "", target=target)))
-        if wait:
-            concurrent.futures.wait([fut])
-            self.process_pending()
-        return fut
-
-    def _on_saved(self, fut: concurrent.futures.Future[Path], version: int, key: str, *,
-                  target: str | None = None) -> None:
-        self._saving = False
-        exc = fut.exception()
-        if exc is not None:
-            where = "" if target is None else f" to {target}"
-            self._message(f"saving{where} failed: {exc}. The annotation is still here"
-                          + ("." if target is not None else "; try another file."), "error")
-            self.events.history.emit()  # Save / Save as… are usable again (the view listens)
-            return
-        path = Path(fut.result())
-        self._saved_version = version
-        n = len(self.objects)
-        if target is not None:
-            self._message(f"saved {n} object(s) to {target}: {path}")
-            self.events.saved.emit(path)
-            self.events.history.emit()
-            return
-        if self.default_save_path() is None or path != self.default_save_path():
-            self._save_path_override = path  # Ctrl+S keeps saving where "Save as" went
-        self._message(f"saved {n} object(s) to {path} [{key}]")
-        self.events.saved.emit(path)
-        self.events.history.emit()
 
     # ================================================================ helpers
     def _require_session(self) -> None:

@@ -23,7 +23,6 @@ Keyboard shortcuts (on napari's main window, so they work whatever has focus):
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import threading
 import time
@@ -33,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
-from qtpy.QtGui import QBrush, QColor
+from qtpy.QtCore import QModelIndex, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
@@ -48,15 +47,19 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QPushButton,
     QShortcut,
+    QSizePolicy,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
-from ..dataset.workspace import COLUMNS, DICE_METRIC, CaseRow, DatasetWorkspace, OpenCase
-from ._host import HostedShortcuts, plain_viewer
-from .controller import set_if_changed
+from ..dataset.workspace import DICE_METRIC, DatasetWorkspace, OpenCase
+from ._host import HostedShortcuts, fit_dock, plain_viewer
+from ._layout import ScrollingBody
+from .case_editor import AnnotationEditor, LayerEditor
+from .case_table import STATUS_FILTERS, CaseTableModel
 
 __all__ = ["DatasetNavigator", "CaseTableModel", "NAVIGATOR_SHORTCUTS"]
 
@@ -69,21 +72,6 @@ NAVIGATOR_SHORTCUTS: dict[str, tuple[str, str]] = {
     "jump": ("Ctrl+J", "Jump to a case by name"),
     "done_and_next": ("Ctrl+Shift+D", "Mark the case done and go to the next"),
 }
-
-def _remove_layers(viewer: Any, layers: Any) -> None:
-    """Remove layers with one scene-graph rebuild: napari runs a full ``gc.collect()`` after each
-    removal (and after each batched update, so nothing is batched when nothing is removed)."""
-    alive: list[Any] = []
-    for lay in layers:
-        if lay is not None and lay in viewer.layers and all(lay is not a for a in alive):
-            alive.append(lay)
-    if not alive:
-        return
-    fn = getattr(viewer.layers, "batched_update", None)
-    with fn() if callable(fn) and len(alive) > 1 else contextlib.nullcontext():
-        for lay in alive:
-            viewer.layers.remove(lay)
-
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
     """A callable holding only a weak reference to a bound method's object (no reference cycles
@@ -100,429 +88,6 @@ def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
 #: How the annotation widget describes where its Save goes while the navigator drives it.
 SAVE_TARGET = "the dataset sidecar (original files untouched)"
 
-_STATUS_COLORS = {"todo": None, "in progress": "#3b6fb6", "done": "#2e8b57", "flagged": "#c0392b"}
-_FILTERS = ("all", "todo", "in progress", "done", "flagged", "not done")
-
-
-class CaseTableModel(QAbstractTableModel):
-    """The rows of the navigator table (filtered and sorted in Python)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._all: list[CaseRow] = []
-        self.rows: list[CaseRow] = []
-        self.status_filter = "all"
-        self.text_filter = ""
-        self.sort_column: str | None = None
-        self.sort_descending = False
-        self.review = False
-        self.current_id: str | None = None
-
-    # --------------------------------------------------------- Qt model API
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][1]
-        return None
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        row = self.rows[index.row()]
-        attr = COLUMNS[index.column()][0]
-        if role == Qt.ItemDataRole.DisplayRole:
-            v = getattr(row, attr)
-            if attr == "dice":
-                return "" if v is None else f"{v:.3f}"
-            if attr == "n_labels":
-                return "" if v is None else str(v)
-            if attr == "status" and row.locked_by:
-                return f"{v} (open by {row.locked_by})"
-            if attr == "name" and row.has_correction:
-                return f"{v} ✎"
-            return "" if v is None else str(v)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            tip = [row.case_id]
-            if row.has_correction:
-                tip.append("has an autosaved correction")
-            if row.comment:
-                tip.append(row.comment)
-            if row.locked_by:
-                tip.append(f"being edited by {row.locked_by}")
-            return "\n".join(tip)
-        if role == Qt.ItemDataRole.ForegroundRole and attr == "status":
-            c = _STATUS_COLORS.get(row.status)
-            return QBrush(QColor(c)) if c else None
-        if role == Qt.ItemDataRole.FontRole and row.case_id == self.current_id:
-            from qtpy.QtGui import QFont
-
-            f = QFont()
-            f.setBold(True)
-            return f
-        return None
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        if column < 0 or column >= len(COLUMNS):  # the sort indicator was cleared (review queue)
-            self.sort_column = None
-            self._apply()
-            return
-        self.sort_column = COLUMNS[column][0]
-        self.sort_descending = order == Qt.SortOrder.DescendingOrder
-        self.review = False
-        self._apply()
-
-    # --------------------------------------------------------- content
-    def set_rows(self, rows: list[CaseRow]) -> None:
-        self._all = list(rows)
-        self._apply()
-
-    def set_filter(self, status: str | None = None, text: str | None = None) -> None:
-        if status is not None:
-            self.status_filter = status
-        if text is not None:
-            self.text_filter = text
-        self._apply()
-
-    def set_review(self, on: bool) -> None:
-        self.review = bool(on)
-        self._apply()
-
-    def _apply(self) -> None:
-        self.beginResetModel()
-        if self.status_filter == "all":
-            statuses = None
-        elif self.status_filter == "not done":
-            statuses = [s for s in STATUSES if s != "done"]
-        else:
-            statuses = [self.status_filter]
-        rows = DatasetWorkspace.filter(self._all, statuses, self.text_filter)
-        if self.review:
-            rows = DatasetWorkspace.review_queue(rows)
-        elif self.sort_column:
-            rows = DatasetWorkspace.sort(rows, self.sort_column, self.sort_descending)
-        self.rows = rows
-        self.endResetModel()
-
-    def order(self) -> list[str]:
-        """Case ids in display order."""
-        return [r.case_id for r in self.rows]
-
-    def row_of(self, case_id: str) -> int:
-        for i, r in enumerate(self.rows):
-            if r.case_id == case_id:
-                return i
-        return -1
-
-
-class _LayerEditor:
-    """Shows an open case in the viewer with plain layers, reusing them from case to case.
-
-    Layers: ``image`` (+ extra images), ``segmentation`` (editable labels, the array of
-    :attr:`OpenCase.labels` itself, so brush edits land in it in place), and, when a
-    pre-segmentation exists, ``pre-segmentation`` (contours, hidden).
-    """
-
-    IMAGE = "image"
-    LABELS = "segmentation"
-    PRED = "pre-segmentation"
-
-    def __init__(self, viewer: Any, on_edit: Callable[[], None]) -> None:
-        self.viewer = viewer
-        self.on_edit = on_edit
-        self._labels_layer: Any = None
-        self._extra: list[Any] = []
-
-    def labels(self) -> np.ndarray | None:
-        return None if self._labels_layer is None else np.asarray(self._labels_layer.data)
-
-    @property
-    def labels_layer(self) -> Any:
-        return self._labels_layer
-
-    def _layer(self, name: str) -> Any:
-        try:
-            return self.viewer.layers[name]
-        except KeyError:
-            return None
-
-    def show(self, oc: OpenCase, prediction: np.ndarray | None = None) -> None:
-        vol = oc.case.image
-        meta = {"medsegfm_case": str(oc.entry.path), "medsegfm_format": oc.entry.fmt, "medsegfm_case_id": oc.case_id}
-        scale = tuple(vol.spacing)
-        arr = vol.array
-        rgb = bool(vol.is_rgb)
-        clim = _contrast_limits(arr)
-        img = self._layer(self.IMAGE)
-        if img is not None and (img.rgb != rgb or img.data.ndim != arr.ndim):
-            self.viewer.layers.remove(img)
-            img = None
-        if img is None:
-            img = self.viewer.add_image(arr, name=self.IMAGE, scale=scale, rgb=rgb, contrast_limits=clim,
-                                        metadata=meta)
-        else:
-            img.data = arr
-            set_if_changed(img, scale=scale)
-            if not rgb:
-                img.contrast_limits_range = clim
-                img.contrast_limits = clim
-            img.metadata = meta
-        _remove_layers(self.viewer, self._extra)
-        self._extra = []
-        for name, extra in oc.case.images.items():
-            self._extra.append(self.viewer.add_image(extra.array, name=f"image: {name}", scale=tuple(extra.spacing),
-                                                     visible=False, contrast_limits=_contrast_limits(extra.array)))
-        pred = self._layer(self.PRED)
-        if prediction is not None and prediction.shape == oc.labels.shape:
-            if pred is None:
-                pred = self.viewer.add_labels(prediction, name=self.PRED, scale=scale[-prediction.ndim:],
-                                              visible=False, opacity=0.8)
-                pred.contour = 1
-                pred.editable = False
-            else:
-                pred.data = prediction
-                set_if_changed(pred, scale=scale[-prediction.ndim:])
-        elif pred is not None:
-            self.viewer.layers.remove(pred)
-        lab = self._labels_layer
-        if lab is not None and lab not in self.viewer.layers:
-            lab = None
-        lmeta = dict(meta, medsegfm_key="segs")
-        if lab is None or lab.data.ndim != oc.labels.ndim:
-            if lab is not None:
-                self.viewer.layers.remove(lab)
-            lab = self.viewer.add_labels(oc.labels, name=self.LABELS, scale=scale[-oc.labels.ndim:], metadata=lmeta)
-            lab.events.paint.connect(self._painted)
-            lab.events.data.connect(self._painted)
-            self._labels_layer = lab
-        else:
-            with lab.events.data.blocker(self._painted):
-                lab.data = oc.labels
-            set_if_changed(lab, scale=scale[-oc.labels.ndim:])
-            lab.metadata = lmeta
-        lab.editable = not oc.read_only
-        lab.name = self.LABELS + (" (read-only)" if oc.read_only else "")
-        self.viewer.layers.selection.active = lab
-        if arr.ndim >= 3 and not rgb:
-            self.viewer.dims.set_point(0, (arr.shape[0] // 2) * scale[0])
-        self.viewer.reset_view()
-
-    def _painted(self, event: Any = None) -> None:
-        self.on_edit()
-
-    def clear(self) -> None:
-        _remove_layers(self.viewer, [self._labels_layer, self._layer(self.IMAGE), self._layer(self.PRED),
-                                     *self._extra])
-        self._labels_layer = None
-        self._extra = []
-
-
-class _AnnotationEditor:
-    """Shows an open case through the interactive segmentation widget (:class:`AnnotationWidget`).
-
-    The case's layers are built like the plugin's reader builds them
-    (:func:`napari_medsegfm.io.layers.case_to_layers`: image(s), boxes, clicks), the
-    segmentation layer holds the case's starting labels (saved correction, else existing
-    labels), then the widget's controller attaches to the image. Edits and accepted
-    prompts are reported through the session's listener. The widget's Save (Ctrl+S, the
-    Save button, "Save" when napari closes) is routed to ``save`` — the case's sidecar
-    correction — through ``AnnotationController.set_save_handler``: the dataset's original
-    files are never written by it.
-
-    Layers are reused from case to case where the kind and dimensionality match (new data
-    is swapped in): adding and removing napari layers is what makes switching slow
-    (napari runs a full garbage collection after each removal, and new layers build their
-    GL programs). That includes the controller's boxes (emptied for a case without file
-    boxes), clicks and scribbles layers, which the next attach adopts.
-    """
-
-    def __init__(self, viewer: Any, widget: Any, on_change: Callable[[bool], None],
-                 save: Callable[[], Any] | None = None, save_target: str = "") -> None:
-        self.viewer = viewer
-        self.widget = widget
-        self.on_change = on_change
-        self.save = save
-        self.save_target = save_target
-        self._images: list[Any] = []
-        self._seg: Any = None
-        self._pred: Any = None
-        self._boxes: Any = None
-        self._others: list[Any] = []
-        self._prompt_layers: list[Any] = []  # the controller's clicks/scribbles, kept for the next attach
-        self._session: Any = None
-
-    @property
-    def controller(self) -> Any:
-        return self.widget.controller
-
-    def labels(self) -> np.ndarray | None:
-        s = self.controller.session
-        return None if s is None else s.labels
-
-    @property
-    def labels_layer(self) -> Any:
-        return self.controller.seg_layer
-
-    def _listener(self, change: Any) -> None:
-        if change.kind in ("backend", "error"):
-            return
-        self.on_change(change.kind in ("result", "object_accept"))
-
-    def _alive(self, lay: Any) -> bool:
-        return lay is not None and lay in self.viewer.layers
-
-    def _detach(self) -> list[Any]:
-        """Detach the controller; returns layers it used that are not kept for the next case.
-
-        Its clicks/scribbles layers are kept (the next attach adopts them), and so is a box
-        layer it made itself (it becomes this editor's box layer, emptied or refilled by
-        :meth:`show`).
-        """
-        ctrl = self.controller
-        stale: list[Any] = []
-        self._prompt_layers = [ly for ly in (ctrl.click_layer, ctrl.scribble_layer) if self._alive(ly)]
-        if ctrl.box_layer is not None and ctrl.box_layer is not self._boxes:
-            if self._alive(self._boxes) or not self._alive(ctrl.box_layer):
-                stale.append(ctrl.box_layer)
-            else:
-                self._boxes = ctrl.box_layer
-        if ctrl.seg_layer is not None and ctrl.seg_layer is not self._seg:
-            stale.append(ctrl.seg_layer)
-        if self._session is not None:
-            try:
-                self._session.remove_listener(self._listener)
-            except (ValueError, AttributeError):
-                pass
-            self._session = None
-        if ctrl.attached:
-            ctrl.detach()
-        return stale
-
-    def clear(self) -> None:
-        stale = self._detach()
-        _remove_layers(self.viewer, [*stale, *self._prompt_layers, *self._images, self._seg, self._pred, self._boxes,
-                                     *self._others])
-        self._images, self._seg, self._pred, self._boxes, self._others = [], None, None, None, []
-        self._prompt_layers = []
-
-    def _put(self, old: Any, data: Any, kw: dict[str, Any], kind: str, remove: list[Any]) -> Any:
-        """Swap ``data`` into ``old`` when compatible, else queue ``old`` for removal and add a new layer."""
-        if self._alive(old) and type(old).__name__.lower() == kind and getattr(old, "ndim", None) == (
-                np.ndim(data) - (1 if kw.get("rgb") else 0)) and bool(getattr(old, "rgb", False)) == bool(kw.get("rgb")):
-            old.data = data
-            set_if_changed(old, **{k: kw[k] for k in ("scale", "metadata", "name", "visible", "contrast_limits")
-                                   if k in kw})
-            return old
-        if old is not None:
-            remove.append(old)
-        return getattr(self.viewer, f"add_{kind}")(data, **kw)
-
-    def show(self, oc: OpenCase, prediction: np.ndarray | None = None) -> None:
-        from ..io.layers import case_to_layers
-
-        remove = self._detach()
-        case = oc.case
-        scale = tuple(float(v) for v in case.image.spacing)
-        labels_kw: dict[str, Any] | None = None
-        images, others, boxes = [], [], None
-        for data, kw, kind in case_to_layers(case):
-            if kind == "labels":
-                if labels_kw is None or kw.get("metadata", {}).get("medsegfm_key") == "gts":
-                    labels_kw = kw
-            elif kind == "image":
-                images.append((data, kw))
-            elif kind == "shapes" and (kw.get("metadata") or {}).get("medsegfm_kind") == "boxes" and boxes is None:
-                boxes = (data, kw)
-            else:
-                others.append((data, kw, kind))
-        if not images:
-            raise ValueError(f"case {oc.case_id!r} has no image to annotate")
-        # images: reuse by position
-        new_images = []
-        for i, (data, kw) in enumerate(images):
-            kw = dict(kw, contrast_limits=kw.get("contrast_limits") or _contrast_limits(data))
-            if kw.get("rgb"):
-                kw.pop("contrast_limits", None)
-            old = self._images[i] if i < len(self._images) else None
-            new_images.append(self._put(old, data, kw, "image", remove))
-        remove.extend(self._images[len(images):])
-        self._images = new_images
-        image_layer = next((ly for ly, (_, kw) in zip(new_images, images) if kw.get("visible", True)), new_images[0])
-        # boxes: reuse the shapes layer (data + features swapped), or hide an empty one
-        if boxes is not None:
-            data, kw = boxes
-            if self._alive(self._boxes) and self._boxes.ndim == np.asarray(data[0]).shape[-1]:
-                lay = self._boxes
-                lay.selected_data = set()
-                lay.data = [(np.asarray(r), "rectangle") for r in data]
-                lay.features = kw.get("features", {})
-                set_if_changed(lay, scale=kw["scale"], metadata=kw["metadata"], name=kw["name"], visible=True)
-            else:
-                if self._boxes is not None:
-                    remove.append(self._boxes)
-                lay = self.viewer.add_shapes(data, **kw)
-            self._boxes = lay
-        elif self._alive(self._boxes) and self._boxes.ndim == case.image.ndim:
-            # no boxes in this case: keep the layer, empty, for the boxes the user draws
-            lay = self._boxes
-            lay.selected_data = set(range(len(lay.data)))
-            lay.remove_selected()  # (keeps the feature columns consistent, unlike data = [])
-            set_if_changed(lay, metadata={"medsegfm_role": "boxes"}, name=f"{case.name} boxes",
-                           scale=scale[-lay.ndim:])
-        elif self._alive(self._boxes):
-            remove.append(self._boxes)
-            self._boxes = None
-        remove.extend(self._others)
-        self._others = [getattr(self.viewer, f"add_{kind}")(d, **kw) for d, kw, kind in others]
-        # pre-segmentation (hidden contours) for review
-        if prediction is not None and prediction.shape == oc.labels.shape:
-            pkw = {"name": f"{case.name} pre-segmentation", "scale": scale, "visible": False,
-                   "metadata": {"medsegfm_role": "prediction"}}
-            self._pred = self._put(self._pred, prediction, pkw, "labels", remove)
-            self._pred.contour = 1
-            self._pred.editable = False
-        elif self._pred is not None:
-            remove.append(self._pred)
-            self._pred = None
-        # the segmentation layer: the case's starting labels
-        md = dict((labels_kw or {}).get("metadata") or {})
-        md.update(medsegfm_case=str(case.source or oc.entry.path), medsegfm_format=case.format or oc.entry.fmt,
-                  medsegfm_key="segs", medsegfm_role="segmentation", medsegfm_case_id=oc.case_id,
-                  medsegfm_label_names={int(k): v for k, v in oc.label_names.items()})
-        skw: dict[str, Any] = {"name": f"{case.name} segmentation", "scale": scale, "metadata": md, "opacity": 0.6}
-        if not self._alive(self._seg):
-            skw.update({k: v for k, v in (labels_kw or {}).items() if k in ("colormap", "features")})
-        self._seg = self._put(self._seg, oc.labels, skw, "labels", remove)
-        _remove_layers(self.viewer, remove)
-        self.controller.attach(image_layer)
-        ctrl = self.controller
-        unused = [ly for ly in self._prompt_layers if ly is not ctrl.click_layer and ly is not ctrl.scribble_layer]
-        _remove_layers(self.viewer, unused)  # not adopted (e.g. a 2D case after a 3D one)
-        self._prompt_layers = []
-        if self.save is not None:
-            self.controller.set_save_handler(self.save, target=self.save_target)
-        sess = self.controller.session
-        if sess is not None:
-            sess.add_listener(self._listener)
-            self._session = sess
-        lab = self.controller.seg_layer
-        if lab is not None:
-            lab.editable = not oc.read_only
-        if case.image.ndim == 3:
-            self.viewer.dims.set_point(0, (case.image.spatial_shape[0] // 2) * scale[0])
-        self.viewer.reset_view()
-
-
-def _contrast_limits(arr: np.ndarray) -> tuple[float, float]:
-    """Display range (finite even with NaN/inf voxels): the io layer's rule."""
-    from ..io.layers import contrast_limits_for
-
-    lo, hi = contrast_limits_for(arr)
-    return lo, hi
 
 
 class DatasetNavigator(QWidget):
@@ -561,7 +126,7 @@ class DatasetNavigator(QWidget):
         self._scan_stop = threading.Event()
         self.workspace: DatasetWorkspace | None = None
         self.current: OpenCase | None = None
-        self.editor: Any = _LayerEditor(napari_viewer, _weak(self._on_edit))
+        self.editor: Any = LayerEditor(napari_viewer, _weak(self._on_edit))
         self.last_switch_s: float | None = None
         self._build()
         self.autosaved.connect(self._after_autosave)
@@ -579,8 +144,18 @@ class DatasetNavigator(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
-        self.setMinimumWidth(520)
-        lay = QVBoxLayout(self)
+        # the content scrolls inside the dock: docking the annotation widget beside it on a laptop
+        # screen never grows napari's window (see _layout.ScrollingBody)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.content = QWidget()
+        self.scroll = ScrollingBody(self.content, self)
+        # no taller than its controls with a few table rows: the annotation dock below gets the rest
+        self.scroll.max_hint_height = 340
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(self.content)
+        lay.setContentsMargins(4, 2, 4, 4)
+        lay.setSpacing(3)
         top = QHBoxLayout()
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("dataset folder")
@@ -593,7 +168,7 @@ class DatasetNavigator(QWidget):
 
         flt = QHBoxLayout()
         self.status_filter = QComboBox()
-        self.status_filter.addItems(_FILTERS)
+        self.status_filter.addItems(STATUS_FILTERS)
         self.status_filter.currentTextChanged.connect(lambda s: self.model.set_filter(status=s))
         self.search_edit = QLineEdit()
         self.search_edit.setPlaceholderText("filter by name / comment")
@@ -602,11 +177,11 @@ class DatasetNavigator(QWidget):
         self.review_check = QCheckBox("Review queue")
         self.review_check.setToolTip("Sort by disagreement (1 - Dice) between the pre-segmentation and the labels, worst first")
         self.review_check.toggled.connect(self._set_review)
-        flt.addWidget(QLabel("Show"))
         flt.addWidget(self.status_filter)
         flt.addWidget(self.search_edit, 1)
-        flt.addWidget(self.review_check)
+        self.status_filter.setToolTip("Show the cases of one status")
         lay.addLayout(flt)
+        lay.addWidget(self.review_check)
 
         self.model = CaseTableModel(self)
         self.table = QTableView()
@@ -621,7 +196,11 @@ class DatasetNavigator(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
-        self.table.setMinimumHeight(220)
+        vh = self.table.verticalHeader()
+        vh.setDefaultSectionSize(max(self.fontMetrics().height() + 6, 20))
+        self.table.setMinimumHeight(int(self.table.horizontalHeader().sizeHint().height()
+                                        + 4.4 * vh.defaultSectionSize() + 2 * self.table.frameWidth()
+                                        + self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)))
         self.table.horizontalHeader().sortIndicatorChanged.connect(self._header_sorted)
         # one double-click emits doubleClicked and activated: both take the case id now and open it
         # after the click is handled (opening refreshes the table, so a later index is stale)
@@ -641,10 +220,11 @@ class DatasetNavigator(QWidget):
             nav.addWidget(b)
         lay.addLayout(nav)
 
-        cur = QHBoxLayout()
         self.case_label = QLabel("no case open")
         self.case_label.setWordWrap(True)
-        cur.addWidget(self.case_label, 1)
+        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.case_label)
+        cur = QHBoxLayout()
         self.status_combo = QComboBox()
         self.status_combo.addItems(STATUSES)
         self.status_combo.activated.connect(lambda i: self.set_status(STATUSES[i]))
@@ -659,7 +239,8 @@ class DatasetNavigator(QWidget):
         self.comment_edit.editingFinished.connect(self._comment_changed)
         lay.addWidget(self.comment_edit)
 
-        bottom = QHBoxLayout()
+        bottom = QGridLayout()
+        bottom.setHorizontalSpacing(3)
         self.scan_btn = QPushButton("Count labels")
         self.scan_btn.setToolTip("Load every case once to count its labels and compute Dice of stored predictions")
         self.scan_btn.clicked.connect(lambda: self.scan_in_background())
@@ -670,15 +251,30 @@ class DatasetNavigator(QWidget):
         self.annotate_btn = QPushButton("Segment…")
         self.annotate_btn.setToolTip("Dock the interactive segmentation widget and edit cases with prompts")
         self.annotate_btn.clicked.connect(lambda: self.dock_annotation_widget())
-        bottom.addWidget(self.annotate_btn)
-        bottom.addWidget(self.scan_btn)
-        bottom.addWidget(self.save_btn)
-        bottom.addWidget(self.export_btn)
+        bottom.addWidget(self.annotate_btn, 0, 0)
+        bottom.addWidget(self.scan_btn, 0, 1)
+        bottom.addWidget(self.save_btn, 1, 0)
+        bottom.addWidget(self.export_btn, 1, 1)
         lay.addLayout(bottom)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay.addWidget(self.message)
         self._update_enabled()
+
+    def _fit_dock_soon(self) -> None:
+        """Fit the dock to the controls once napari's window has laid it out (a first pass right
+        after docking, a second once the window settled: the title and the window's own
+        resizing come in later event-loop turns)."""
+        ref = weakref.ref(self)
+
+        def fit() -> None:
+            me = ref()
+            if me is not None and not getattr(me, "_torn_down", False):
+                fit_dock(me)
+
+        QTimer.singleShot(0, fit)
+        QTimer.singleShot(300, fit)
 
     def _install_shortcuts(self) -> None:
         """The navigator's shortcuts: on the widget, moved onto napari's main window once docked
@@ -692,6 +288,7 @@ class DatasetNavigator(QWidget):
         win = self._hosted.attach()
         if win is not None and win is not self._window:
             self._window = win
+            self._fit_dock_soon()  # as narrow as the controls allow: the canvas keeps its width
             win.destroyed.connect(self._shutdown)  # napari's window goes: autosave and unlock
 
     def event(self, e: Any) -> bool:  # noqa: D102 (Qt API)
@@ -959,13 +556,13 @@ class DatasetNavigator(QWidget):
     def _choose_editor(self) -> None:
         aw = self.annotation_widget()
         if aw is not None:
-            if not (isinstance(self.editor, _AnnotationEditor) and self.editor.widget is aw):
+            if not (isinstance(self.editor, AnnotationEditor) and self.editor.widget is aw):
                 self.editor.clear()
-                self.editor = _AnnotationEditor(self.viewer, aw, _weak(self._emit_edited), save=_weak(self.save_correction),
+                self.editor = AnnotationEditor(self.viewer, aw, _weak(self._emit_edited), save=_weak(self.save_correction),
                                                 save_target=SAVE_TARGET)
-        elif not isinstance(self.editor, _LayerEditor):
+        elif not isinstance(self.editor, LayerEditor):
             self.editor.clear()
-            self.editor = _LayerEditor(self.viewer, _weak(self._on_edit))
+            self.editor = LayerEditor(self.viewer, _weak(self._on_edit))
 
     def dock_annotation_widget(self) -> Any:
         """Dock the interactive segmentation widget (if missing) and show the open case through it."""
@@ -1039,11 +636,6 @@ class DatasetNavigator(QWidget):
             aus.accepted()
         else:
             aus.mark_dirty()
-
-    def notify_accepted(self) -> None:
-        """An accepted prompt: save right away (the annotation widget calls this)."""
-        if self.current is not None and self.current.autosaver is not None:
-            self.current.autosaver.accepted()
 
     def save_correction(self) -> concurrent.futures.Future[Path | None]:
         """Save the open case's labels to its sidecar correction now; returns the write's future.

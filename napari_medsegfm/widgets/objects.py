@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ObjectRow", "format_volume", "rgba_to_hex"]
+__all__ = ["ObjectRow", "format_volume", "latency_text", "rgba_to_hex", "short_class_name"]
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,16 @@ class ObjectRow:
     voxels: int
     volume_ml: float
     busy: bool = False
+    #: ``""``: the image has a physical voxel spacing and the size is a volume in mL; else the
+    #: size is counted: ``"px"`` (a 2D image) or ``"vox"`` (a volume without spacing)
+    size_unit: str = ""
+    #: the z range of the object's boxes, ``"3–9"`` (3D images; ``""`` without a box)
+    z_range: str = ""
 
     @property
     def volume_text(self) -> str:
+        if self.size_unit:
+            return f"{self.voxels:,} {self.size_unit}"
         return format_volume(self.volume_ml)
 
 
@@ -46,3 +53,34 @@ def format_volume(ml: float) -> str:
     if ml >= 1:
         return f"{ml:.1f} mL"
     return f"{ml:.3g} mL"
+
+
+def short_class_name(text: str) -> str:
+    """A short object name for a class description (CVPR text prompts are sentences).
+
+    ``"CT imaging of the spleen within the abdomen"`` -> ``"spleen"`` through the class
+    vocabulary; text of up to three words, or text the vocabulary cannot place, is kept.
+    """
+    text = text.strip()
+    if len(text.split()) <= 3:
+        return text
+    try:
+        from ..engine.vocab import resolve
+
+        res = resolve(text)
+    except (ImportError, OSError, ValueError):
+        return text
+    return str(res.name) if res.ok and res.name else text
+
+
+def latency_text(model_s: float, roundtrip_s: float, queued_s: float = 0.0, warmup_wait_s: float = 0.0) -> str:
+    """The dock's line about the last result: time in the model, then what the rest of the
+    prompt-to-mask time went to — waiting for the model's warm-up (the image being encoded
+    after the backend loaded) or queueing behind other prompts — when it was noticeable."""
+    parts = [f"last: model {model_s:.2f} s"]
+    if warmup_wait_s >= 0.05:
+        parts.append(f"warm-up {warmup_wait_s:.1f} s (encoding the image)")
+    if queued_s >= 0.05:
+        parts.append(f"queued {queued_s:.1f} s behind other prompts")
+    parts.append(f"prompt→mask {roundtrip_s:.2f} s")
+    return " · ".join(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -42,8 +42,10 @@ from qtpy.QtWidgets import (
 
 from ..backends.base import BackendStatus, capability_names
 from ..types import Capability
-from ._host import HostedShortcuts, main_window_of, plain_viewer
+from ._host import HostedShortcuts, fit_dock, main_window_of, plain_viewer
+from ._layout import CollapsibleSection, ScrollingBody
 from .controller import AnnotationController
+from .objects import latency_text
 from .shortcuts import SHORTCUTS, help_html, keys_text
 
 __all__ = ["AnnotationWidget"]
@@ -158,6 +160,9 @@ class AnnotationWidget(QWidget):
         Attach to the image layer as soon as there is one.
     """
 
+    #: the object list always has room for this many rows
+    TABLE_MIN_ROWS = 4
+
     def __init__(self, napari_viewer: Any, backend: Any = "default", *, auto_attach: bool = True) -> None:
         super().__init__()
         # napari hands plugin widgets a public-only proxy, which wraps every layer anew on each
@@ -200,51 +205,71 @@ class AnnotationWidget(QWidget):
         return b
 
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.setSpacing(6)
+        # everything scrolls inside the dock: on a small screen the dock never grows napari's
+        # window and no control is squeezed onto another (see _layout.ScrollingBody)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.content = QWidget()
+        self.scroll = ScrollingBody(self.content, self)
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(self.content)
+        lay.setContentsMargins(4, 2, 4, 4)
+        lay.setSpacing(2)
 
         # --- image + backend
-        top = QGroupBox("Image and model")
-        f = QFormLayout(top)
-        f.setContentsMargins(6, 6, 6, 6)
+        f = QFormLayout()
+        f.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         row = QHBoxLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("Image layer to annotate")
+        self.image_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.image_combo.setMinimumContentsLength(5)
         self.attach_btn = self._button("Start", tip="Annotate the selected image")
         row.addWidget(self.image_combo, 1)
         row.addWidget(self.attach_btn)
         f.addRow("Image", row)
         self.backend_combo = QComboBox()
         self.backend_combo.setToolTip("Segmentation backend; unavailable ones say why")
+        self.backend_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.backend_combo.setMinimumContentsLength(5)
         f.addRow("Backend", self.backend_combo)
         self.backend_info = QLabel("—")
         self.backend_info.setWordWrap(True)
         self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        f.addRow("", self.backend_info)
-        lay.addWidget(top)
+        f.addRow(self.backend_info)
+        self.backend_section = CollapsibleSection("Backend", f)
+        lay.addWidget(self.backend_section)
 
         # --- objects
-        obj = QGroupBox("Objects")
-        ol = QVBoxLayout(obj)
-        ol.setContentsMargins(6, 6, 6, 6)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["", "Name", "Status", "Volume"])
+        ol = QVBoxLayout()
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["", "Name", "Status", "Volume", "z"])
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setWordWrap(False)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setColumnWidth(0, 22)
-        self.table.setMinimumHeight(110)
+        for col in (2, 3, 4):
+            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setMinimumSectionSize(18)
+        self.table.setColumnWidth(0, 20)
+        vh = self.table.verticalHeader()
+        vh.setDefaultSectionSize(max(self.fontMetrics().height() + 6, 20))
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        # room for at least TABLE_MIN_ROWS rows (and a bit of the next, so it reads as a list)
+        self.table.setMinimumHeight(int(hh.sizeHint().height() + (self.TABLE_MIN_ROWS + 0.4) *
+                                        vh.defaultSectionSize() + 2 * self.table.frameWidth()))
+        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.table.setToolTip("Objects: label colour (double-click to change), name (double-click to rename), "
-                              "status, volume from the voxel spacing. Right-click for more.")
-        ol.addWidget(self.table)
+                              "status, z range of its boxes, volume (mL where the image has a voxel spacing; "
+                              "voxels or pixels otherwise). Right-click for more.")
+        ol.addWidget(self.table, 1)
         row = QHBoxLayout()
+        row.setSpacing(3)
         self.new_btn = self._button("New", "new_object", "New object")
         self.accept_btn = self._button("Accept", "accept_object", "Accept the current object")
         self.reset_btn = self._button("Reset", "reset_object", "Clear the current object's mask and prompts")
@@ -253,25 +278,24 @@ class AnnotationWidget(QWidget):
             row.addWidget(b)
         ol.addLayout(row)
         row = QHBoxLayout()
+        row.setSpacing(3)
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("name / text prompt, e.g. liver")
-        self.name_edit.setToolTip(f"Names the current object; sent as a text prompt where the backend reads text "
-                                  f"({keys_text('focus_name')}, Enter)")
+        self._name_tip = (f"Names the current object; sent as a text prompt where the backend reads text "
+                          f"({keys_text('focus_name')}, Enter)")
+        self.name_edit.setToolTip(self._name_tip)
         self.text_btn = self._button("Name / segment", tip="Name the object; segment it from the text if the "
                                                            "backend can")
         row.addWidget(self.name_edit, 1)
         row.addWidget(self.text_btn)
         ol.addLayout(row)
-        self.text_note = QLabel("")
-        self.text_note.setWordWrap(True)
-        self.text_note.setStyleSheet("color: #c8a040;")
-        ol.addWidget(self.text_note)
-        lay.addWidget(obj)
+        self.objects_section = CollapsibleSection("Objects", ol)
+        lay.addWidget(self.objects_section, 1)
 
         # --- prompt tools
-        tools = QGroupBox("Prompts")
-        g = QGridLayout(tools)
-        g.setContentsMargins(6, 6, 6, 6)
+        g = QGridLayout()
+        g.setHorizontalSpacing(3)
+        g.setVerticalSpacing(3)
         self.box_btn = self._button("Box", "tool_box", "Draw a rectangle on the current slice", checkable=True)
         self.click_btn = self._button("Click", "tool_click", "Click on the object; Shift+click = background",
                                       checkable=True)
@@ -292,33 +316,33 @@ class AnnotationWidget(QWidget):
         self.autorun_check.setChecked(True)
         self.autorun_check.setToolTip("Segment as soon as a prompt is drawn")
         g.addWidget(self.autorun_check, 1, 2)
-        zrow = QHBoxLayout()
         self.zmin_spin = QSpinBox()
         self.zmax_spin = QSpinBox()
         for sp, which in ((self.zmin_spin, "min"), (self.zmax_spin, "max")):
             sp.setRange(0, 0)
             sp.setKeyboardTracking(False)
+            sp.setMinimumWidth(56)  # (a slice number has at most 4 digits; the style asks for more)
             sp.setToolTip(f"z {which} of the selected box (inclusive)")
         self.zmin_btn = self._button("⤓ here", "set_z_min", "Bottom of the z extent = current slice")
         self.zmax_btn = self._button("⤒ here", "set_z_max", "Top of the z extent = current slice")
-        zrow.addWidget(QLabel("z"))
-        zrow.addWidget(self.zmin_spin)
-        zrow.addWidget(self.zmin_btn)
-        zrow.addWidget(QLabel("–"))
-        zrow.addWidget(self.zmax_spin)
-        zrow.addWidget(self.zmax_btn)
-        g.addLayout(zrow, 2, 0, 1, 3)
+        self.z_label = QLabel("z from")
+        g.addWidget(self.z_label, 2, 0)
+        g.addWidget(self.zmin_spin, 2, 1)
+        g.addWidget(self.zmin_btn, 2, 2)
+        g.addWidget(QLabel("z to"), 3, 0)
+        g.addWidget(self.zmax_spin, 3, 1)
+        g.addWidget(self.zmax_btn, 3, 2)
         self.run_box_btn = self._button("Run box", "run_box", "Segment the selected box")
         self.run_all_btn = self._button("Run all boxes", "run_all_boxes", "Segment every box (e.g. the file's)")
-        g.addWidget(self.run_box_btn, 3, 0)
-        g.addWidget(self.run_all_btn, 3, 1, 1, 2)
-        lay.addWidget(tools)
+        g.addWidget(self.run_box_btn, 4, 0)
+        g.addWidget(self.run_all_btn, 4, 1, 1, 2)
+        self.prompts_section = CollapsibleSection("Prompts", g)
+        lay.addWidget(self.prompts_section)
 
         # --- session: undo/redo/save + busy
-        ses = QGroupBox("Session")
-        sl = QVBoxLayout(ses)
-        sl.setContentsMargins(6, 6, 6, 6)
+        sl = QVBoxLayout()
         row = QHBoxLayout()
+        row.setSpacing(3)
         self.undo_btn = self._button("Undo", "undo", "Undo")
         self.redo_btn = self._button("Redo", "redo", "Redo")
         self.save_btn = self._button("Save", "save", "Save into the case's own file")
@@ -336,27 +360,35 @@ class AnnotationWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setMaximumHeight(14)
+        self.progress.setMaximumWidth(60)
         self.progress.setTextVisible(False)
         self.progress.setVisible(False)
         self.busy_label = QLabel("idle")
         self.busy_label.setWordWrap(True)
+        self.busy_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cancel_btn = self._button("Cancel", "cancel", "Cancel the running segmentation")
         self.cancel_btn.setEnabled(False)
-        row.addWidget(self.progress, 1)
+        row.addWidget(self.progress)
         row.addWidget(self.busy_label, 1)
         row.addWidget(self.cancel_btn)
         sl.addLayout(row)
         self.latency_label = QLabel("last: —")
         self.latency_label.setWordWrap(True)  # labels whose text grows must not widen the dock
-        self.latency_label.setToolTip("Backend time / prompt-to-mask time of the last result")
+        self.latency_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.latency_label.setToolTip("Last result: model time (split into warm-up — encoding slices — and "
+                                      "decoding where the backend reports it), time queued behind other "
+                                      "prompts, and prompt-to-mask time")
         sl.addWidget(self.latency_label)
-        lay.addWidget(ses)
+        self.session_section = CollapsibleSection("Session", sl)
+        lay.addWidget(self.session_section)
+        self.sections = {"backend": self.backend_section, "objects": self.objects_section,
+                         "prompts": self.prompts_section, "session": self.session_section}
 
         # --- status + help
         row = QHBoxLayout()
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
-        self.status_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.help_btn = QToolButton()
         self.help_btn.setText("?")
         self.help_btn.setCheckable(True)
@@ -370,7 +402,6 @@ class AnnotationWidget(QWidget):
         self.help_panel.setToolTip("Keyboard shortcuts (F1)")
         self.help_panel.setVisible(False)
         lay.addWidget(self.help_panel)
-        lay.addStretch(1)
 
         self._completer_names: list[str] = []
         self._set_completer([])
@@ -519,6 +550,20 @@ class AnnotationWidget(QWidget):
             "toggle_help": lambda: self.help_btn.toggle(),
         }
 
+    def _fit_dock_soon(self) -> None:
+        """Fit the dock to the controls once napari's window has laid it out (a first pass right
+        after docking, a second once the window settled: the title and the window's own
+        resizing come in later event-loop turns)."""
+        ref = weakref.ref(self)
+
+        def fit() -> None:
+            me = ref()
+            if me is not None and not getattr(me, "_torn_down", False):
+                fit_dock(me)
+
+        QTimer.singleShot(0, fit)
+        QTimer.singleShot(300, fit)
+
     def _install_shortcuts(self) -> None:
         """Create the dock's shortcuts (on the widget; :meth:`_on_docked` moves them onto napari's
         main window)."""
@@ -542,6 +587,7 @@ class AnnotationWidget(QWidget):
             return
         self._release_window()
         self._docked_in = qwin
+        self._fit_dock_soon()  # as narrow as the controls allow: the canvas keeps its width
         # napari's File > Save Selected Layers owns Ctrl+S: lend it to us while docked
         taken = {QKeySequence(k) for sc in SHORTCUTS for k in sc.keys}
         for act in _window_actions(qwin):
@@ -692,6 +738,8 @@ class AnnotationWidget(QWidget):
             return
         self._shown_rows = key
         self._updating = True
+        vol = self.controller.volume
+        self.table.setColumnHidden(4, vol is None or vol.ndim != 3)  # z ranges: 3D images only
         self.table.setRowCount(len(rows))
         cur_row = -1
         for r, row in enumerate(rows):
@@ -708,8 +756,11 @@ class AnnotationWidget(QWidget):
             vol = QTableWidgetItem(row.volume_text)
             vol.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
             vol.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            vol.setToolTip(f"{row.voxels} voxels")
-            for col, it in enumerate((sw, name, st, vol)):
+            vol.setToolTip(f"{row.voxels} {'pixels' if row.size_unit == 'px' else 'voxels'}")
+            zr = QTableWidgetItem(row.z_range)
+            zr.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            zr.setToolTip(f"slices {row.z_range} (its boxes' z extent)" if row.z_range else "no box")
+            for col, it in enumerate((sw, name, st, vol, zr)):
                 self.table.setItem(r, col, it)
             if row.label_id == self.controller.current_id:
                 cur_row = r
@@ -803,10 +854,13 @@ class AnnotationWidget(QWidget):
                 b.setToolTip(f"Unavailable: {st.reason}")
             elif hasattr(b, "_base_tip"):
                 b.setToolTip(b._base_tip)
+        # what the backend cannot do is said in the tooltips, not in a permanent warning line (the
+        # status line says it once when the user names an object the backend cannot segment)
         st = states["text"]
-        self.text_note.setText("" if st.enabled or not self.controller.attached else st.reason)
-        self.text_note.setVisible(bool(self.text_note.text()))
+        note = "" if st.enabled or not self.controller.attached else st.reason
         self.text_btn.setText("Name / segment" if st.enabled else "Name")
+        self.text_btn.setToolTip(self.text_btn._base_tip + (f"\n{note}" if note else ""))  # type: ignore[attr-defined]
+        self.name_edit.setToolTip(self._name_tip + (f"\n{note}" if note else ""))
         self.negative_btn.blockSignals(True)
         self.negative_btn.setChecked(self.controller.negative)
         self.negative_btn.blockSignals(False)
@@ -884,10 +938,8 @@ class AnnotationWidget(QWidget):
         self._tick_busy()
         c = self.controller
         if c.last_backend_s is not None:
-            text = f"last: backend {c.last_backend_s:.2f} s · prompt→mask {(c.last_roundtrip_s or 0):.2f} s"
-            if c.last_queued_s > 0.5:
-                text += f" (queued {c.last_queued_s:.1f} s behind other prompts)"
-            self.latency_label.setText(text)
+            self.latency_label.setText(latency_text(c.last_backend_s, c.last_roundtrip_s or 0.0,
+                                                    c.last_queued_s, c.last_warmup_wait_s))
         self._refresh_objects()
 
     def _tick_busy(self) -> None:
@@ -899,7 +951,9 @@ class AnnotationWidget(QWidget):
             self.busy_label.setText(f"loading {c._backend_loading or 'backend'}…")
             return
         n = c.inflight
-        self.busy_label.setText(f"segmenting{f' ({n})' if n > 1 else ''}… {time.perf_counter() - since:.1f} s")
+        what = "waiting for the model's warm-up (encoding the image)" if c.warming_up else \
+            f"segmenting{f' ({n})' if n > 1 else ''}"
+        self.busy_label.setText(f"{what}… {time.perf_counter() - since:.1f} s")
 
     def _on_status(self, text: str) -> None:
         if self._torn_down:
@@ -1008,7 +1062,7 @@ class AnnotationWidget(QWidget):
         self._torn_down = True
         self._busy_timer.stop()
         self._remove_shortcuts()
-        for emitter in vars(self.controller.events).values():  # late posts (backend list, saves) find no widget
+        for emitter in self.controller.events.signals():  # late posts (backend list, saves) find no widget
             emitter.disconnect()
         for emitter, fn in ((self.viewer.layers.events.inserted, self._maybe_auto_attach),
                             (self.viewer.layers.events.inserted, self._refresh_images),

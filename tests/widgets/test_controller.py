@@ -44,7 +44,7 @@ def goto(viewer, z):
 def test_attach_makes_layers_on_the_image_grid(viewer):
     c = make(viewer)
     names = [ly.name for ly in viewer.layers]
-    assert names == ["ct", "ct segmentation", "ct boxes", "ct clicks", "ct scribbles"]
+    assert names == ["ct", "ct segmentation", "ct boxes", "ct clicks", "ct scribbles", "ct box extents"]
     for ly in viewer.layers:
         np.testing.assert_allclose(ly.scale, SPACING)
     # the Labels layer shows the session's own array (brush strokes paint into it)
@@ -469,3 +469,64 @@ def test_stepping_away_from_a_box_warms_the_slices_it_will_span(viewer):
     assert c.session.worker.wait_idle(5)
     assert warmed_since(n) == [13, 12, 11, 14, 15]
     c.close()
+
+
+def test_a_box_is_outlined_on_every_slice_of_its_z_extent(viewer):
+    """A 3D box is drawn on one slice; the other slices of its z extent show its outline (faint,
+    in the object's colour, in the box extents layer), and the object list gives its z range."""
+    c = make(viewer)
+    lid = c.add_object("liver")
+    goto(viewer, 10)
+    c.box_layer.add(rect(10, 5, 5, 30, 20), shape_type="rectangle")
+    c.set_box_extent(0, z_min=7, z_max=12)
+    ext = c.extent_layer
+    assert ext is not None and ext.opacity < 1
+    shown = {}
+    for z in range(0, 16):
+        goto(viewer, z)
+        shown[z] = [np.asarray(v) for v in ext.data]
+    assert [z for z, rects in shown.items() if rects] == [7, 8, 9, 11, 12]  # slice 10: the box itself
+    np.testing.assert_allclose(shown[8][0], rect(8, 5, 5, 30, 20))
+    goto(viewer, 8)
+    np.testing.assert_allclose(ext.edge_color[0], c.objects[lid].color)
+    assert c.object_rows()[0].z_range == "7–12"
+    # deleting the object takes its outline with it
+    c.delete_object(lid)
+    c.process_pending()
+    assert len(ext.data) == 0
+
+
+def test_object_sizes_in_ml_only_with_a_physical_spacing(viewer):
+    from napari.components import ViewerModel
+
+    c = make(viewer)  # a 3D image with its spacing as the layer's scale
+    c.add_object("x")
+    assert c.size_unit == "" and c.object_rows()[0].volume_text.endswith("mL")
+    v2 = ViewerModel()
+    v2.add_image(np.zeros((40, 50), np.float32), name="photo")  # a 2D image: pixels are counted
+    c2 = AnnotationController(v2, backend=None)
+    c2.attach()
+    c2.add_object("y")
+    assert c2.size_unit == "px" and c2.object_rows()[0].volume_text == "0 px"
+    v3 = ViewerModel()
+    v3.add_image(np.zeros((4, 40, 50), np.float32), name="stack")  # 3D without spacing: voxels
+    c3 = AnnotationController(v3, backend=None)
+    c3.attach()
+    c3.add_object("z")
+    assert c3.size_unit == "vox" and c3.object_rows()[0].volume_text == "0 vox"
+    for ctl in (c2, c3):
+        ctl.close()
+
+
+def test_latency_line_separates_warm_up_from_queueing(viewer):
+    from napari_medsegfm.widgets.objects import latency_text
+
+    line = latency_text(0.42, 2.31, queued_s=0.4, warmup_wait_s=1.5)
+    assert "model 0.42 s" in line and "warm-up 1.5 s" in line and "queued 0.4 s behind" in line
+    assert line.endswith("prompt→mask 2.31 s")
+    quiet = latency_text(0.42, 0.45)
+    assert "warm-up" not in quiet and "queued" not in quiet
+    c = make(viewer)
+    c._warmup_span = [100.0, 101.0]  # the image was being prepared from t=100 s to t=101 s
+    assert c.warmup_overlap(99.5, 100.5) == pytest.approx(0.5)  # half of the wait was the warm-up
+    assert c.warmup_overlap(101.5, 103.0) == 0.0

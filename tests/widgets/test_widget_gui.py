@@ -251,6 +251,7 @@ def test_shortcuts_help_close_guard_and_ctrl_s_handback(make_napari_viewer, qtbo
 
 def test_backend_picker_states_and_3d_canvas(make_napari_viewer, qtbot, fake_backend):
     from qtpy.QtGui import QStandardItemModel
+    from qtpy.QtWidgets import QLabel
 
     from napari_medsegfm.backends.base import BackendStatus
     from napari_medsegfm.types import Capability
@@ -276,7 +277,9 @@ def test_backend_picker_states_and_3d_canvas(make_napari_viewer, qtbot, fake_bac
     # a box-only backend: clicks/scribbles greyed out with the reason
     assert w.box_btn.isEnabled() and not w.click_btn.isEnabled()
     assert "cannot use clicks" in w.click_btn.toolTip()
-    assert w.text_note.isVisible() and "cannot segment from text" in w.text_note.text()
+    # what the backend cannot do is a tooltip, not a permanent warning in the dock
+    assert "cannot segment from text" in w.text_btn.toolTip() and w.text_btn.text() == "Name"
+    assert not any("cannot segment from text" in lb.text() for lb in w.findChildren(QLabel) if lb.isVisible())
     # napari's 3D canvas: drawing tools off (switch back to 2D), running boxes on; results still render
     viewer.dims.ndisplay = 3
     pump(qtbot, 0.1)
