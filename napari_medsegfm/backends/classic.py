@@ -193,13 +193,8 @@ class ClassicBackend:
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None,
                 cancel: CancelToken | None = None) -> np.ndarray:
         """Bool mask in the volume's spatial shape (see the module docstring)."""
-        if self._vol is None or self._grey is None:
-            raise RuntimeError("classic: call set_image(volume) before predict()")
+        shape = self._check_inputs(prompts, "predict")
         cancel = cancel or CancelToken()
-        check_capabilities(self, prompts)
-        shape = self._vol.spatial_shape
-        for p in prompts:
-            validate_prompt(p, shape)
         if prev_mask is not None and prev_mask.shape != shape:
             raise ValueError(f"prev_mask has shape {prev_mask.shape}; expected {shape}")
         boxes = [p for p in prompts if isinstance(p, (Box3D, Box2D))]
@@ -212,6 +207,16 @@ class ClassicBackend:
             return np.zeros(shape, dtype=bool) if prev_mask is None else np.asarray(prev_mask, dtype=bool).copy()
         base = np.asarray(prev_mask, dtype=bool).copy() if have_prev else np.zeros(shape, dtype=bool)
         return self._refine(base, edits, boxes, cancel, all_edits=not have_prev)
+
+    def _check_inputs(self, prompts: Sequence[Prompt], method: str) -> tuple[int, ...]:
+        """The image's spatial shape, after checking the image is set and every prompt fits it."""
+        if self._vol is None or self._grey is None:
+            raise RuntimeError(f"classic: call set_image(volume) before {method}()")
+        check_capabilities(self, prompts)
+        shape = self._vol.spatial_shape
+        for p in prompts:
+            validate_prompt(p, shape)
+        return shape
 
     def predict_nested(self, prompts: Sequence[Prompt], inner: np.ndarray,
                        cancel: CancelToken | None = None) -> np.ndarray:
@@ -232,13 +237,8 @@ class ClassicBackend:
         np.ndarray of bool
             The object's mask, ``inner`` included.
         """
-        if self._vol is None or self._grey is None:
-            raise RuntimeError("classic: call set_image(volume) before predict_nested()")
+        shape = self._check_inputs(prompts, "predict_nested")
         cancel = cancel or CancelToken()
-        check_capabilities(self, prompts)
-        shape = self._vol.spatial_shape
-        for p in prompts:
-            validate_prompt(p, shape)
         inner = np.asarray(inner, dtype=bool)
         if inner.shape != shape:
             raise ValueError(f"inner has shape {inner.shape}; expected {shape}")

@@ -17,10 +17,11 @@ included), the window's actions (to lend Ctrl+S), its close events and its statu
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import QDockWidget, QLabel, QMainWindow, QShortcut, QSizePolicy, QWidget
 
@@ -68,6 +69,24 @@ def dock_of(widget: QWidget) -> QDockWidget | None:
     while w is not None and not isinstance(w, QDockWidget):
         w = w.parentWidget()
     return w
+
+
+def fit_dock_soon(widget: QWidget) -> None:
+    """Fit ``widget``'s dock to its controls once napari's window has laid it out.
+
+    A first pass right after docking and a second once the window settled (the dock title
+    and the window's own resizing come in later event-loop turns); nothing happens for a
+    widget that is gone or torn down by then.
+    """
+    ref = weakref.ref(widget)
+
+    def fit() -> None:
+        me = ref()
+        if me is not None and not getattr(me, "_torn_down", False):
+            fit_dock(me)
+
+    QTimer.singleShot(0, fit)
+    QTimer.singleShot(300, fit)
 
 
 def fit_dock(widget: QWidget) -> bool:

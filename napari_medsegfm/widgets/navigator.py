@@ -56,7 +56,7 @@ from qtpy.QtWidgets import (
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
 from ..dataset.workspace import DICE_METRIC, DatasetWorkspace, OpenCase
-from ._host import HostedShortcuts, fit_dock, plain_viewer
+from ._host import HostedShortcuts, fit_dock_soon, plain_viewer
 from ._layout import ScrollingBody
 from .case_editor import AnnotationEditor, LayerEditor
 from .case_table import STATUS_FILTERS, CaseTableModel
@@ -263,18 +263,7 @@ class DatasetNavigator(QWidget):
         self._update_enabled()
 
     def _fit_dock_soon(self) -> None:
-        """Fit the dock to the controls once napari's window has laid it out (a first pass right
-        after docking, a second once the window settled: the title and the window's own
-        resizing come in later event-loop turns)."""
-        ref = weakref.ref(self)
-
-        def fit() -> None:
-            me = ref()
-            if me is not None and not getattr(me, "_torn_down", False):
-                fit_dock(me)
-
-        QTimer.singleShot(0, fit)
-        QTimer.singleShot(300, fit)
+        fit_dock_soon(self)
 
     def _install_shortcuts(self) -> None:
         """The navigator's shortcuts: on the widget, moved onto napari's main window once docked

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from ..backends.base import BackendStatus, capability_names
 from ..types import Capability
-from ._host import HostedShortcuts, fit_dock, main_window_of, plain_viewer
+from ._host import HostedShortcuts, fit_dock_soon, main_window_of, plain_viewer
 from ._layout import CollapsibleSection, ScrollingBody
 from .controller import AnnotationController
 from .objects import latency_text
@@ -551,18 +550,7 @@ class AnnotationWidget(QWidget):
         }
 
     def _fit_dock_soon(self) -> None:
-        """Fit the dock to the controls once napari's window has laid it out (a first pass right
-        after docking, a second once the window settled: the title and the window's own
-        resizing come in later event-loop turns)."""
-        ref = weakref.ref(self)
-
-        def fit() -> None:
-            me = ref()
-            if me is not None and not getattr(me, "_torn_down", False):
-                fit_dock(me)
-
-        QTimer.singleShot(0, fit)
-        QTimer.singleShot(300, fit)
+        fit_dock_soon(self)
 
     def _install_shortcuts(self) -> None:
         """Create the dock's shortcuts (on the widget; :meth:`_on_docked` moves them onto napari's

@@ -24,8 +24,8 @@ def test_manifest_contributes_menu_commands(make_napari_viewer):
 
 
 def test_segment_menu_docks_the_widgets(make_napari_viewer, qtbot, fake_backend):
-    import numpy as np
     import npe2
+    import numpy as np
 
     from napari_medsegfm.widgets import AnnotationWidget, DatasetNavigator
 
