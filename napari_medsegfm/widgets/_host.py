@@ -79,14 +79,29 @@ def fit_dock_soon(widget: QWidget) -> None:
     widget that is gone or torn down by then.
     """
     ref = weakref.ref(widget)
+    _PENDING_FITS[0] += 2
 
     def fit() -> None:
+        _PENDING_FITS[0] -= 1
         me = ref()
         if me is not None and not getattr(me, "_torn_down", False):
             fit_dock(me)
 
     QTimer.singleShot(0, fit)
     QTimer.singleShot(300, fit)
+
+
+#: dock fits scheduled by :func:`fit_dock_soon` that have not run yet (see :func:`pending_fits`)
+_PENDING_FITS = [0]
+
+
+def pending_fits() -> int:
+    """How many scheduled dock fits have not run yet (0: the docks' sizes are settled).
+
+    Lets a caller that maps canvas pixels (a test driving the mouse) wait until napari's
+    window stops resizing the canvas.
+    """
+    return _PENDING_FITS[0]
 
 
 def fit_dock(widget: QWidget) -> bool:

@@ -118,11 +118,32 @@ def to_canvas(viewer, world_yx):
     return QPoint(int(round(p[0])), int(round(p[1])))
 
 
+def settle(qtbot, viewer) -> None:
+    """Wait until the docks stopped fitting themselves and the canvas keeps its size.
+
+    Mouse positions are mapped to canvas pixels once; a canvas that is resized between the
+    press and the release (a dock fitting itself late on a loaded machine) moves the drag.
+    """
+    from napari_medsegfm.widgets._host import pending_fits
+
+    native = viewer.window._qt_viewer.canvas.native
+    wait_until(qtbot, lambda: pending_fits() == 0)
+    last, same = None, 0
+    for _ in range(100):
+        size = (native.width(), native.height())
+        same = same + 1 if size == last else 0
+        if same >= 3:
+            return
+        last = size
+        pump(qtbot, 0.05)
+
+
 def drag(qtbot, viewer, a_yx, b_yx, steps: int = 6) -> None:
     """Press at world ``a``, move to ``b`` and release (a real mouse drag on the canvas)."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
 
+    settle(qtbot, viewer)
     native = viewer.window._qt_viewer.canvas.native
     a, b = to_canvas(viewer, a_yx), to_canvas(viewer, b_yx)
     QTest.mousePress(native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
@@ -138,6 +159,7 @@ def click(qtbot, viewer, yx, shift: bool = False) -> None:
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
 
+    settle(qtbot, viewer)
     native = viewer.window._qt_viewer.canvas.native
     mod = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
     QTest.mouseClick(native, Qt.MouseButton.LeftButton, mod, to_canvas(viewer, yx))
