@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "Volume",
+    "box_volume",
     "boxes_extent",
     "extent_nested",
     "nested_inner",
@@ -476,6 +477,20 @@ class CancelToken:
     def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` s, waking early on cancel; returns True when cancelled."""
         return self._event.wait(timeout)
+
+
+def box_volume(prompts: Sequence[Prompt]) -> int:
+    """Voxels of the largest box among ``prompts`` (0 without a box)."""
+    best = 0
+    for p in prompts:
+        if isinstance(p, Box3D):
+            v = (p.z_max - p.z_min + 1) * (p.y_max - p.y_min + 1) * (p.x_max - p.x_min + 1)
+        elif isinstance(p, Box2D):
+            v = (p.y_max - p.y_min + 1) * (p.x_max - p.x_min + 1)
+        else:
+            continue
+        best = max(best, int(v))
+    return best
 
 
 def boxes_extent(prompts: Sequence[Any]) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:

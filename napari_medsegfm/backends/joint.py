@@ -39,27 +39,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..types import Box2D, Box3D, CancelToken, Point, Prompt, Scribble, nested_inner
+from ..types import Box3D, CancelToken, Point, Prompt, Scribble, box_volume, nested_inner
 from .base import BackendStatus
 from .classic import ClassicBackend
 
 __all__ = ["JointPredictor", "JointClassicBackend", "newest_edit", "box_volume"]
 
 log = logging.getLogger(__name__)
-
-
-def box_volume(prompts: Sequence[Prompt]) -> int:
-    """Voxels of the largest box among ``prompts`` (0 without a box)."""
-    best = 0
-    for p in prompts:
-        if isinstance(p, Box3D):
-            v = (p.z_max - p.z_min + 1) * (p.y_max - p.y_min + 1) * (p.x_max - p.x_min + 1)
-        elif isinstance(p, Box2D):
-            v = (p.y_max - p.y_min + 1) * (p.x_max - p.x_min + 1)
-        else:
-            continue
-        best = max(best, int(v))
-    return best
 
 
 def newest_edit(prompts: Sequence[Prompt]) -> Point | Scribble | None:

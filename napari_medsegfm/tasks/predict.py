@@ -59,7 +59,7 @@ from ..types import (
     Prompt,
     TextPrompt,
     Volume,
-    boxes_extent,
+    box_volume,
     nested_inner,
     validate_prompt,
 )
@@ -152,7 +152,7 @@ def predict_masks(
     # oedema around a tumour core or myocardium around the blood pool is cut as what surrounds them
     nested = callable(getattr(backend, "predict_nested", None)) and prev is None and bool(getattr(backend, "nested", False))
     if nested:
-        items.sort(key=lambda kv: _box_size(kv[1]))
+        items.sort(key=lambda kv: box_volume(kv[1]) or 1 << 62)  # box-less objects last
     for k, (lab, ps) in enumerate(items):
         cancel.check()
         t0 = time.perf_counter()
@@ -169,13 +169,6 @@ def predict_masks(
         if progress is not None:
             progress(k + 1, n)
     return {lab: masks[lab] for lab in prompts}
-
-
-def _box_size(ps: list[Prompt]) -> int:
-    ext = boxes_extent(ps)
-    if ext is None:
-        return 1 << 62
-    return int(np.prod([b - a + 1 for a, b in zip(*ext)]))
 
 
 def merge_masks(
