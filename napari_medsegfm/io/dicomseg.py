@@ -45,7 +45,7 @@ from ..types import Case, Volume
 from ..utils import label_dtype_for
 from ._common import as_label_array, present_labels
 from .atomic import atomic_path, backup_file
-from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
+from .dicom_series import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
 from .geometry import LPS_TO_RAS, canonical_view, to_source_order
 from .limits import check_declared_size
 
