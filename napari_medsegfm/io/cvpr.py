@@ -63,7 +63,8 @@ from .cvpr_prompts import (
     parse_boxes,
     text_prompt_list,
 )
-from .npzfile import NpzReader, read_npy_header, rewrite_npz
+from .npzfile import NpzReader, read_npy_header
+from .npzwrite import rewrite_npz
 
 __all__ = [
     "sniff_npz",
