@@ -177,7 +177,7 @@ def _unlock(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from ..dataset.workspace import recover_status
+    from ..dataset.recovery import recover_status
 
     rep = recover_status(args.dataset, sidecar=args.sidecar)
     where = f"; the damaged files are in {rep['moved_to']}" if rep["moved_to"] else ""
