@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import io as medio
     from ..io.cvpr import write_cvpr_npz
     from ..io.itkimage import write_itk_volume
-    from ..io.medsegpy import write_medsegpy_h5, write_medsegpy_slices
+    from ..io.medsegpy import write_medsegpy_h5
+    from ..io.medsegpy_slices import write_medsegpy_slices
     from ..io.nifti import save_nifti_labels, write_nifti_volume
     from ..io.samed2d import write_samed2d_case
 

@@ -199,7 +199,7 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
 
         return load_medsegpy_h5(p, category_ids=options.get("category_ids"))
     if fmt == "medsegpy_slices":
-        from .medsegpy import load_medsegpy_scan
+        from .medsegpy_slices import load_medsegpy_scan
 
         return load_medsegpy_scan(p, case_id, category_ids=options.get("category_ids"))
     if fmt == "samed2d":
@@ -368,7 +368,7 @@ def save_labels(
         return save_medsegpy_h5_labels(labels, target, case=case, overwrite_gt=overwrite_gt,
                                        label_names=label_names)
     if out_fmt == "medsegpy_slices":
-        from .medsegpy import save_medsegpy_slices
+        from .medsegpy_slices import save_medsegpy_slices
 
         files = save_medsegpy_slices(labels, target, case=case, overwrite_gt=overwrite_gt, label_names=label_names)
         return files[0].parent if files else target
