@@ -22,9 +22,10 @@ A damaged or foreign database is never repaired or emptied silently: a file that
 SQLite, a SQLite file of another program, one that fails SQLite's ``quick_check``, or a
 ``-wal`` file whose header is not a valid write-ahead log (SQLite would discard it, and with
 it the changes it holds) raises :class:`StatusDatabaseError` and leaves every file as it
-is. The corrections folder is the record of the work: :func:`~napari_medsegfm.dataset.
-workspace.recover_status` (``medsegfm dataset recover``) moves the damaged files aside and
-rebuilds the database from the corrections, keeping what the old file still yields.
+is (those checks are :mod:`~napari_medsegfm.dataset.status_db`). The corrections folder is
+the record of the work: :func:`~napari_medsegfm.dataset.recovery.recover_status`
+(``medsegfm dataset recover``) moves the damaged files aside and rebuilds the database
+from the corrections, keeping what the old file still yields.
 
 Times are UNIX epoch seconds (float). Case ids are the catalog's ids (strings).
 """
@@ -46,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from ._util import json_default
-from .status_records import (
+from .status_db import _close_connection, open_database, retry_busy
+from .status_records import (  # noqa: F401 - _SCHEMA, ID_SCHEME, SCHEMA_VERSION re-exported
     _SCHEMA,
     DONE,
     FLAGGED,
@@ -141,94 +143,14 @@ class StatusStore:
         self._held: set[str] = set()
         self._closed = False
         check_database_files(self.path)
-        existed = self.path.is_file() and self.path.stat().st_size > 0
-        try:
-            self._con = sqlite3.connect(
-                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StatusDatabaseError(self.path, f"cannot be opened ({exc})") from None
-        try:
-            if existed:
-                self._check_existing()
-            self._con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self.wal = str(mode).lower() == "wal"
-            if not self.wal:
-                logger.warning(
-                    "status database %s: WAL journal unavailable (journal_mode=%s); the file system may not "
-                    "support the shared memory SQLite needs. Falling back to the rollback journal.",
-                    self.path, mode,
-                )
-            self._con.execute("PRAGMA synchronous = NORMAL")
-            self._con.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
-        except StatusDatabaseError:
-            self._con.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            self._con.close()
-            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-                raise
-            raise StatusDatabaseError(self.path, f"cannot be used ({exc})") from None
+        self._con, self.wal = open_database(self.path, busy_timeout_s)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._finalizer = weakref.finalize(self, _close_connection, self._con)
 
     # ------------------------------------------------------------------ plumbing
-    def _check_existing(self) -> None:
-        """An existing file must be a consistent napari-medsegfm status database (read-only checks)."""
-        con = self._con
-        try:
-            res = con.execute("PRAGMA quick_check").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StatusDatabaseError(self.path, f"is damaged ({exc})") from None
-        if [r[0] for r in res] != ["ok"]:
-            raise StatusDatabaseError(self.path, f"is damaged (SQLite quick_check: {str(res[0][0])[:200]})")
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            return  # an empty database: set up as new
-        ours = {"meta", "cases", "history", "metrics", "locks"}
-        row = None
-        if "meta" in tables:
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            except sqlite3.DatabaseError:
-                row = None
-        if row is None or not tables <= ours | {"sqlite_sequence"}:
-            raise StatusDatabaseError(self.path, "belongs to another program (its tables are "
-                                                 f"{', '.join(sorted(tables))[:200]}, not a napari-medsegfm status "
-                                                 "database)")
-        cols = {r[1] for r in con.execute("PRAGMA table_info(cases)")} if "cases" in tables else set()
-        if "cases" in tables and not {"case_id", "status", "comment", "info"} <= cols:
-            raise StatusDatabaseError(self.path, "has a 'cases' table of another layout")
-
-    def _init_schema(self) -> None:
-        with self._mutex:
-            for stmt in [s.strip() for s in _SCHEMA.split(";") if s.strip()]:
-                self._retry(lambda s=stmt: self._con.execute(s))
-            with self._write() as con:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", (ID_SCHEME,))
-                elif not str(row[0]).isdigit():
-                    raise StatusDatabaseError(self.path, f"has schema version {str(row[0])[:40]!r}")
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise ValueError(
-                        f"status database {self.path} has schema version {row[0]}; this version of "
-                        f"napari-medsegfm understands up to {SCHEMA_VERSION}"
-                    )
-
     def _retry(self, fn: Any, attempts: int = 5) -> Any:
-        for i in range(attempts):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
-                    raise
-                time.sleep(0.05 * (i + 1))
-        return None
+        return retry_busy(fn, attempts)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -603,7 +525,3 @@ class StatusStore:
         self._hb_thread = threading.Thread(target=run, name="medsegfm-lock-heartbeat", daemon=True)
         self._hb_thread.start()
 
-
-def _close_connection(con: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        con.close()
