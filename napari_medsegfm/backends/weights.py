@@ -88,7 +88,19 @@ def weights_root() -> Path:
 # --------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class WeightFile:
-    """One file of a weights set, relative to the model folder."""
+    """One file of a weights set, relative to the model folder.
+
+    Parameters
+    ----------
+    relpath : str
+        Path below the model folder, ``/``-separated.
+    sha256 : str, optional
+        Lower-case hex SHA-256, where the upstream publishes it.
+    size : int, optional
+        Size in bytes, where known.
+    note : str
+        Shown next to the file in "missing" messages.
+    """
 
     relpath: str
     sha256: str | None = None  # lower-case hex, where the upstream publishes it
@@ -100,11 +112,29 @@ class WeightFile:
 class ModelWeights:
     """How to find and check the weights of one model.
 
-    ``layouts`` lists accepted alternatives (each a tuple of files that must all be
-    present); the first complete layout wins. ``subfolders`` are tried inside the
-    model folder as well (e.g. ``nnInteractive_v1.0``), in order, after the folder itself.
-    ``single_file`` means the model is one file: an environment variable or explicit
-    path may then name that file directly, whatever its name.
+    Parameters
+    ----------
+    name : str
+        Model name (the backend's registry name).
+    title : str
+        Human name for messages.
+    env_var : str
+        Environment variable that may name the model folder (or the file, ``single_file``).
+    layouts : tuple of tuple of WeightFile
+        Accepted alternatives, each a tuple of files that must all be present; the first
+        complete layout wins.
+    source : str
+        Where to download the weights (shown when they are missing).
+    license : str
+        The weights' licence.
+    subfolders : tuple of str
+        Tried inside the model folder too (e.g. ``nnInteractive_v1.0``), in order, after
+        the folder itself.
+    single_file : bool
+        The model is one file: an environment variable or explicit path may then name that
+        file directly, whatever its name.
+    locator : callable, optional
+        For weights shipped in a Python package: returns ``(path or None, how)``.
     """
 
     name: str
@@ -120,12 +150,34 @@ class ModelWeights:
 
     @property
     def default_folder(self) -> Path:
+        """``<weights root>/<name>``: where the weights go when nothing else is configured."""
         return weights_root() / self.name
 
 
 @dataclass
 class WeightsLocation:
-    """Where a model's weights are (or should be), from :func:`locate`."""
+    """Where a model's weights are (or should be), from :func:`locate`.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    state : str
+        ``"ready"``, ``"missing"`` or ``"incomplete"``.
+    folder : Path
+        The folder searched (or that holds them).
+    via : str
+        How it was found: ``"argument"``, ``"$<ENV_VAR>"``, ``"$MEDSEGFM_WEIGHTS_DIR"``,
+        ``"cache"`` or ``"package"``.
+    files : list of Path
+        The files of the layout in use.
+    missing : list of Path
+        What to put where (for the first layout) when not ready.
+    root : Path, optional
+        The model folder actually holding the layout (may be a subfolder of ``folder``).
+    message : str
+        What to do when not ready.
+    """
 
     name: str
     state: str  # "ready" | "missing" | "incomplete"
@@ -138,6 +190,7 @@ class WeightsLocation:
 
     @property
     def ok(self) -> bool:
+        """True when ``state == "ready"``."""
         return self.state == "ready"
 
     @property
@@ -155,7 +208,13 @@ _lock = threading.Lock()
 
 
 def register_weights(spec: ModelWeights) -> None:
-    """Add (or replace) a model's weights description."""
+    """Add (or replace) a model's weights description.
+
+    Parameters
+    ----------
+    spec : ModelWeights
+        Registered under ``spec.name``.
+    """
     with _lock:
         _REGISTRY[spec.name] = spec
 
@@ -167,6 +226,22 @@ def known_weights() -> dict[str, ModelWeights]:
 
 
 def get_weights_spec(name: str) -> ModelWeights:
+    """The registered weights description of a model (built-in ones registered on first use).
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+
+    Returns
+    -------
+    ModelWeights
+
+    Raises
+    ------
+    ValueError
+        Unknown model (the message lists the known ones).
+    """
     _ensure_builtin()
     try:
         return _REGISTRY[name]
@@ -256,7 +331,27 @@ def _missing_text(spec: ModelWeights, folder: Path, missing: Sequence[Path], via
 
 
 def require(name: str, path: str | os.PathLike[str] | None = None) -> WeightsLocation:
-    """:func:`locate`, raising :class:`BackendUnavailableError` (naming the files to put where) if absent."""
+    """:func:`locate`, raising when the weights are not there.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    WeightsLocation
+        With ``ok`` True.
+
+    Raises
+    ------
+    BackendUnavailableError
+        The weights are missing or incomplete; the message names the files to put where.
+    ValueError
+        Unknown model.
+    """
     loc = locate(name, path)
     if not loc.ok:
         raise BackendUnavailableError(loc.message or _missing_text(get_weights_spec(name), loc.folder, loc.missing,
@@ -265,7 +360,18 @@ def require(name: str, path: str | os.PathLike[str] | None = None) -> WeightsLoc
 
 
 def where(name: str) -> Path:
-    """The folder a model's weights are expected in when nothing else is configured."""
+    """The folder a model's weights are expected in when no path is given.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+
+    Returns
+    -------
+    Path
+        ``$<env_var>`` when set, else :attr:`ModelWeights.default_folder`.
+    """
     spec = get_weights_spec(name)
     env = os.environ.get(spec.env_var, "").strip()
     if env:
@@ -278,7 +384,25 @@ _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file, cached by (path, size, mtime)."""
+    """Hex SHA-256 of a file, cached for this process by (resolved path, size, mtime).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    chunk : int
+        Bytes read per step.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
@@ -310,6 +434,21 @@ def _read_checksums(folder: Path) -> dict[str, str]:
 
 @dataclass
 class FileCheck:
+    """One weights file as :func:`verify` found it.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    size : int
+        Its size in bytes.
+    sha256 : str
+        Its SHA-256 (hex).
+    expected : str or None
+        The published or recorded sum; ``None`` when there is nothing to compare with.
+    source : str
+        Where ``expected`` comes from: ``"upstream"``, ``"SHA256SUMS"``, or ``""``.
+    """
     path: Path
     size: int
     sha256: str
@@ -318,21 +457,35 @@ class FileCheck:
 
     @property
     def ok(self) -> bool:
+        """True unless an expected sum exists and differs."""
         return self.expected is None or self.expected == self.sha256
 
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify` found for one model.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    location : WeightsLocation
+        Where the weights are.
+    files : list of FileCheck
+        One per file of the layout in use (empty when not found).
+    """
     name: str
     location: WeightsLocation
     files: list[FileCheck] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """True when the weights are there and no file's sum differs from its expected one."""
         return self.location.ok and all(f.ok for f in self.files)
 
     @property
     def state(self) -> str:
+        """``"verified"``, ``"ready (unverified)"``, ``"checksum mismatch"``, or the location's state."""
         if not self.location.ok:
             return self.location.state
         if any(not f.ok for f in self.files):
@@ -343,7 +496,25 @@ class VerifyReport:
 
 
 def verify(name: str, path: str | os.PathLike[str] | None = None) -> VerifyReport:
-    """Hash the weights of ``name`` and compare with published/recorded SHA-256 sums."""
+    """Hash the weights of ``name`` and compare with the published or recorded SHA-256 sums.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    VerifyReport
+        ``files`` empty when the weights were not found.
+
+    Raises
+    ------
+    ValueError
+        Unknown model.
+    """
     spec = get_weights_spec(name)
     loc = locate(name, path)
     rep = VerifyReport(name, loc)
@@ -377,7 +548,27 @@ def verify(name: str, path: str | os.PathLike[str] | None = None) -> VerifyRepor
 
 
 def record_checksums(name: str, path: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``SHA256SUMS`` for the weights in use (pin what this site approved); returns its path."""
+    """Write ``SHA256SUMS`` for the weights in use (pin what this site approved), atomically.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    Path
+        The ``SHA256SUMS`` file, in the folder holding the weights.
+
+    Raises
+    ------
+    BackendUnavailableError
+        The weights are missing.
+    OSError
+        The folder is not writable.
+    """
     loc = require(name, path)
     root = loc.root or loc.folder
     lines = []
