@@ -122,6 +122,18 @@ def to_uint8(arr: np.ndarray, modality: str = "") -> np.ndarray:
     units (``modality`` "CT", or values spanning below -500 and above 500) gets the
     soft-tissue window -160..240 HU; anything else is clipped to its 0.5-99.5
     percentiles (from a strided sample of at most ~2 M values) and rescaled.
+
+    Parameters
+    ----------
+    arr : np.ndarray
+        ``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)``, any numeric or bool dtype.
+    modality : str
+        ``"CT"`` forces the HU window.
+
+    Returns
+    -------
+    np.ndarray
+        ``uint8``, same shape (non-finite values count as 0 before scaling).
     """
     a = np.asarray(arr)
     if a.dtype == np.uint8:
@@ -347,7 +359,14 @@ class LiteMedSAMBackend:
 
     # ------------------------------------------------------------------ protocol
     def set_image(self, volume: Volume) -> None:
-        """Take an image: 3D ``(Z, Y, X)``, 2D grey ``(Y, X)`` or RGB ``(Y, X, 3)``. No encoding yet."""
+        """Take an image; nothing is encoded yet (slices are encoded on demand or by :meth:`warm`).
+
+        Parameters
+        ----------
+        volume : Volume
+            3D ``(Z, Y, X)``, 2D grey ``(Y, X)`` or RGB ``(Y, X, 3)``; scaled by :func:`to_uint8`
+            with ``meta["modality"]``. The same object again is a no-op.
+        """
         with self._lock:
             if self._vol is volume:
                 return
@@ -378,8 +397,17 @@ class LiteMedSAMBackend:
     def warm(self, zs: Sequence[int], cancel: CancelToken | None = None) -> int:
         """Encode and cache the slices ``zs`` of the current image ahead of a prompt.
 
-        Slices already cached are skipped; stops between slices when ``cancel`` is set.
-        Returns the number of slices encoded here (0 without an image).
+        Parameters
+        ----------
+        zs : sequence of int
+            Slice indices (axis 0 of ``(Z, Y, X)``; 0 for a 2D image); out-of-range ones are skipped.
+        cancel : CancelToken, optional
+            Stops between slices when set.
+
+        Returns
+        -------
+        int
+            The number of slices encoded here (cached ones skipped; 0 without an image).
         """
         if self._stack is None:
             return 0
@@ -474,8 +502,30 @@ class LiteMedSAMBackend:
                 cancel: CancelToken | None = None) -> np.ndarray:
         """Bool mask of one object in the image's spatial shape.
 
-        ``prompts`` are all prompts of the object so far, oldest first; with ``prev_mask``
-        and a point as the newest prompt, only that point is applied to ``prev_mask``.
+        A box step segments the box's mid slice and propagates slice by slice; with
+        ``prev_mask`` and a point as the newest prompt, only that point is applied to
+        ``prev_mask``. Without any box and ``boxless="classic"``, the classic backend answers.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            All prompts of the object so far, oldest first (boxes and points).
+        prev_mask : np.ndarray or None
+            The object's current bool mask ``(Z, Y, X)`` / ``(Y, X)``.
+        cancel : CancelToken, optional
+            Checked between slices.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool``, spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        ValueError, UnsupportedPromptError
+            A prompt outside the image or of a kind it does not serve; ``prev_mask`` of another shape.
         """
         with self._lock:
             if self._vol is None or self._stack is None:
