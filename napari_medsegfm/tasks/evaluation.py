@@ -68,7 +68,17 @@ BOXLESS_NAME_MARKERS = ("vessel", "brats")
 
 @dataclass
 class EvalCase:
-    """One case: the image npz and where its ground truth is (``None``: inside the image file)."""
+    """One case of an evaluation run.
+
+    Parameters
+    ----------
+    name : str
+        Case name (the image file's stem).
+    image_path : Path
+        The image npz (CVPR 2025 layout).
+    gt_path : Path, optional
+        Its ground-truth npz; ``None``: ``gts`` is inside the image file.
+    """
 
     name: str
     image_path: Path
@@ -77,7 +87,29 @@ class EvalCase:
 
 @dataclass
 class CaseResult:
-    """Scores of one case over the steps (index 0 is the box step)."""
+    """Scores of one case over the steps (index 0 is the box step, then one per click).
+
+    Parameters
+    ----------
+    name : str
+        Case name.
+    n_classes : int
+        Classes scored.
+    box_source : str
+        ``"file"``, ``"synthesized"`` or ``"none"``.
+    dsc, nsd : list of float
+        Mean DSC and NSD per step (NSD with the official spacing order).
+    nsd_physical : list of float
+        NSD per step with the physically correct spacing order.
+    seconds : list of float
+        Prediction time per step, in seconds.
+    clicks, clicks_order : list
+        The simulated clicks, in the CVPR file's form (``[{"fg": [[z, y, x], ...], "bg": [...]}, ...]``).
+    n_clicks : int
+        Click steps the AUCs cover.
+    error : str
+        Why the case failed (empty when it ran).
+    """
 
     name: str
     n_classes: int = 0
@@ -93,26 +125,32 @@ class CaseResult:
 
     @property
     def dsc_auc(self) -> float:
+        """Area under the DSC of the last ``n_clicks`` steps (:func:`~napari_medsegfm.tasks.metrics.auc`); NaN without steps."""
         return metrics.auc(self.dsc, self.n_clicks) if self.dsc else float("nan")
 
     @property
     def nsd_auc(self) -> float:
+        """Area under the NSD of the last ``n_clicks`` steps; NaN without steps."""
         return metrics.auc(self.nsd, self.n_clicks) if self.nsd else float("nan")
 
     @property
     def nsd_auc_physical(self) -> float:
+        """Area under the physical-order NSD of the last ``n_clicks`` steps; NaN without steps."""
         return metrics.auc(self.nsd_physical, self.n_clicks) if self.nsd_physical else float("nan")
 
     @property
     def dsc_final(self) -> float:
+        """DSC of the last step; NaN without steps."""
         return self.dsc[-1] if self.dsc else float("nan")
 
     @property
     def nsd_final(self) -> float:
+        """NSD of the last step; NaN without steps."""
         return self.nsd[-1] if self.nsd else float("nan")
 
     @property
     def nsd_final_physical(self) -> float:
+        """Physical-order NSD of the last step; NaN without steps."""
         return self.nsd_physical[-1] if self.nsd_physical else float("nan")
 
     @property
@@ -198,7 +236,28 @@ def find_cases(cases: str | Path, gts: str | Path | None = None) -> list[EvalCas
 
 
 def load_case_arrays(case: EvalCase) -> tuple[dict[str, Any], np.ndarray]:
-    """(image-file members without ``gts``, ground-truth labels) of a case."""
+    """The image file's members and the ground truth of a case, checked by the CVPR parser.
+
+    Parameters
+    ----------
+    case : EvalCase
+        Where the files are.
+
+    Returns
+    -------
+    members : dict
+        The image file's members without ``gts`` (``spacing`` and ``boxes`` taken from the
+        ground-truth file when the image file lacks them).
+    gts : np.ndarray
+        Integer labels ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Raises
+    ------
+    ValueError
+        A file without ``imgs``/``gts``, or members the parser refuses.
+    FileNotFoundError
+        No ground truth anywhere.
+    """
     members = _load_npz(case.image_path)
     if "imgs" not in members:
         raise ValueError(f"{case.image_path} has no 'imgs' member")
@@ -222,11 +281,31 @@ def load_case_arrays(case: EvalCase) -> tuple[dict[str, Any], np.ndarray]:
 
 
 def synthesize_boxes(gts: np.ndarray, labels: Sequence[int], seed: int = 0) -> np.ndarray:
-    """CVPR 2025-style box dicts for 3D ``gts`` (object array, ``boxes[i]`` for label ``i + 1``).
+    """CVPR 2025-style box dicts for 3D ``gts``.
 
     Per label: the tight inclusive z range; ``z_mid`` the middle labelled slice; the
     tight xy box on that slice grown on each side by ``s * H/256`` (y) and ``s * W/256``
     (x) pixels, ``s`` drawn from ``0..5`` with a generator seeded by ``seed``.
+
+    Parameters
+    ----------
+    gts : np.ndarray
+        Integer labels ``(Z, Y, X)``.
+    labels : sequence of int
+        The labels to box, in order.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    np.ndarray
+        1D object array of dicts (``z_min``, ``z_max``, ``z_mid``, ``z_mid_x_min``, ...,
+        voxel indices, inclusive); ``boxes[i]`` for ``labels[i]``.
+
+    Raises
+    ------
+    ValueError
+        ``gts`` is not 3D, or a label is empty.
     """
     if gts.ndim != 3:
         raise ValueError(f"synthesize_boxes needs a 3D label image; got shape {gts.shape}")
@@ -427,7 +506,29 @@ def evaluate(
 ) -> list[CaseResult]:
     """Run :func:`run_case` on each case; a failing case is recorded with its error.
 
-    ``progress`` shows a tqdm bar over all steps of all cases (on stderr).
+    Parameters
+    ----------
+    cases : iterable of EvalCase
+        The cases.
+    backend : SegmentationBackend
+        The model.
+    n_clicks : int
+        Click steps after the box step.
+    boxes : {"auto", "file", "gt", "none"}
+        Where the box step's boxes come from (see :func:`run_case`).
+    tolerance : float
+        NSD tolerance in mm.
+    physical_nsd : bool
+        Also compute NSD with the physically correct spacing order.
+    progress : bool
+        Show a tqdm bar over all steps of all cases (on stderr).
+    stop_on_error : bool
+        Raise the first case's error instead of recording it.
+
+    Returns
+    -------
+    list of CaseResult
+        One per case, in order; failed cases have ``error`` set.
     """
     cases = list(cases)
     bar = None
@@ -475,7 +576,19 @@ _SUMMARY_KEYS = ("DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final", "NSD_Final_phys
 
 
 def summarize(results: Sequence[CaseResult]) -> dict[str, float]:
-    """Mean of the case scores over the cases that ran (errors excluded)."""
+    """Mean of the case scores over the cases that ran (errors excluded).
+
+    Parameters
+    ----------
+    results : sequence of CaseResult
+        From :func:`evaluate`.
+
+    Returns
+    -------
+    dict of str to float
+        ``n_cases``, ``n_failed``, ``DSC_AUC``, ``NSD_AUC``, ``DSC_Final``, ``NSD_Final``,
+        ``NSD_Final_physical``, ``sec_per_step`` and ``DSC_<step>`` (1-based) per step.
+    """
     ok = [r for r in results if not r.error]
     out: dict[str, float] = {"n_cases": float(len(ok)), "n_failed": float(len(results) - len(ok))}
     rows = [r.row() for r in ok]
@@ -496,7 +609,19 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 def format_table(results: Sequence[CaseResult], title: str = "") -> str:
-    """Plain-text table: per case and mean DSC per step, AUCs, finals, seconds per step."""
+    """Plain-text table: per case and mean DSC per step, AUCs, finals, seconds per step.
+
+    Parameters
+    ----------
+    results : sequence of CaseResult
+        From :func:`evaluate`.
+    title : str
+        First line, if given.
+
+    Returns
+    -------
+    str
+    """
     n = max((len(r.dsc) for r in results), default=0)
     head = ["case", "cls", "box"] + [f"DSC{i}" for i in range(n)] + [
         "DSC_AUC", "NSD_AUC", "DSC_fin", "NSD_fin", "NSDphys", "s/step"]
@@ -525,7 +650,20 @@ def format_table(results: Sequence[CaseResult], title: str = "") -> str:
 
 
 def write_csv(results: Sequence[CaseResult], path: str | Path) -> Path:
-    """Per-case rows plus a MEAN row, written atomically."""
+    """Per-case rows plus a MEAN row, written atomically.
+
+    Parameters
+    ----------
+    results : sequence of CaseResult
+        From :func:`evaluate`.
+    path : path-like
+        The CSV file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     from ..io.atomic import atomic_writer
 
     rows = [r.row() for r in results]

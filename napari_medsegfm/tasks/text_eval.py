@@ -192,7 +192,20 @@ def text_masks_to_segs(
 
 
 def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Renumber the non-zero values of ``labels`` to ``1..n`` in increasing order of value."""
+    """Renumber the non-zero values of ``labels`` to ``1..n`` in increasing order of value.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels, any shape.
+
+    Returns
+    -------
+    relabelled : np.ndarray
+        Same shape, the smallest unsigned dtype holding ``n``.
+    n : int
+        Number of distinct non-zero values.
+    """
     lab = np.asarray(labels)
     vals = np.unique(lab)
     vals = vals[vals != 0]
@@ -260,7 +273,19 @@ def match_instances(
 
 @dataclass
 class InstanceScore:
-    """F1 of one instance case: ``tp`` matched pairs with IoU >= threshold."""
+    """F1 of one instance case: ``tp`` matched pairs with IoU >= threshold.
+
+    Parameters
+    ----------
+    f1, precision, recall : float
+        Instance-level scores in ``[0, 1]``.
+    tp, fp, fn : int
+        Matched pairs, unmatched predictions, unmatched ground-truth instances.
+    n_gt, n_pred : int
+        Instances in the ground truth and in the prediction.
+    mean_matched_iou : float
+        Mean IoU of the matched pairs (NaN without any).
+    """
 
     f1: float
     precision: float
@@ -329,7 +354,21 @@ def semantic_scores(
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per-class DSC and NSD over ``label_ids`` (NaN where a class is empty in both).
 
-    ``spacing`` is in array axis order as :func:`~napari_medsegfm.tasks.metrics.nsd` wants it.
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer labels of one shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    label_ids : sequence of int
+        The prompted classes.
+    spacing : sequence of float
+        Voxel size in mm, array axis order (as :func:`~napari_medsegfm.tasks.metrics.nsd` wants it).
+    tolerance : float
+        NSD tolerance in mm.
+
+    Returns
+    -------
+    dsc, nsd : dict of int to float
+        Label -> score.
     """
     labs = [int(v) for v in label_ids]
     d = per_class_dsc(gt, seg, labs)
@@ -345,7 +384,27 @@ def _nanmean(vals: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------- cases
 @dataclass
 class TextCaseScore:
-    """Scores of one text-task case."""
+    """Scores of one text-task case.
+
+    Parameters
+    ----------
+    name : str
+        Case name.
+    instance : bool
+        An instance case (scored by F1) rather than a semantic one (DSC/NSD).
+    labels : list of int
+        The prompted class ids.
+    dsc, nsd, f1 : float
+        Case scores (NaN where they do not apply).
+    per_class_dsc, per_class_nsd : dict of int to float
+        Semantic cases: per class.
+    instance_score : InstanceScore, optional
+        Instance cases: the matching details.
+    texts : dict of int to str
+        Class id -> prompt text.
+    error : str
+        Why the case scored 0 (missing prediction), else empty.
+    """
 
     name: str
     instance: bool
@@ -360,6 +419,7 @@ class TextCaseScore:
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (:func:`dataclasses.asdict`, with the dict keys turned into strings)."""
         d = asdict(self)
         d["per_class_dsc"] = {str(k): v for k, v in self.per_class_dsc.items()}
         d["per_class_nsd"] = {str(k): v for k, v in self.per_class_nsd.items()}
@@ -445,6 +505,31 @@ def evaluate_text(
     file holding ``text_prompts`` itself may stand in for the image file. A missing
     prediction scores 0 (as a failed case does in the challenge) and is reported in
     ``error``.
+
+    Parameters
+    ----------
+    segs_dir, gts_dir, imgs_dir : path-like
+        Predictions, ground truth, images.
+    spacing_order : {"official", "physical"}
+        See :func:`~napari_medsegfm.tasks.metrics.scorer_spacing`.
+    tolerance : float
+        NSD tolerance in mm.
+    iou_threshold : float
+        IoU a predicted instance needs to match a ground-truth one.
+    names : sequence of str, optional
+        The cases to score (default every ``.npz`` in ``gts_dir``).
+
+    Returns
+    -------
+    list of TextCaseScore
+        One per case, in order.
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing folder, or no ground-truth files.
+    ValueError
+        A case without ``text_prompts`` or ``gts``, or with shapes that differ.
     """
     segs_dir, gts_dir, imgs_dir = Path(segs_dir), Path(gts_dir), Path(imgs_dir)
     for d, what in ((gts_dir, "ground-truth"), (imgs_dir, "image")):
@@ -483,7 +568,18 @@ def evaluate_text(
 
 
 def summarize_text(results: Sequence[TextCaseScore]) -> dict[str, float]:
-    """Means over cases: DSC/NSD over semantic cases, F1 over instance cases."""
+    """Means over cases: DSC/NSD over semantic cases, F1 over instance cases.
+
+    Parameters
+    ----------
+    results : sequence of TextCaseScore
+        From :func:`evaluate_text`.
+
+    Returns
+    -------
+    dict of str to float
+        ``cases``, ``semantic_cases``, ``instance_cases``, ``DSC``, ``NSD``, ``F1`` (NaN-skipping means).
+    """
     sem = [r for r in results if not r.instance]
     ins = [r for r in results if r.instance]
     return {
@@ -497,7 +593,19 @@ def summarize_text(results: Sequence[TextCaseScore]) -> dict[str, float]:
 
 
 def format_text_table(results: Sequence[TextCaseScore], title: str = "") -> str:
-    """Markdown table of per-case scores plus the summary row."""
+    """Markdown table of per-case scores plus the summary row.
+
+    Parameters
+    ----------
+    results : sequence of TextCaseScore
+        From :func:`evaluate_text`.
+    title : str
+        A ``###`` heading, if given.
+
+    Returns
+    -------
+    str
+    """
 
     def f(v: float) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
