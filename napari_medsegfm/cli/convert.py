@@ -42,6 +42,13 @@ _EXT = {"nifti": ".nii.gz", "nrrd": ".nrrd", "metaimage": ".mha"}
 
 
 def register(sub: Any) -> None:
+    """Add the ``convert`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "convert",
         help="convert a case between formats (CVPR npz, NIfTI, DICOM, NRRD, MHA, Slicer seg, DICOM-SEG, medsegpy, "
@@ -133,6 +140,23 @@ def _load(args: argparse.Namespace, src: Path) -> tuple[Any, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm convert``: convert a case (image and labels) to another format.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     from .. import io as medio
     from ..io.cvpr import write_cvpr_npz
     from ..io.itkimage import write_itk_volume

@@ -11,6 +11,13 @@ from . import CLIError
 
 
 def register(sub: Any) -> None:
+    """Add the ``dataset`` sub-command and its actions (status, set, history, export, unlock, recover).
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser("dataset", help="status, export and locks of a dataset under correction",
                        description="Inspect and manage a dataset opened with the navigator.")
     p.add_argument("--sidecar", default=None, help="sidecar folder (default DATASET/.medsegfm)")
