@@ -43,7 +43,13 @@ class DicomError(ValueError):
 
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """True for a file with the DICOM Part 10 signature (``DICM`` at byte 128). Never raises."""
+    """True for a file with the DICOM Part 10 signature (``DICM`` at byte 128). Never raises.
+
+    Parameters
+    ----------
+    path : path-like
+        Any file.
+    """
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -60,7 +66,15 @@ def _candidates(folder: Path) -> list[Path]:
 
 
 def has_dicom_files(folder: str | os.PathLike[str], probe: int = 64) -> bool:
-    """Cheap claim test for a folder: one of its first ``probe`` files is DICOM (not DICOMDIR)."""
+    """Cheap claim test for a folder: one of its first ``probe`` files is DICOM (not DICOMDIR).
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder (not searched recursively; hidden files skipped).
+    probe : int
+        Files looked at, in name order.
+    """
     for p in _candidates(Path(folder))[:probe]:
         if p.name.upper() != "DICOMDIR" and is_dicom_file(p):
             return True
@@ -86,8 +100,27 @@ def _read_header(p: Path) -> Any:
 
 
 def read_head(path: str | os.PathLike[str], last_group: int = 0x0008) -> Any:
-    """The file meta and the elements up to group ``last_group`` only (SOP class, modality,
-    manufacturer...): cheap even for a DICOM-SEG whose per-frame sequences are megabytes."""
+    """The file meta and the elements up to group ``last_group`` only.
+
+    Cheap even for a DICOM-SEG whose per-frame sequences are megabytes (SOP class,
+    modality, manufacturer... are in group 0x0008).
+
+    Parameters
+    ----------
+    path : path-like
+        A DICOM file.
+    last_group : int
+        The last element group read.
+
+    Returns
+    -------
+    pydicom.Dataset
+
+    Raises
+    ------
+    DicomError
+        Not a readable DICOM file.
+    """
     pydicom = _pydicom()
     from pydicom.filereader import read_partial
 
@@ -114,6 +147,17 @@ def _stamps(files: list[Path] | tuple[str, ...]) -> tuple[tuple[int, int], ...]:
 
 
 def remember_headers(files: list[Path], headers: list[Any]) -> None:
+    """Keep the headers of a series just read, so that writing a DICOM-SEG need not parse them again.
+
+    The last few series are kept, keyed by their files and checked against their mtime and size.
+
+    Parameters
+    ----------
+    files : list of Path
+        The series' files, in slice order.
+    headers : list of pydicom.Dataset
+        Their headers, same order.
+    """
     key = tuple(str(f) for f in files)
     try:
         _HEADERS[key] = (_stamps(files), headers)
@@ -125,8 +169,23 @@ def remember_headers(files: list[Path], headers: list[Any]) -> None:
 
 
 def source_headers(files: list[str]) -> list[Any]:
-    """Headers (no pixel data) of ``files``: the ones read when the series was opened if the
-    files are unchanged (same mtime and size), else read again."""
+    """Headers (no pixel data) of ``files``: the ones kept when the series was opened, else read again.
+
+    Parameters
+    ----------
+    files : list of str
+        The files; kept headers are used only when every file has its mtime and size of then.
+
+    Returns
+    -------
+    list of pydicom.Dataset
+        Same order as ``files``.
+
+    Raises
+    ------
+    DicomError
+        A file that is not readable DICOM.
+    """
     key = tuple(str(f) for f in files)
     hit = _HEADERS.get(key)
     if hit is not None:
@@ -145,7 +204,16 @@ def source_headers(files: list[str]) -> list[Any]:
 class SeriesInfo:
     """One image series of a folder (headers only, in file-name order until loaded).
 
-    ``number`` is the 1-based position in :func:`list_series`' listing.
+    Parameters
+    ----------
+    uid : str
+        SeriesInstanceUID.
+    files : list of Path
+        Its files.
+    headers : list of pydicom.Dataset
+        Their headers (no pixel data), same order.
+    number : int
+        1-based position in :func:`list_series`' listing (0 until numbered).
     """
 
     uid: str
@@ -155,18 +223,22 @@ class SeriesInfo:
 
     @property
     def first(self) -> Any:
+        """The first file's header."""
         return self.headers[0]
 
     @property
     def modality(self) -> str:
+        """Modality of the first file (``"CT"``, ``"MR"``, ...; ``""`` if absent)."""
         return str(self.first.get("Modality", "") or "")
 
     @property
     def description(self) -> str:
+        """SeriesDescription of the first file (``""`` if absent)."""
         return str(self.first.get("SeriesDescription", "") or "")
 
     @property
     def n_frames(self) -> int:
+        """Frames in all files (NumberOfFrames, 1 per file without it)."""
         return sum(int(h.get("NumberOfFrames", 1) or 1) for h in self.headers)
 
     def label(self) -> str:
@@ -179,7 +251,19 @@ class SeriesInfo:
 
 @dataclass
 class DicomScan:
-    """What :func:`scan_dicom` found: image series, SEG objects, and skipped files."""
+    """What :func:`scan_dicom` found in a folder.
+
+    Parameters
+    ----------
+    folder : Path
+        The folder scanned.
+    series : list of SeriesInfo
+        Image series, in series-number order.
+    segs : list of (Path, pydicom.Dataset)
+        DICOM-SEG objects.
+    skipped : list of Path
+        Files that are not DICOM, or not images (RT, SR, presentation states...).
+    """
 
     folder: Path
     series: list[SeriesInfo]
@@ -188,7 +272,22 @@ class DicomScan:
 
 
 def read_headers(files: Iterable[Path]) -> list[tuple[Path, Any]]:
-    """``(path, header)`` for every DICOM file of ``files`` (non-DICOM ones left out)."""
+    """``(path, header)`` for every DICOM file of ``files`` (non-DICOM ones and DICOMDIR left out).
+
+    Parameters
+    ----------
+    files : iterable of Path
+        Candidate files.
+
+    Returns
+    -------
+    list of (Path, pydicom.Dataset)
+
+    Raises
+    ------
+    DicomError
+        A file with the DICOM signature that cannot be parsed.
+    """
     out = []
     for p in files:
         if p.name.upper() == "DICOMDIR" or not is_dicom_file(p):
@@ -200,11 +299,21 @@ def read_headers(files: Iterable[Path]) -> list[tuple[Path, Any]]:
 def scan_dicom(path: str | os.PathLike[str]) -> DicomScan:
     """Group the DICOM files of a folder (or of the folder of a file) into series.
 
+    Parameters
+    ----------
+    path : path-like
+        A folder, or a file whose folder is scanned (not recursively).
+
+    Returns
+    -------
+    DicomScan
+
     Raises
     ------
     DicomError
-        No DICOM file at all (the message names some of the files looked at), or a
-        file with the DICOM signature that cannot be parsed.
+        No DICOM file at all (the message names some of the files looked at), a file with
+        the DICOM signature that cannot be parsed, or an image without Rows/Columns or
+        SeriesInstanceUID.
     """
     p = Path(path)
     folder = p if p.is_dir() else p.parent
@@ -249,12 +358,48 @@ def _int(v: Any, default: int = 10**9) -> int:
 
 
 def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
-    """The image series of a DICOM folder, in series-number order."""
+    """The image series of a DICOM folder, in series-number order.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder (or a file in it).
+
+    Returns
+    -------
+    list of SeriesInfo
+
+    Raises
+    ------
+    DicomError
+        As :func:`scan_dicom`.
+    """
     return scan_dicom(path).series
 
 
 def pick_series(scan: DicomScan, series: str | int | None, src: Path) -> SeriesInfo:
-    """The series named by ``series`` (UID, unique UID prefix, listing number), or the only one."""
+    """The series named by ``series``, or the only one.
+
+    Parameters
+    ----------
+    scan : DicomScan
+        The folder's scan.
+    series : str, int or None
+        SeriesInstanceUID, a unique UID prefix, or the 1-based listing number; ``None``
+        when the folder holds one series.
+    src : Path
+        What the user opened (for messages).
+
+    Returns
+    -------
+    SeriesInfo
+
+    Raises
+    ------
+    DicomError
+        No image series, several series and ``series`` not given (the message lists them),
+        or no series matching ``series``.
+    """
     if not scan.series:
         what = f"{len(scan.segs)} DICOM-SEG object(s)" if scan.segs else "no image series"
         raise DicomError(f"{scan.folder}: {what} and no images to open "
