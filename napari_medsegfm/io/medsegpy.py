@@ -76,7 +76,18 @@ def _h5py() -> Any:
 
 
 def parse_slice_name(stem: str) -> tuple[str, int] | None:
-    """``("0123456_V00-Aug00", 999)`` from ``0123456_V00-Aug00_999``; ``None`` if it does not match."""
+    """Scan id and slice number of a medsegpy slice name.
+
+    Parameters
+    ----------
+    stem : str
+        File name without suffix, e.g. ``0123456_V00-Aug00_999``.
+
+    Returns
+    -------
+    (scan_id, slice_no) or None
+        ``("0123456_V00-Aug00", 999)``; ``None`` if it does not match.
+    """
     m = SLICE_RE.match(stem)
     if not m:
         return None
@@ -85,7 +96,13 @@ def parse_slice_name(stem: str) -> tuple[str, int] | None:
 
 
 def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
-    """True if the file starts with the HDF5 signature (at 0, 512, 1024, ... as HDF5 allows)."""
+    """True if the file starts with the HDF5 signature (at 0, 512, 1024, ... as HDF5 allows).
+
+    Parameters
+    ----------
+    path : path-like
+        Any file; unreadable files give False.
+    """
     try:
         with open(path, "rb") as fh:
             for off in (0, 512, 1024, 2048, 4096):
@@ -98,7 +115,18 @@ def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
 
 
 def list_scans(folder: str | os.PathLike[str]) -> dict[str, dict[int, dict[str, Path]]]:
-    """``{scan_id: {slice_no: {"im": path, "seg": path}}}`` for a folder of 2D slices."""
+    """The scans of a folder of 2D medsegpy slices.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder (not searched recursively).
+
+    Returns
+    -------
+    dict
+        ``{scan_id: {slice_no: {"im": path, "seg": path}}}``.
+    """
     scans: dict[str, dict[int, dict[str, Path]]] = {}
     try:
         entries = list(os.scandir(folder))
@@ -118,7 +146,17 @@ def list_scans(folder: str | os.PathLike[str]) -> dict[str, dict[int, dict[str, 
 
 
 def list_medsegpy_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
-    """Scans of a slice folder and ``.h5`` volumes of a folder, as :class:`CaseRef`."""
+    """Scans of a slice folder and ``.h5`` volumes of a folder, as :class:`CaseRef`.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+
+    Returns
+    -------
+    list of CaseRef
+    """
     p = Path(path)
     refs = [CaseRef(name=s, path=p, format="medsegpy_slices", case_id=s) for s in list_scans(p)]
     for h in sorted(p.glob("*.h5")):
@@ -141,7 +179,25 @@ def _norm_cat(c: Any, where: str) -> CategoryId:
 
 
 def read_sidecar(*candidates: str | os.PathLike[str]) -> tuple[dict[str, Any], Path | None]:
-    """Load the first existing JSON file of ``candidates``; ``({}, None)`` if none exists."""
+    """Load the first existing JSON file of ``candidates``.
+
+    Parameters
+    ----------
+    *candidates : path-like
+        Sidecar paths, most specific first.
+
+    Returns
+    -------
+    meta : dict
+        ``{}`` if none exists.
+    path : Path or None
+        The file read.
+
+    Raises
+    ------
+    ValueError
+        A sidecar that is not a JSON object (or not valid JSON).
+    """
     for c in candidates:
         p = Path(c)
         if p.is_file():
@@ -187,8 +243,25 @@ def _categories(
 
 
 def seg_to_labels(seg: np.ndarray, category_ids: list[CategoryId]) -> np.ndarray:
-    """``(..., C)`` binary channels → label image ``(...)``; category ``i`` → label ``i + 1``,
-    the first listed category wins where they overlap."""
+    """Binary channels -> label image; category ``i`` -> label ``i + 1``, the first listed wins on overlap.
+
+    Parameters
+    ----------
+    seg : np.ndarray
+        ``(..., C)`` one channel per class (non-zero: inside).
+    category_ids : list of int or tuple of int
+        Each a channel index or a tuple of channels (their union).
+
+    Returns
+    -------
+    np.ndarray
+        ``(...)`` labels, ``uint8`` (``uint16`` beyond 255 categories).
+
+    Raises
+    ------
+    IndexError
+        A category names a channel ``seg`` does not have.
+    """
     out = np.zeros(seg.shape[:-1], dtype=np.uint8 if len(category_ids) <= 255 else np.uint16)
     overlap = False
     for i in range(len(category_ids) - 1, -1, -1):
@@ -206,8 +279,24 @@ def seg_to_labels(seg: np.ndarray, category_ids: list[CategoryId]) -> np.ndarray
 
 
 def labels_to_seg(labels: np.ndarray, n_channels: int, category_ids: list[CategoryId], dtype: Any = np.uint8) -> np.ndarray:
-    """Label image ``(...)`` → binary channels ``(..., C)``: channel ``c`` is set where the label
-    belongs to any category containing ``c``."""
+    """Label image -> binary channels: channel ``c`` is set where the label's category contains ``c``.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(...)`` labels; label ``i + 1`` is ``category_ids[i]``.
+    n_channels : int
+        C.
+    category_ids : list of int or tuple of int
+        As for :func:`seg_to_labels`.
+    dtype : dtype-like
+        Of the result.
+
+    Returns
+    -------
+    np.ndarray
+        ``(..., C)`` 0/1.
+    """
     out = np.zeros(labels.shape + (n_channels,), dtype=dtype)
     for i, c in enumerate(category_ids):
         m = labels == i + 1
@@ -267,10 +356,25 @@ def _dataset(f: Any, key: str, path: Path, expect: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- 3D volumes
 def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | None = None) -> Case:
-    """Read a 3D medsegpy ``.h5`` (``volume`` H×W×D, optional ``seg`` H×W×D×C).
+    """Read a 3D medsegpy ``.h5`` (``volume`` H x W x D, optional ``seg`` H x W x D x C).
 
-    Returns a :class:`Case` with ``image.array`` ``(D, H, W)``, ``labels["gts"]`` from
-    ``seg`` (see module docstring for channels), names/colors/spacing from the sidecar.
+    Parameters
+    ----------
+    path : path-like
+        The ``.h5`` file.
+    category_ids : list, optional
+        Categories to show (see the module docstring); default the sidecar's, else every channel.
+
+    Returns
+    -------
+    Case
+        ``image.array`` ``(D, H, W)`` = ``(Z, Y, X)`` (``volume.transpose(2, 0, 1)``),
+        ``labels["gts"]`` from ``seg``, names/colours/spacing (mm) from the sidecar.
+
+    Raises
+    ------
+    ValueError
+        Missing or malformed datasets, shapes that disagree, or sizes above the limits.
     """
     src = Path(path)
     meta_json, side = read_sidecar(src.with_suffix(".json"), src.parent / "metadata.json")
@@ -309,7 +413,21 @@ def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | 
 
 
 def write_medsegpy_h5(case: Case, path: str | os.PathLike[str], *, labels_key: str | None = None) -> Path:
-    """Write a case as a 3D medsegpy ``.h5`` (``volume`` H×W×D, ``seg`` H×W×D×C one-hot) + JSON sidecar."""
+    """Write a case as a 3D medsegpy ``.h5`` (``volume`` H x W x D, ``seg`` H x W x D x C one-hot) + JSON sidecar.
+
+    Parameters
+    ----------
+    case : Case
+        3D, ``(Z, Y, X)`` with spacing in mm.
+    path : path-like
+        The ``.h5`` to write (atomically).
+    labels_key : str, optional
+        Which of ``case.labels`` to write (default ``gts``, else ``segs``; none: no ``seg``).
+
+    Returns
+    -------
+    Path
+    """
     h5py = _h5py()
     target = Path(path)
     if case.image.ndim != 3 or case.image.is_rgb:
@@ -373,13 +491,36 @@ def save_medsegpy_h5_labels(
     labels: np.ndarray, path: str | os.PathLike[str], *, case: Case | None = None, overwrite_gt: bool = False,
     label_names: dict[int, str] | None = None,
 ) -> Path:
-    """Write labels ``(D, H, W)`` as the ``seg`` dataset (H×W×D×C) of a medsegpy ``.h5``, atomically.
+    """Write labels as the ``seg`` dataset (H x W x D x C) of a medsegpy ``.h5``, atomically.
 
     The target is a copy of the source file (``case.source``, or ``path`` itself) with
-    ``seg`` replaced; every other dataset/attribute is copied unchanged. Replacing the
-    ``seg`` of the case's own file needs ``overwrite_gt=True`` and keeps ``.bak``. Labels
-    beyond the case's categories get new channels, and a ``<target>.json`` sidecar records
-    the categories (names from ``label_names``) whenever the reader could not tell them.
+    ``seg`` replaced; every other dataset/attribute is copied unchanged. Labels beyond the
+    case's categories get new channels, and a ``<target>.json`` sidecar records the
+    categories (names from ``label_names``) whenever the reader could not tell them.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(D, H, W)`` = ``(Z, Y, X)`` integer labels.
+    path : path-like
+        The ``.h5`` to write.
+    case : Case, optional
+        The case read from the source file.
+    overwrite_gt : bool
+        Replacing the ``seg`` of the case's own file needs it (a ``.bak`` is kept).
+    label_names : dict of int to str, optional
+        Names for the sidecar.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GroundTruthProtected
+        The case's own file without ``overwrite_gt``.
+    ValueError
+        Labels that do not fit the volume.
     """
     h5py = _h5py()
     target = Path(path)

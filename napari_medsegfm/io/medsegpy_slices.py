@@ -61,11 +61,27 @@ def _gaps(nums: list[int], first: int = 10) -> tuple[list[int], int]:
 def load_medsegpy_scan(
     path: str | os.PathLike[str], scan_id: str | None = None, *, category_ids: list[Any] | None = None
 ) -> Case:
-    """Re-stack one scan of 2D medsegpy slices into a volume ``(D, H, W)``.
+    """Re-stack one scan of 2D medsegpy slices into a volume ``(D, H, W)`` = ``(Z, Y, X)``.
 
-    ``path`` is the folder, or one ``.im``/``.seg`` file of the scan (then ``scan_id``
-    comes from its name). With several scans in the folder and no ``scan_id``, the
-    first (sorted) is read. Slices must be numbered ``1..D`` without gaps.
+    Parameters
+    ----------
+    path : path-like
+        The folder, or one ``.im``/``.seg`` file of the scan (then ``scan_id`` comes from its name).
+    scan_id : str, optional
+        With several scans in the folder and no ``scan_id``, the first (sorted) is read.
+    category_ids : list, optional
+        Categories to show (see :mod:`~napari_medsegfm.io.medsegpy`).
+
+    Returns
+    -------
+    Case
+        ``labels["gts"]`` from the ``.seg`` files where present.
+
+    Raises
+    ------
+    ValueError
+        Slices not numbered ``1..D`` without gaps (naming the missing ones), slices of
+        different sizes, or a volume above the size limits.
     """
     p = Path(path)
     if p.is_file():
@@ -167,11 +183,36 @@ def save_medsegpy_slices(
     overwrite_gt: bool = False,
     label_names: dict[int, str] | None = None,
 ) -> list[Path]:
-    """Write labels ``(D, H, W)`` as one ``.seg`` file per slice (``data`` H×W×1×C), each atomically.
+    """Write labels as one ``.seg`` file per slice (``data`` H x W x 1 x C), each atomically.
 
     Writing into the folder the scan was read from replaces its ground truth: that needs
     ``overwrite_gt=True`` and keeps a ``.bak`` of every replaced file. A ``<scan>.json``
     sidecar records the categories whenever the reader could not tell them.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(D, H, W)`` integer labels, one slice per file.
+    folder : path-like
+        The output folder.
+    case : Case, optional
+        The scan's case.
+    scan_id : str, optional
+        Default the case's.
+    overwrite_gt : bool
+        Allow replacing the scan's own ``.seg`` files.
+    label_names : dict of int to str, optional
+        Names for the sidecar.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    GroundTruthProtected
+        The scan's own folder without ``overwrite_gt``.
     """
     h5py = _h5py()
     out = Path(folder)
@@ -221,7 +262,26 @@ def write_medsegpy_slices(case: Case, folder: str | os.PathLike[str], *, scan_id
                           labels_key: str | None = None) -> list[Path]:
     """Write a whole 3D case as 2D medsegpy slices ``<scan>_%03d.im`` (+ ``.seg``) and ``metadata.json``.
 
-    ``scan_id`` must follow ``%07d_V%02d-Aug%02d`` (default ``0000001_V00-Aug00``).
+    Parameters
+    ----------
+    case : Case
+        3D ``(Z, Y, X)``; one slice file per z.
+    folder : path-like
+        The output folder (created).
+    scan_id : str, optional
+        Must follow ``%07d_V%02d-Aug%02d`` (default ``0000001_V00-Aug00``).
+    labels_key : str, optional
+        Which of ``case.labels`` to write (default ``gts``, else ``segs``).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    ValueError
+        A malformed ``scan_id``, or a case that is not a 3D grey volume.
     """
     h5py = _h5py()
     out = Path(folder)

@@ -56,8 +56,19 @@ MAX_NPY_HEADER_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class NpyHeader:
-    """What an ``.npy`` header says: ``shape``, ``dtype``, ``fortran_order``; ``offset``
-    is where the array bytes start inside the (uncompressed) member."""
+    """What an ``.npy`` header says.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape.
+    dtype : np.dtype
+        Element type.
+    fortran_order : bool
+        Column-major data.
+    offset : int
+        Where the array bytes start inside the (uncompressed) member.
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -75,7 +86,21 @@ def read_npy_header(fp: IO[bytes]) -> NpyHeader:
 
     The header length field is checked against :data:`MAX_NPY_HEADER_BYTES` *before* the
     header is read (numpy reads whatever length a file declares, up to 4 GiB), and the
-    shape must be non-negative integers. ``ValueError`` otherwise.
+    shape must be non-negative integers.
+
+    Parameters
+    ----------
+    fp : binary file
+        Positioned at the start of the ``.npy`` data.
+
+    Returns
+    -------
+    NpyHeader
+
+    Raises
+    ------
+    ValueError
+        Not an ``.npy`` header, an unknown version, an oversized header, or a bad shape.
     """
     magic = fp.read(8)
     if len(magic) != 8 or magic[:6] != b"\x93NUMPY":
@@ -175,6 +200,7 @@ class NpzReader:
         self.close()
 
     def close(self) -> None:
+        """Close the archive and its file."""
         self._zf.close()
         self._fh.close()
 
@@ -187,7 +213,24 @@ class NpzReader:
         return key in self.infos
 
     def header(self, key: str) -> NpyHeader:
-        """The ``.npy`` header of ``key`` (reads only the first bytes of the member)."""
+        """The ``.npy`` header of ``key`` (reads only the first bytes of the member; cached).
+
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+
+        Returns
+        -------
+        NpyHeader
+
+        Raises
+        ------
+        KeyError
+            No such member.
+        ValueError
+            The member is not a valid ``.npy`` array.
+        """
         if key not in self._headers:
             info = self._info(key)
             try:
@@ -230,11 +273,24 @@ class NpzReader:
         Object (pickled) members go through the restricted unpickler; with
         ``allow_object=False`` they are refused. The zip CRC is verified.
 
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+        allow_object : bool
+            Accept pickled object members.
+
+        Returns
+        -------
+        np.ndarray
+
         Raises
         ------
+        KeyError
+            No such member.
         ValueError
-            Truncated/corrupt member, CRC mismatch, refused pickle (the message names
-            the file and the member).
+            Truncated/corrupt member, CRC mismatch, a size above the limits, refused pickle
+            (the message names the file and the member).
         """
         info = self._info(key)
         hdr = self.header(key)
@@ -349,18 +405,41 @@ class NpzReader:
         return crc
 
     def raw_entry(self, key: str) -> tuple[zipfile.ZipInfo, int, int]:
-        """``(info, start, end)``: the byte range of the whole zip entry of ``key``."""
+        """The byte range of the whole zip entry of ``key`` (for raw copies).
+
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+
+        Returns
+        -------
+        (info, start, end)
+            The ``zipfile.ZipInfo`` and the entry's start and end offsets in the file
+            (local header to end of data descriptor).
+        """
         info = self._info(key)
         _, end = self._data_span(info)
         return info, info.header_offset, end
 
     @property
     def fileno(self) -> int:
+        """The open file's descriptor."""
         return self._fh.fileno()
 
 
 def npz_keys(path: str | os.PathLike[str]) -> list[str] | None:
-    """Member keys of an npz, or ``None`` if it is not a readable zip (never raises)."""
+    """Member keys of an npz (``.npy`` stripped), or ``None`` if it is not a readable zip. Never raises.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    list of str or None
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             return [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]

@@ -69,7 +69,18 @@ _MASK_RE = re.compile(r"^(\d+)_(\d+)$")
 
 
 def parse_image_stem(stem: str) -> dict[str, Any] | None:
-    """``{"modality", "dataset", "ori", "axis", "index", "case"}`` or ``None`` if not SA-Med2D."""
+    """The parts of an SA-Med2D image name ``modality--dataset--<ori>--<slice>``.
+
+    Parameters
+    ----------
+    stem : str
+        File name without ``.png``.
+
+    Returns
+    -------
+    dict or None
+        ``{"modality", "dataset", "ori", "axis", "index", "case"}``; ``None`` if not an SA-Med2D name.
+    """
     parts = stem.split("--")
     if len(parts) < 4:
         return None
@@ -88,7 +99,17 @@ def parse_image_stem(stem: str) -> dict[str, Any] | None:
 
 
 def parse_mask_stem(stem: str) -> tuple[str, int, int] | None:
-    """``(image_stem, class_id, instance)`` from a mask stem, or ``None``."""
+    """The image stem, class id and instance of an SA-Med2D mask name ``<image stem>--CCCC_III``.
+
+    Parameters
+    ----------
+    stem : str
+        File name without ``.png``.
+
+    Returns
+    -------
+    (image_stem, class_id, instance) or None
+    """
     head, sep, tail = stem.rpartition("--")
     if not sep:
         return None
@@ -99,6 +120,13 @@ def parse_mask_stem(stem: str) -> tuple[str, int, int] | None:
 
 
 def is_samed2d_png(path: str | os.PathLike[str]) -> bool:
+    """True for a ``.png`` whose name is an SA-Med2D image or mask name (no file access).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    """
     p = Path(path)
     if p.suffix.lower() != ".png":
         return False
@@ -106,7 +134,13 @@ def is_samed2d_png(path: str | os.PathLike[str]) -> bool:
 
 
 def is_samed2d_root(path: str | os.PathLike[str]) -> bool:
-    """A folder with ``images/`` holding at least one ``--``-named PNG."""
+    """True for a folder with ``images/`` holding at least one ``--``-named PNG.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    """
     p = Path(path)
     img = p / "images"
     if not img.is_dir():
@@ -121,7 +155,17 @@ def is_samed2d_root(path: str | os.PathLike[str]) -> bool:
 
 
 def find_root(path: str | os.PathLike[str]) -> Path:
-    """The dataset root of an image/mask PNG (the folder above ``images``/``masks``)."""
+    """The dataset root of an image/mask PNG (the folder above ``images``/``masks``).
+
+    Parameters
+    ----------
+    path : path-like
+        A PNG of the dataset, or the root itself.
+
+    Returns
+    -------
+    Path
+    """
     p = Path(path)
     if p.is_dir():
         return p
@@ -131,7 +175,23 @@ def find_root(path: str | os.PathLike[str]) -> Path:
 
 
 def read_class_mapping(root: str | os.PathLike[str]) -> dict[int, str]:
-    """``{class_id: name}`` from ``SAMed2D_v1_class_mapping_id.json`` (``{}`` if absent)."""
+    """Class id -> name from ``SAMed2D_v1_class_mapping_id.json``.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset root.
+
+    Returns
+    -------
+    dict of int to str
+        ``{}`` when the file is absent.
+
+    Raises
+    ------
+    ValueError
+        An unreadable or malformed mapping file.
+    """
     p = Path(root) / CLASS_MAPPING_NAME
     if not p.is_file():
         return {}
@@ -199,7 +259,17 @@ def _cases(root: Path) -> dict[str, list[tuple[int | None, str | None, Path]]]:
 
 
 def list_samed2d_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
-    """Cases of a dataset root (one per ``modality--dataset--case``), sorted by name."""
+    """Cases of a dataset root (one per ``modality--dataset--case``), sorted by name.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset root.
+
+    Returns
+    -------
+    list of CaseRef
+    """
     r = Path(root)
     return [CaseRef(name=c, path=r, format="samed2d", case_id=c) for c in _cases(r)]
 
@@ -282,7 +352,24 @@ def _paint(labels: np.ndarray, masks: list[tuple[int, int, Path]], label_map: di
 
 
 def load_samed2d_image(path: str | os.PathLike[str]) -> Case:
-    """One SA-Med2D slice (image PNG, or one of its mask PNGs) with all its masks, as a 2D case."""
+    """One SA-Med2D slice (image PNG, or one of its mask PNGs) with all its masks, as a 2D case.
+
+    Parameters
+    ----------
+    path : path-like
+        The image PNG or one of its masks.
+
+    Returns
+    -------
+    Case
+        ``image`` ``(H, W)`` grey or ``(H, W, 3)`` RGB; ``labels["gts"]`` ``(H, W)``, one
+        label per (class, instance) mask; ``meta["label_map"]`` label -> (class, instance).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing image, or masks of another size.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such PNG")
@@ -318,9 +405,28 @@ def load_samed2d_image(path: str | os.PathLike[str]) -> Case:
 def load_samed2d_case(root: str | os.PathLike[str], case_id: str | None = None, *, fill_gaps: bool = False) -> Case:
     """Re-stack the slices of one case of a dataset root into ``(N, H, W)`` with its labels.
 
-    A 2D source (``2d_none``) gives a 2D case. ``case_id=None`` takes the first case
-    (sorted; a warning names how many there are). ``fill_gaps=True`` places slices at
-    their true index (empty slices in between).
+    A 2D source (``2d_none``) gives a 2D case.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset root.
+    case_id : str, optional
+        ``modality--dataset--case``; ``None`` takes the first case (sorted; a warning names
+        how many there are).
+    fill_gaps : bool
+        Place slices at their true index (empty slices in between) instead of packing them.
+
+    Returns
+    -------
+    Case
+        ``image`` ``(N, H, W)`` (axis 0 = slice order), spacing 1 mm (PNG slices carry none);
+        ``labels["gts"]`` ``(N, H, W)``; ``meta["image_stems"]`` the slice images in order.
+
+    Raises
+    ------
+    ValueError
+        No such case, slices of different sizes, or a volume above the size limits.
     """
     r = Path(root)
     cases = _cases(r)
@@ -410,13 +516,36 @@ def save_samed2d_masks(
 ) -> list[Path]:
     """Write one binary PNG per object and slice, named ``<image stem>--{class:04d}_{inst:03d}.png``.
 
-    ``labels`` is ``(H, W)`` for a 2D case or ``(N, H, W)`` for a re-stacked case (one
-    slice per image of ``case.meta["image_stems"]``). Labels keep their ``(class,
-    instance)`` from ``case.meta["label_map"]``; new labels are resolved through the
-    class mapping by name (``label_names``). Writing into the case's own ``masks/``
-    folder replaces ground truth: it needs ``overwrite_gt=True``, keeps a ``.bak`` of
-    every replaced or removed mask of those images, and updates ``SAMed2D_v1.json``.
-    Returns the written files.
+    Labels keep their ``(class, instance)`` from ``case.meta["label_map"]``; new labels are
+    resolved through the class mapping by name (``label_names``). Writing into the case's
+    own ``masks/`` folder replaces ground truth: it needs ``overwrite_gt=True``, keeps a
+    ``.bak`` of every replaced or removed mask of those images, and updates ``SAMed2D_v1.json``.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(H, W)`` for a 2D case or ``(N, H, W)`` for a re-stacked case (one slice per image
+        of ``case.meta["image_stems"]``).
+    masks_dir : path-like
+        The output folder.
+    case : Case
+        The case the labels belong to.
+    overwrite_gt : bool
+        Allow replacing the case's own masks.
+    label_names : dict of int to str, optional
+        Names of labels the case did not have.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    GroundTruthProtected
+        Writing into the case's own ``masks/`` without ``overwrite_gt``.
+    ValueError
+        Labels of another shape, or a new label without a class.
     """
     out = Path(masks_dir)
     if out.suffix.lower() == ".png":
@@ -496,6 +625,24 @@ def write_samed2d_case(case: Case, root: str | os.PathLike[str], *, labels_key: 
     3D volumes are sliced along axis 0 (``z_{index:04d}``), 2D images are ``2d_none``.
     Intensities are written as 8-bit (rescaled min..max when not uint8); classes are
     the case's label names (``label {i}`` when unnamed), ids in label order.
+
+    Parameters
+    ----------
+    case : Case
+        ``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)``.
+    root : path-like
+        The dataset root to write (created).
+    labels_key : str, optional
+        Which of ``case.labels`` to write (default ``gts``, else ``segs``; none: images only).
+    dataset : str, optional
+        The dataset part of the names (default the case's format).
+    modality : str, optional
+        The modality part (default the image's ``meta["modality"]``, else ``ct``).
+
+    Returns
+    -------
+    Path
+        ``root``.
     """
     from PIL import Image
 
