@@ -257,8 +257,31 @@ def write_npz(
 
     Members of ``source`` are copied raw (byte-identical zip entries), in their order,
     except those in ``replace`` (written from the given array at the same position) and
-    ``drop`` (omitted). ``arrays`` are appended after them. New members are deflated
-    when ``compress``.
+    ``drop`` (omitted). ``arrays`` are appended after them.
+
+    Parameters
+    ----------
+    fh : binary file
+        Open for writing (and seeking) at its start.
+    arrays : mapping of str to np.ndarray
+        New members.
+    source : NpzReader, optional
+        The archive whose members are copied.
+    replace : mapping of str to np.ndarray, optional
+        Members of ``source`` to write anew (or to add when ``source`` lacks them).
+    drop : iterable of str
+        Members of ``source`` to leave out.
+    compress : bool
+        Deflate the new members (copied ones keep their compression).
+    compresslevel : int
+        zlib level of the new members.
+    allow_pickle : bool
+        Accept object arrays among the new members.
+
+    Raises
+    ------
+    ValueError
+        A duplicate member name, or an object array without ``allow_pickle``.
     """
     w = _NpzWriter(fh, compresslevel=compresslevel)
     replace = dict(replace or {})
@@ -291,12 +314,37 @@ def rewrite_npz(
     compresslevel: int = 6,
     allow_pickle: bool = False,
 ) -> Path:
-    """Atomically write ``path`` = ``source`` with ``replace`` members set and ``drop``
-    members removed; every other member is copied raw.
+    """Atomically write ``path`` = ``source`` with ``replace`` members set and ``drop`` members removed.
 
-    ``source="self"`` (default) keeps the members of ``path`` itself when it exists;
-    ``source=None`` writes a fresh archive. ``compress=None`` follows the source
-    (deflated if any source member is).
+    Every other member is copied raw (byte-identical).
+
+    Parameters
+    ----------
+    path : path-like
+        The npz to write.
+    replace : mapping of str to np.ndarray
+        Members to set.
+    source : path-like, "self" or None
+        ``"self"`` (default) keeps the members of ``path`` itself when it exists; ``None``
+        writes a fresh archive; a path copies from that archive.
+    drop : iterable of str
+        Members to leave out.
+    compress : bool, optional
+        ``None`` follows the source (deflated if any source member is; a fresh archive is deflated).
+    compresslevel : int
+        zlib level of the new members.
+    allow_pickle : bool
+        Accept object arrays among the new members.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        A corrupt source archive, or an object array without ``allow_pickle``.
     """
     from .atomic import atomic_writer
 

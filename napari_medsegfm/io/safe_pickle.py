@@ -116,10 +116,23 @@ def _check_result(obj: Any, max_nodes: int, max_depth: int) -> int:
 def scan_pickle(data: bytes | memoryview, *, max_ops: int | None = None) -> list[tuple[str, str]]:
     """Check a pickle's opcode stream without executing it.
 
-    Returns the ``(module, name)`` pairs named by ``GLOBAL`` opcodes; raises
-    :class:`UnsafePickleError` for forbidden opcodes or globals, for more than ``max_ops``
-    opcodes (default 8 × :func:`~napari_medsegfm.io.limits.max_pickle_nodes`), and for a
-    stream that is not a valid pickle.
+    Parameters
+    ----------
+    data : bytes-like
+        The pickle stream.
+    max_ops : int, optional
+        Opcode limit (default 8 x :func:`~napari_medsegfm.io.limits.max_pickle_nodes`).
+
+    Returns
+    -------
+    list of (module, name)
+        The pairs named by ``GLOBAL`` opcodes, all in :data:`ALLOWED_GLOBALS`.
+
+    Raises
+    ------
+    UnsafePickleError
+        Forbidden opcodes or globals, more than ``max_ops`` opcodes, or a stream that is
+        not a valid pickle.
     """
     limit = max_ops if max_ops is not None else _OPS_PER_NODE * max_pickle_nodes()
     names: list[tuple[str, str]] = []
@@ -189,8 +202,24 @@ def safe_loads(data: bytes | memoryview, *, max_nodes: int | None = None, max_de
 def load_npy_bytes(buf: bytes | memoryview, *, allow_object: bool = True) -> np.ndarray:
     """Read a whole ``.npy`` payload held in memory; object arrays via :func:`safe_loads`.
 
-    Raises ``ValueError`` (or :class:`UnsafePickleError`) for a malformed header or a
-    refused pickle.
+    Parameters
+    ----------
+    buf : bytes-like
+        The ``.npy`` bytes (header and data).
+    allow_object : bool
+        Accept a pickled object array.
+
+    Returns
+    -------
+    np.ndarray
+        A new array (a copy, writable).
+
+    Raises
+    ------
+    ValueError
+        A malformed header, a truncated payload, or an object array with ``allow_object=False``.
+    UnsafePickleError
+        A refused pickle.
     """
     fp = io.BytesIO(bytes(buf))
     version = np.lib.format.read_magic(fp)

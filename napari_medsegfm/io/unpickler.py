@@ -38,7 +38,18 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 
 def describe(obj: Any) -> str:
-    """A short, bounded description of ``obj`` for error messages (never a full ``repr``)."""
+    """A short, bounded description of ``obj`` for error messages (never a full ``repr``).
+
+    Parameters
+    ----------
+    obj : object
+        Anything a pickle produced.
+
+    Returns
+    -------
+    str
+        At most about 100 characters: a short repr of small scalars, else type and size.
+    """
     t = type(obj)
     if obj is None or t in (bool, int, float, complex):
         s = repr(obj) if t is not int or obj.bit_length() < 200 else f"an int of {obj.bit_length()} bits"
