@@ -144,7 +144,19 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_case_filename(case_id: str) -> str:
-    """A file-name-safe, collision-free stem for a case id (ids with ``/`` or odd characters get a hash)."""
+    """A file-name-safe, collision-free stem for a case id.
+
+    Parameters
+    ----------
+    case_id : str
+        The catalog's case id (may hold ``/`` and other characters).
+
+    Returns
+    -------
+    str
+        The id itself when it is safe (and at most 120 characters), else a cleaned name
+        plus 10 hex digits of the id's SHA-1.
+    """
     s = _SAFE.sub("_", str(case_id)).strip("._") or "case"
     if s != case_id or len(s) > 120:
         s = f"{s[:100]}-{hashlib.sha1(str(case_id).encode()).hexdigest()[:10]}"
@@ -153,7 +165,18 @@ def safe_case_filename(case_id: str) -> str:
 
 @dataclass
 class Correction:
-    """A saved correction: the label image and its metadata."""
+    """A saved correction: the label image and its metadata.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels in the case's spatial shape ``(Z, Y, X)`` / ``(Y, X)`` (empty when
+        read with ``labels=False``).
+    meta : dict
+        ``case_id``, ``saved_at``, ``saved_by``, ``label_names``, ``reason``, ``shape``, ...
+    path : Path, optional
+        The file it was read from.
+    """
 
     labels: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
@@ -161,15 +184,36 @@ class Correction:
 
     @property
     def saved_at(self) -> float | None:
+        """When it was saved (epoch seconds), if recorded."""
         return self.meta.get("saved_at")
 
     @property
     def label_names(self) -> dict[int, str]:
+        """Label id -> class name from ``meta["label_names"]``."""
         return {int(k): str(v) for k, v in (self.meta.get("label_names") or {}).items()}
 
 
 def encode_correction(labels: np.ndarray, meta: dict[str, Any], compresslevel: int = 1) -> bytes:
-    """The bytes of a correction ``.npz`` (``labels`` + ``meta`` JSON), deflate level ``compresslevel``."""
+    """The bytes of a correction ``.npz`` (``labels`` + ``meta`` JSON).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Unsigned or signed integer labels, at most 32-bit.
+    meta : dict
+        JSON-able metadata (numpy values, sets and paths are converted).
+    compresslevel : int
+        Deflate level (1: fast; autosaves favour speed).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ValueError
+        Labels that are not an integer image.
+    """
     arr = np.ascontiguousarray(labels)
     if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 4:
         raise ValueError(f"labels must be an integer label image; got dtype {arr.dtype}")
@@ -183,7 +227,15 @@ def encode_correction(labels: np.ndarray, meta: dict[str, Any], compresslevel: i
 
 
 class CorrectionStore:
-    """The ``corrections/`` folder of a sidecar: one ``.npz`` per corrected case."""
+    """The ``corrections/`` folder of a sidecar: one ``.npz`` per corrected case.
+
+    Temp files of interrupted saves are removed when the store is opened.
+
+    Parameters
+    ----------
+    sidecar : path-like
+        The dataset's sidecar folder (``corrections/`` is created in it).
+    """
 
     def __init__(self, sidecar: str | os.PathLike[str]) -> None:
         self.sidecar = Path(sidecar)
@@ -193,13 +245,53 @@ class CorrectionStore:
             logger.info("removed the temp file %s left by an interrupted autosave", p)
 
     def path_for(self, case_id: str) -> Path:
+        """The correction file of ``case_id`` (whether it exists or not).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        Path
+        """
         return self.folder / f"{safe_case_filename(case_id)}.npz"
 
     def exists(self, case_id: str) -> bool:
+        """True when ``case_id`` has a correction file.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        """
         return self.path_for(case_id).is_file()
 
     def save(self, case_id: str, labels: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
-        """Write the correction of ``case_id`` atomically; returns its path."""
+        """Write the correction of ``case_id`` atomically.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        labels : np.ndarray
+            Integer labels ``(Z, Y, X)`` / ``(Y, X)``.
+        meta : dict, optional
+            Extra metadata; ``case_id``, ``shape``, ``dtype``, ``format_version`` (and
+            ``saved_at`` when missing) are added.
+
+        Returns
+        -------
+        Path
+
+        Raises
+        ------
+        ValueError
+            Labels that are not an integer image.
+        OSError
+            The folder is not writable.
+        """
         m = dict(meta or {})
         m.setdefault("saved_at", time.time())
         m["case_id"] = str(case_id)
@@ -231,7 +323,24 @@ class CorrectionStore:
     def read_file(path: str | os.PathLike[str], *, labels: bool = True) -> Correction:
         """Read one correction file (bounded: a hostile file cannot make it allocate what it declares).
 
-        Raises ``ValueError`` (or ``PermissionError``) naming the file.
+        Parameters
+        ----------
+        path : path-like
+            The ``.npz``.
+        labels : bool
+            Also read the labels (False: metadata only, nothing decompressed).
+
+        Returns
+        -------
+        Correction
+
+        Raises
+        ------
+        ValueError
+            Naming the file: not an npz with ``labels`` and a JSON ``meta``, or labels that are
+            not integer.
+        PermissionError, FileNotFoundError
+            The file cannot be read.
         """
         p = Path(path)
         try:
@@ -255,7 +364,23 @@ class CorrectionStore:
         return Correction(labels=arr, meta=meta, path=p)
 
     def load(self, case_id: str) -> Correction | None:
-        """The saved correction of ``case_id`` or ``None``; ``ValueError`` if the file is unreadable."""
+        """The saved correction of ``case_id``.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        Correction or None
+            ``None`` when it has none.
+
+        Raises
+        ------
+        ValueError
+            The file is unreadable, or its metadata names another case.
+        """
         path = self.path_for(case_id)
         if not path.is_file():
             return None
@@ -266,7 +391,23 @@ class CorrectionStore:
         return corr
 
     def meta(self, case_id: str) -> dict[str, Any] | None:
-        """Only the metadata of a saved correction (does not decompress the labels)."""
+        """Only the metadata of a saved correction (does not decompress the labels).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        dict or None
+            ``None`` when it has none.
+
+        Raises
+        ------
+        ValueError
+            The file is unreadable.
+        """
         path = self.path_for(case_id)
         if not path.is_file():
             return None
@@ -289,9 +430,21 @@ class CorrectionStore:
         return list(self.files())
 
     def rename(self, old: str, new: str) -> Path | None:
-        """Move the correction of case id ``old`` to ``new`` (rewritten with the new id; the old file
-        is removed only once the new one is on disk). Returns the new path, or ``None`` when ``old``
-        has none or ``new`` already has one (nothing changed then)."""
+        """Move the correction of case id ``old`` to ``new``.
+
+        The file is rewritten with the new id (``migrated_from`` recorded); the old file is
+        removed only once the new one is on disk.
+
+        Parameters
+        ----------
+        old, new : str
+            Case ids.
+
+        Returns
+        -------
+        Path or None
+            The new file; ``None`` when ``old`` has none or ``new`` already has one (nothing changed).
+        """
         src = self.path_for(old)
         if not src.is_file() or self.path_for(new).is_file():
             return None
@@ -306,7 +459,18 @@ class CorrectionStore:
         return dst
 
     def discard(self, case_id: str) -> Path | None:
-        """Set a correction aside (renamed to ``.discarded-<time>.npz``, not deleted); returns the new path."""
+        """Set a correction aside: renamed to ``<stem>.discarded-<time>.npz.bak``, not deleted.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        Path or None
+            The new name; ``None`` when the case has no correction.
+        """
         path = self.path_for(case_id)
         if not path.is_file():
             return None
@@ -336,6 +500,8 @@ class Autosaver:
         Records *last edited* and history, and verifies this viewer still holds the case's
         lock before each write (a lost lock stops autosave with :class:`LockLostError`
         passed to ``on_error``: two viewers never write the same correction).
+    check_lock : bool
+        Verify the lock with ``status`` before each write (False: record edits only).
     on_saved, on_error : callable, optional
         Called on the writer thread with ``(path, meta)`` / ``(exception)``.
     clock : callable, optional
@@ -395,6 +561,7 @@ class Autosaver:
                 self._dirty_since = self._clock()
 
     def due(self) -> bool:
+        """True when an edit has waited at least ``interval_s`` (on the autosaver's clock)."""
         d = self._dirty_since
         return d is not None and self._clock() - d >= self.interval_s
 
@@ -414,10 +581,29 @@ class Autosaver:
 
     def save(self, reason: str = "manual", *, force: bool = False,
              wait: bool = False) -> concurrent.futures.Future[Path | None] | None:
-        """Snapshot the labels now and write them in the background.
+        """Snapshot the labels now (on the calling thread) and write them in the background.
 
-        Returns the future of the write (``None`` when nothing was dirty and not ``force``).
-        ``wait`` blocks until written and re-raises a write error.
+        Parameters
+        ----------
+        reason : str
+            Recorded in the correction's metadata and the history.
+        force : bool
+            Save even when nothing is dirty.
+        wait : bool
+            Block until written and re-raise a write error.
+
+        Returns
+        -------
+        concurrent.futures.Future or None
+            The write's future (its result is the file); ``None`` when nothing was dirty and
+            not ``force``.
+
+        Raises
+        ------
+        ValueError
+            The autosaver is closed.
+        LockLostError, OSError
+            With ``wait``: the write failed.
         """
         if self.closed:
             raise ValueError(f"autosaver of case {self.case_id!r} is closed")
@@ -465,7 +651,13 @@ class Autosaver:
             raise
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait for every queued write (errors are logged, not raised)."""
+        """Wait for every queued write (errors are logged, not raised).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait per write (a warning when exceeded).
+        """
         for f in list(self._pending):
             try:
                 f.result(timeout=timeout)
@@ -480,6 +672,11 @@ class Autosaver:
 
         Only for label arrays that are not modified concurrently with the copy, or where a
         snapshot taken mid-edit is acceptable (the next save corrects it).
+
+        Parameters
+        ----------
+        period_s : float, optional
+            Seconds between ticks (default ``interval_s / 4``, between 0.1 and 1 s).
         """
         if self._timer is not None:
             return
@@ -499,9 +696,22 @@ class Autosaver:
               ) -> concurrent.futures.Future[None]:
         """Final save (if dirty) and stop.
 
-        The final snapshot is always taken now, on the calling thread. With ``wait=False`` the
-        write finishes in the background (switching cases does not wait for compression and
-        fsync); the returned future completes once every queued write is on disk.
+        The final snapshot is always taken now, on the calling thread.
+
+        Parameters
+        ----------
+        save : bool
+            Save pending edits first.
+        reason : str
+            The final save's reason.
+        wait : bool
+            Block until every queued write is on disk. False: the write finishes in the
+            background (switching cases does not wait for compression and fsync).
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Completes once every queued write is on disk.
         """
         if self._timer is not None:
             self._timer_stop.set()

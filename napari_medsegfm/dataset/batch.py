@@ -94,7 +94,25 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 # ----------------------------------------------------------------------------- outputs
 def output_path(out_dir: str | os.PathLike[str], case_id: str) -> Path:
-    """Where the output of ``case_id`` goes: ``<out>/<case_id>.npz`` (sub-folders kept)."""
+    """Where the output of ``case_id`` goes: ``<out>/<case_id>.npz`` (sub-folders kept).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The batch output folder.
+    case_id : str
+        Case id (``/`` makes sub-folders; ``.``/``..`` parts are dropped, so the file stays
+        inside ``out_dir``).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        A case id with no usable part (``""``, ``.`` and ``..`` parts are dropped).
+    """
     parts = [p for p in str(case_id).split("/") if p not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"case id {case_id!r} cannot name an output file")
@@ -118,7 +136,23 @@ def encode_segs(segs: np.ndarray) -> bytes:
 
 
 def read_segs(path: str | os.PathLike[str]) -> np.ndarray:
-    """The ``segs`` of a batch output file."""
+    """The ``segs`` of a batch output file.
+
+    Parameters
+    ----------
+    path : path-like
+        A batch output ``.npz``.
+
+    Returns
+    -------
+    np.ndarray
+        Integer labels ``(Z, Y, X)`` / ``(Y, X)``.
+
+    Raises
+    ------
+    ValueError
+        A file without ``segs``.
+    """
     with np.load(path, allow_pickle=False) as z:
         if "segs" not in z.files:
             raise ValueError(f"{path} has no 'segs' member (members: {', '.join(z.files)})")
@@ -132,6 +166,17 @@ def boxes_from_labels(labels: np.ndarray, ids: Sequence[int] | None = None) -> l
     3D ``(Z, Y, X)``: a :class:`Box3D` spanning the label's z range with the xy box of its
     median labelled slice (``z_mid``), the CVPR 2025 box without the random margin. 2D:
     a :class:`Box2D`. Deterministic.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(Z, Y, X)`` or ``(Y, X)``.
+    ids : sequence of int, optional
+        The labels to box (default every non-zero label present); empty ones are skipped.
+
+    Returns
+    -------
+    list of Box3D or Box2D
     """
     from ..engine.postprocess import bbox_of
 
@@ -186,13 +231,23 @@ def _inputs_sha256(entry: CaseEntry) -> str:
 def process_case(entry: CaseEntry, config: Mapping[str, Any]) -> dict[str, Any]:
     """Segment one case and write its output; never raises for a per-case problem.
 
-    Runs on a Dask worker (or in-process). ``config`` holds ``backend``,
-    ``backend_kwargs``, ``prompts_from``, ``out_dir``, ``label_names``.
+    Runs on a Dask worker (or in-process).
+
+    Parameters
+    ----------
+    entry : CaseEntry
+        The catalog entry.
+    config : mapping
+        ``backend``, ``backend_kwargs``, ``prompts_from``, ``out_dir``, ``label_names``.
 
     Returns
     -------
     dict
-        The case's manifest record (see :func:`run_batch`).
+        The case's manifest record: ``case_id``, ``name``, ``status`` (``"ok"``, or
+        ``"error"`` with ``error`` and ``traceback``), ``backend``, ``input_sha256``,
+        ``output`` (relative to ``out_dir``), ``output_sha256``, ``shape``, ``label_ids``,
+        ``seconds``, ``finished_at``, and ``dice``/``dice_per_label`` against the case's
+        existing labels where it has them.
     """
     t0 = time.time()
     rec: dict[str, Any] = {
@@ -288,7 +343,19 @@ def _segment(entry: CaseEntry, config: Mapping[str, Any], backend: Any
 
 # ----------------------------------------------------------------------------- manifest
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Records by case id from ``manifest.json`` and the journal of an interrupted run."""
+    """Records by case id from ``manifest.json`` and the journal of an interrupted run.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The batch output folder.
+
+    Returns
+    -------
+    dict of str to dict
+        ``{}`` when neither file exists; journal records override the manifest's; an
+        unreadable manifest is ignored (logged), a journal line cut by a crash skipped.
+    """
     out = Path(out_dir)
     recs: dict[str, dict[str, Any]] = {}
     mf = out / MANIFEST
@@ -332,7 +399,23 @@ def _is_done(prev: Mapping[str, Any] | None, entry: CaseEntry, out_dir: Path, cf
 
 @dataclass
 class BatchReport:
-    """Outcome of :func:`run_batch`."""
+    """Outcome of :func:`run_batch`.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder.
+    manifest_path : Path
+        ``manifest.json`` in it.
+    records : dict of str to dict
+        Case id -> manifest record.
+    processed, skipped, failed : list of str
+        Case ids run this time, skipped (output already there), failed.
+    seconds : float
+        Wall time of the run.
+    n_workers : int
+        Dask workers used (0: in-process).
+    """
 
     out_dir: Path
     manifest_path: Path
@@ -345,14 +428,22 @@ class BatchReport:
 
     @property
     def ok(self) -> list[str]:
+        """Case ids processed this run without failure."""
         return [c for c in self.processed if c not in self.failed]
 
     @property
     def cases_per_minute(self) -> float:
+        """Processed cases per minute of wall time (NaN when no time was measured)."""
         n = len(self.processed)
         return 60.0 * n / self.seconds if self.seconds > 0 else float("nan")
 
     def summary(self) -> str:
+        """One line for logs and the CLI: counts, failures, time and rate.
+
+        Returns
+        -------
+        str
+        """
         return (f"{len(self.ok)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed "
                 f"in {self.seconds:.1f} s on {self.n_workers} worker(s); manifest: {self.manifest_path}")
 

@@ -27,9 +27,23 @@ def recover_status(root: str | os.PathLike[str], *, sidecar: str | os.PathLike[s
 
     The damaged ``status.sqlite`` (and its ``-wal``/``-shm``) are *moved* to
     ``<sidecar>/damaged-<UTC time>/`` (never deleted); what they still yield (case statuses,
-    comments, history) is copied into a new database; every case with a correction becomes at
-    least ``in progress`` with its last edit time and author. Returns a summary dict
-    (``moved_to``, ``salvaged_cases``, ``salvaged_history``, ``corrections``).
+    comments, history, metrics) is copied into a new database; every case with a correction
+    becomes at least ``in progress`` with its last edit time and author.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder.
+    sidecar : path-like, optional
+        Its sidecar folder (default ``<root>/.medsegfm``).
+    user : str, optional
+        Recorded in the history (default the current user).
+
+    Returns
+    -------
+    dict
+        ``moved_to``, ``moved``, ``salvaged_cases``, ``salvaged_history``,
+        ``salvaged_metrics``, ``corrections``.
     """
     side = sidecar_dir(root, sidecar)
     db = side / "status.sqlite"

@@ -202,11 +202,31 @@ class StatusStore:
         return str(self._read("PRAGMA integrity_check")[0][0])
 
     def meta_value(self, key: str) -> str | None:
-        """A value of the ``meta`` table (``schema_version``, ``id_scheme``, ...)."""
+        """A value of the ``meta`` table (``schema_version``, ``id_scheme``, ...).
+
+        Parameters
+        ----------
+        key : str
+            The key.
+
+        Returns
+        -------
+        str or None
+            ``None`` when not set.
+        """
         rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Set (or replace) a value of the ``meta`` table.
+
+        Parameters
+        ----------
+        key : str
+            The key.
+        value : str
+            The value.
+        """
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
@@ -220,8 +240,18 @@ class StatusStore:
     def rename_case(self, old: str, new: str, *, why: str = "") -> bool:
         """Move everything stored under case id ``old`` to ``new`` in one transaction.
 
-        Refused (returns False, nothing changed) when ``new`` already has a status other than a
-        fresh ``todo``, history, metrics or a lock of its own.
+        Parameters
+        ----------
+        old, new : str
+            Case ids.
+        why : str
+            Recorded in the history.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when ``new`` already has a status other than a fresh
+            ``todo``, history, metrics or a lock of its own; True otherwise.
         """
         with self._write() as con:
             row = con.execute("SELECT status, comment, status_at, edited_at FROM cases WHERE case_id=?", (new,)).fetchone()
@@ -239,7 +269,13 @@ class StatusStore:
 
     # ------------------------------------------------------------------ cases
     def ensure_cases(self, case_ids: Iterable[str]) -> None:
-        """Insert a ``todo`` row for every id not yet known (existing rows untouched)."""
+        """Insert a ``todo`` row for every id not yet known (existing rows untouched).
+
+        Parameters
+        ----------
+        case_ids : iterable of str
+            Case ids (the catalog's).
+        """
         ids = [(str(c),) for c in case_ids]
         if not ids:
             return
@@ -257,7 +293,17 @@ class StatusStore:
     _COLS = "case_id, status, comment, status_at, status_by, edited_at, edited_by, info"
 
     def get(self, case_id: str) -> CaseRecord:
-        """The case's record (a fresh ``todo`` record if it was never stored)."""
+        """The case's record (a fresh ``todo`` record if it was never stored).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        CaseRecord
+        """
         rows = self._read(f"SELECT {self._COLS} FROM cases WHERE case_id = ?", (str(case_id),))
         return self._record(rows[0]) if rows else CaseRecord(str(case_id))
 
@@ -266,7 +312,29 @@ class StatusStore:
         return {r[0]: self._record(r) for r in self._read(f"SELECT {self._COLS} FROM cases")}
 
     def set_status(self, case_id: str, status: str, comment: str | None = None, *, who: str | None = None) -> CaseRecord:
-        """Set a case's status (one of :data:`STATUSES`) and optionally its comment."""
+        """Set a case's status and optionally its comment (recorded in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        status : str
+            One of :data:`STATUSES` (case, ``_`` and ``inprogress`` spellings accepted).
+        comment : str, optional
+            Replaces the comment when given.
+        who : str, optional
+            Default this store's user.
+
+        Returns
+        -------
+        CaseRecord
+            The record after the change.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+        """
         status = str(status).strip().lower().replace("_", " ")
         if status == "inprogress":
             status = IN_PROGRESS
@@ -286,7 +354,22 @@ class StatusStore:
         return self.get(case_id)
 
     def set_comment(self, case_id: str, comment: str, *, who: str | None = None) -> CaseRecord:
-        """Set the free-text comment of a case."""
+        """Set the free-text comment of a case (recorded in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        comment : str
+            The comment (replaces the old one).
+        who : str, optional
+            Default this store's user.
+
+        Returns
+        -------
+        CaseRecord
+            The record after the change.
+        """
         who = who or self.user
         now = self._clock()
         with self._write() as con:
@@ -304,6 +387,19 @@ class StatusStore:
         Repeated events of the same ``action`` by this store within ``coalesce_s`` seconds
         update one history row (its time, detail and count) instead of adding rows.
         A ``todo`` case becomes ``in progress``.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        detail : str
+            History detail (e.g. the correction file).
+        action : str
+            History action.
+        who : str, optional
+            Default this store's user.
+        coalesce_s : float
+            Seconds within which repeated events share one history row.
         """
         who = who or self.user
         now = self._clock()
@@ -324,7 +420,19 @@ class StatusStore:
                 self._add_history(con, case_id, action, detail, who, now)
 
     def add_history(self, case_id: str, action: str, detail: str = "", *, who: str | None = None) -> None:
-        """Append one history event (open, restore, export, batch, ...)."""
+        """Append one history event (open, restore, export, batch, ...).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        action : str
+            What happened.
+        detail : str
+            Free text.
+        who : str, optional
+            Default this store's user.
+        """
         with self._write() as con:
             self._add_history(con, case_id, action, detail, who or self.user, self._clock())
 
@@ -335,7 +443,19 @@ class StatusStore:
         )
 
     def history(self, case_id: str | None = None, limit: int = 1000) -> list[HistoryEvent]:
-        """History events, newest first (of one case, or of the whole dataset)."""
+        """History events, newest first (of one case, or of the whole dataset).
+
+        Parameters
+        ----------
+        case_id : str, optional
+            One case; ``None``: all.
+        limit : int
+            At most this many events.
+
+        Returns
+        -------
+        list of HistoryEvent
+        """
         if case_id is None:
             rows = self._read("SELECT id, case_id, at, who, action, detail, count FROM history ORDER BY id DESC LIMIT ?",
                               (int(limit),))
@@ -347,7 +467,15 @@ class StatusStore:
         return [HistoryEvent(*r) for r in rows]
 
     def update_info(self, case_id: str, **info: Any) -> None:
-        """Merge JSON-able values (cached modality, shape, number of labels, ...) into the case's info."""
+        """Merge JSON-able values (cached modality, shape, number of labels, ...) into the case's info.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id (a row is created if missing).
+        **info
+            Keys and values to set.
+        """
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT info FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
@@ -361,7 +489,21 @@ class StatusStore:
     # ------------------------------------------------------------------ metrics
     def set_metric(self, case_id: str, name: str, value: float | None, *, source: str = "",
                    detail: dict[str, Any] | None = None) -> None:
-        """Store a per-case number (e.g. ``dice_pred_vs_labels``), replacing the previous one."""
+        """Store a per-case number (e.g. ``dice_pred``), replacing the previous one.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        name : str
+            Metric name.
+        value : float or None
+            The value (``None``: known to be undefined).
+        source : str
+            What produced it (a backend name, ``batch``, ...).
+        detail : dict, optional
+            JSON-able extra fields, returned by :meth:`metric_details`.
+        """
         with self._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
@@ -370,15 +512,50 @@ class StatusStore:
             )
 
     def metric(self, case_id: str, name: str) -> float | None:
+        """One case's value of a metric.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        float or None
+            ``None`` when not stored (or stored as undefined).
+        """
         rows = self._read("SELECT value FROM metrics WHERE case_id=? AND name=?", (case_id, name))
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     def metrics(self, name: str) -> dict[str, float | None]:
-        """``{case_id: value}`` of one metric over the dataset."""
+        """``{case_id: value}`` of one metric over the dataset.
+
+        Parameters
+        ----------
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        dict of str to float or None
+        """
         return {r[0]: r[1] for r in self._read("SELECT case_id, value FROM metrics WHERE name=?", (name,))}
 
     def metric_details(self, name: str) -> dict[str, dict[str, Any]]:
-        """``{case_id: {"value", "source", "at", **detail}}`` of one metric."""
+        """``{case_id: {"value", "source", "at", **detail}}`` of one metric.
+
+        Parameters
+        ----------
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        dict of str to dict
+            ``at`` in epoch seconds.
+        """
         out = {}
         for cid, val, src, at, det in self._read("SELECT case_id, value, source, at, detail FROM metrics WHERE name=?", (name,)):
             try:
@@ -405,7 +582,17 @@ class StatusStore:
         return False
 
     def lock_holder(self, case_id: str) -> LockInfo | None:
-        """The live lease on ``case_id`` (``None`` if free or stale)."""
+        """The live lease on ``case_id`` (``None`` if free or stale).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        LockInfo or None
+        """
         with self._mutex:
             info = self._lock_row(self._con, case_id)
         if info is None or self._is_stale(info, self._clock()):
@@ -419,13 +606,31 @@ class StatusStore:
         return {r[0]: LockInfo(*r) for r in rows if not self._is_stale(LockInfo(*r), now)}
 
     def holds(self, case_id: str) -> bool:
-        """True while this store holds a live lease on ``case_id``."""
+        """True while this store holds a live lease on ``case_id``.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        """
         with self._mutex:
             info = self._lock_row(self._con, case_id)
         return info is not None and info.owner == self.owner and info.expires_at >= self._clock()
 
     def acquire(self, case_id: str, *, steal: bool = False) -> LockInfo:
-        """Take (or renew) the edit lease of ``case_id``.
+        """Take (or renew) the edit lease of ``case_id``; a stale lease is taken over (logged in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        steal : bool
+            Take the lease even from a live holder (recorded as stolen).
+
+        Returns
+        -------
+        LockInfo
+            This store's lease, expiring ``lease_s`` seconds from now; the heartbeat thread renews it.
 
         Raises
         ------
@@ -453,13 +658,30 @@ class StatusStore:
         return LockInfo(case_id, self.owner, self.user, self.host, self.pid, acquired, now, now + self.lease_s)
 
     def release(self, case_id: str) -> None:
-        """Give up this store's lease on ``case_id`` (no-op if not held)."""
+        """Give up this store's lease on ``case_id`` (no-op if not held).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        """
         self._held.discard(case_id)
         with self._write() as con:
             con.execute("DELETE FROM locks WHERE case_id=? AND owner=?", (case_id, self.owner))
 
     def force_unlock(self, case_id: str) -> LockInfo | None:
-        """Remove whatever lease is on ``case_id`` (admin action; returns what was removed)."""
+        """Remove whatever lease is on ``case_id`` (admin action, recorded in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        LockInfo or None
+            What was removed.
+        """
         with self._write() as con:
             info = self._lock_row(con, case_id)
             con.execute("DELETE FROM locks WHERE case_id=?", (case_id,))
@@ -488,7 +710,18 @@ class StatusStore:
         return lost
 
     def check_lock(self, case_id: str) -> None:
-        """Raise :class:`LockLostError` unless this store holds ``case_id`` (renewing it)."""
+        """Check that this store still holds ``case_id``, renewing the lease.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Raises
+        ------
+        LockLostError
+            The lease expired and may have been taken over.
+        """
         now = self._clock()
         with self._write() as con:
             cur = con.execute(
