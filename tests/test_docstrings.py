@@ -34,40 +34,6 @@ EXEMPT_MODULES = {
 #: single callables left out ("module:qualname"), with the reason
 EXEMPT: dict[str, str] = {}
 
-#: not written yet (issue 16, part 2 unfinished): remove entries as their docstrings are written
-NOT_YET_DOCUMENTED = {
-    "napari_medsegfm.dataset.catalog:Catalog.describe",
-    "napari_medsegfm.dataset.catalog:Catalog.find",
-    "napari_medsegfm.dataset.catalog:Catalog.header",
-    "napari_medsegfm.dataset.catalog:Catalog.ids",
-    "napari_medsegfm.dataset.catalog:Catalog.load",
-    "napari_medsegfm.dataset.catalog:existing_labels",
-    "napari_medsegfm.dataset.catalog:modality_from_name",
-    "napari_medsegfm.dataset.clinical:find_dicom",
-    "napari_medsegfm.dataset.clinical:find_itk",
-    "napari_medsegfm.dataset.export:ExportReport",
-    "napari_medsegfm.dataset.export:export_path",
-    "napari_medsegfm.dataset.workspace:CaseRow",
-    "napari_medsegfm.dataset.workspace:CaseRow.last_edited_text",
-    "napari_medsegfm.dataset.workspace:CaseRow.shape_text",
-    "napari_medsegfm.dataset.workspace:CaseRow.sort_key",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.close_case",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.filter",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.neighbour",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.open",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.prefetch",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.review_queue",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.row",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.scan",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.scan_entry",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.set_comment",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.set_status",
-    "napari_medsegfm.dataset.workspace:DatasetWorkspace.sort",
-    "napari_medsegfm.dataset.workspace:OpenCase",
-    "napari_medsegfm.dataset.workspace:OpenCase.case_id",
-    "napari_medsegfm.dataset.workspace:OpenCase.start_autosave",
-}
-EXEMPT.update(dict.fromkeys(NOT_YET_DOCUMENTED, "not written yet"))
 
 
 

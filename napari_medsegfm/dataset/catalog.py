@@ -93,7 +93,18 @@ def _is_nifti(p: Path) -> bool:
 
 
 def modality_from_name(name: str) -> str:
-    """Modality from a CVPR-style case name (``CT_AMOS_...`` -> ``CT``, ``2DBox_MR_...`` -> ``MR``)."""
+    """Modality from a CVPR-style case name (``CT_AMOS_...`` -> ``CT``, ``2DBox_MR_...`` -> ``MR``).
+
+    Parameters
+    ----------
+    name : str
+        Case or file name; the first tokens (after a ``2DBox``/``3DBox`` prefix) are looked at.
+
+    Returns
+    -------
+    str
+        ``""`` when none is known.
+    """
     tokens = [t for t in re.split(r"[_\-\s]+", Path(name).name) if t]
     for t in tokens[:3]:
         low = t.lower()
@@ -221,10 +232,21 @@ class Catalog:
             raise KeyError(f"no case {key!r} in dataset {self.root} ({len(self)} cases)") from None
 
     def ids(self) -> list[str]:
+        """Case ids in catalog order."""
         return [e.case_id for e in self.entries]
 
     def find(self, text: str) -> CaseEntry | None:
-        """A case by id, by name, or the first whose id contains ``text`` (case-insensitive)."""
+        """A case by id, by name, or the first whose id contains ``text`` (case-insensitive).
+
+        Parameters
+        ----------
+        text : str
+            An id, a name or part of an id.
+
+        Returns
+        -------
+        CaseEntry or None
+        """
         if text in self._by_id:
             return self._by_id[text]
         low = text.strip().lower()
@@ -242,12 +264,39 @@ class Catalog:
 
         The returned case has ``meta["case_id"]`` and ``meta["catalog_root"]`` set, and its
         modality filled from the catalog where the reader left it empty.
+
+        Parameters
+        ----------
+        key : int, str or CaseEntry
+            Index, case id, or the entry.
+
+        Returns
+        -------
+        Case
+
+        Raises
+        ------
+        KeyError, IndexError
+            No such case.
+        ValueError, OSError
+            The files cannot be read (naming them).
         """
         entry = key if isinstance(key, CaseEntry) else self[key]
         return load_entry(entry, self)
 
     def header(self, key: int | str | CaseEntry) -> dict[str, Any]:
-        """Cheap facts from file headers: ``shape`` (array axis order, as loaded) and ``dtype``."""
+        """Cheap facts from file headers: ``shape`` (array axis order, as loaded) and ``dtype``.
+
+        Parameters
+        ----------
+        key : int, str or CaseEntry
+            Index, case id, or the entry.
+
+        Returns
+        -------
+        dict
+            Empty when the headers cannot be read (logged).
+        """
         entry = key if isinstance(key, CaseEntry) else self[key]
         try:
             return _header(entry)
@@ -256,11 +305,23 @@ class Catalog:
             return {}
 
     def describe(self) -> str:
+        """``"ROOT (LAYOUT, N cases)"``, for messages."""
         return f"{self.root} ({self.layout}, {len(self)} cases)"
 
 
 def existing_labels(case: Case) -> tuple[str, np.ndarray] | None:
-    """The case's existing labels, by preference ground truth (``gts``), then ``segs``, ``prev_pred``."""
+    """The case's existing labels, by preference ground truth (``gts``), then ``segs``, ``prev_pred``, then any.
+
+    Parameters
+    ----------
+    case : Case
+        A loaded case.
+
+    Returns
+    -------
+    (role, labels) or None
+        ``None`` when the case has no labels.
+    """
     for role in ("gts", "segs", "prev_pred"):
         arr = case.labels.get(role)
         if arr is not None:
@@ -561,11 +622,23 @@ def _rel_id(root: Path, path: Path) -> str:
 def scan_entry(catalog: Catalog, entry: CaseEntry) -> dict[str, Any]:
     """Load a case once and return the facts the navigator caches.
 
+    Parameters
+    ----------
+    catalog : Catalog
+        The dataset's catalog.
+    entry : CaseEntry
+        The case.
+
     Returns
     -------
     dict
         ``shape`` (spatial, array axis order), ``modality``, ``n_labels`` and ``label_ids`` of the
         existing labels (0 / [] without labels), ``labels_role``, ``signature``.
+
+    Raises
+    ------
+    ValueError, OSError
+        The case cannot be read.
     """
     case = catalog.load(entry)
     ex = existing_labels(case)

@@ -72,7 +72,35 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class CaseRow:
-    """One line of the navigator table."""
+    """One line of the navigator table.
+
+    Parameters
+    ----------
+    case_id : str
+        The catalog's case id.
+    name : str
+        Display name.
+    modality : str
+        ``"CT"``, ``"MR"``, ... (``""`` when unknown).
+    shape : tuple of int, optional
+        Spatial shape, array axis order ``(Z, Y, X)`` / ``(Y, X)``, once scanned.
+    n_labels : int, optional
+        Labels in the existing (or corrected) label image, once scanned.
+    status : str
+        One of :data:`~napari_medsegfm.dataset.status.STATUSES`.
+    comment : str
+        Free text.
+    last_edited : float, optional
+        Epoch seconds of the last label edit or status change.
+    last_by : str
+        Who made it.
+    dice : float, optional
+        :data:`DICE_METRIC` (pre-segmentation vs labels).
+    has_correction : bool
+        An autosaved correction exists.
+    locked_by : str
+        Who holds the edit lock (``""``: nobody).
+    """
 
     case_id: str
     name: str
@@ -89,10 +117,12 @@ class CaseRow:
 
     @property
     def shape_text(self) -> str:
+        """``"64×256×256"`` (empty when not scanned)."""
         return "×".join(str(s) for s in self.shape) if self.shape else ""
 
     @property
     def last_edited_text(self) -> str:
+        """Local ``YYYY-MM-DD HH:MM`` of :attr:`last_edited` (empty without one)."""
         if self.last_edited is None:
             return ""
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_edited))
@@ -103,7 +133,19 @@ class CaseRow:
         return None if self.dice is None else 1.0 - self.dice
 
     def sort_key(self, column: str) -> tuple[int, Any]:
-        """Key for sorting by a column attribute; empty values sort last."""
+        """Key for sorting by a column attribute; empty values sort last.
+
+        Parameters
+        ----------
+        column : str
+            A :data:`COLUMNS` attribute, ``case_id``, ``disagreement`` or ``last_edited``.
+
+        Returns
+        -------
+        (int, object)
+            ``(1, 0)`` for an empty value, ``(0, value)`` otherwise (strings lower-cased,
+            statuses in :data:`STATUSES` order, shapes by voxel count).
+        """
         if column == "shape_text":
             v: Any = int(np.prod(self.shape)) if self.shape else None
         elif column == "status":
@@ -121,7 +163,35 @@ class CaseRow:
 
 @dataclass
 class OpenCase:
-    """A case opened for editing (or read-only viewing)."""
+    """A case opened for editing (or read-only viewing), from :meth:`DatasetWorkspace.open`.
+
+    Parameters
+    ----------
+    entry : CaseEntry
+        The catalog entry.
+    case : Case
+        The loaded case.
+    labels : np.ndarray
+        The labels being edited, unsigned integer, the image's spatial shape ``(Z, Y, X)`` / ``(Y, X)``.
+    labels_source : str
+        Where they came from: ``"correction"``, ``"gts"``, ``"segs"``, ... or ``"empty"``.
+    read_only : bool
+        Opened without the lock (no autosave).
+    correction : Correction, optional
+        The autosaved correction the labels were restored from.
+    lock : LockInfo, optional
+        This viewer's lease.
+    locked_by : LockInfo, optional
+        Read-only: the other viewer's lease.
+    autosaver : Autosaver, optional
+        Set by :meth:`start_autosave`.
+    label_names : dict of int to str
+        Label id -> class name.
+    opened_at : float
+        Epoch seconds.
+    _workspace : DatasetWorkspace, optional
+        The workspace that opened it (set by :meth:`DatasetWorkspace.open`).
+    """
 
     entry: CaseEntry
     case: Case
@@ -138,6 +208,7 @@ class OpenCase:
 
     @property
     def case_id(self) -> str:
+        """The catalog's case id."""
         return self.entry.case_id
 
     @property
@@ -160,7 +231,30 @@ class OpenCase:
     def start_autosave(self, get_labels: Callable[[], np.ndarray] | None = None, *,
                        get_meta: Callable[[], dict[str, Any]] | None = None,
                        interval_s: float | None = None, **kw: Any) -> Autosaver:
-        """Create (once) the case's :class:`Autosaver`; ``get_labels`` defaults to ``self.labels``."""
+        """Create (once) the case's :class:`~napari_medsegfm.dataset.autosave.Autosaver`.
+
+        Parameters
+        ----------
+        get_labels : callable, optional
+            Returns the current labels (default ``self.labels``).
+        get_meta : callable, optional
+            Extra metadata for each correction.
+        interval_s : float, optional
+            Autosave interval in seconds (at most 30).
+        **kw
+            Other :class:`~napari_medsegfm.dataset.autosave.Autosaver` options (``on_saved``,
+            ``on_error``, ``clock``, ...).
+
+        Returns
+        -------
+        Autosaver
+            The existing one when called again.
+
+        Raises
+        ------
+        ValueError
+            The case was opened read-only.
+        """
         if self.read_only:
             raise ValueError(f"case {self.case_id!r} is open read-only ({self.message()}); nothing to autosave")
         if self.autosaver is not None:
@@ -302,6 +396,22 @@ class DatasetWorkspace:
         return out
 
     def row(self, case_id: str) -> CaseRow:
+        """The table row of one case.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        CaseRow
+
+        Raises
+        ------
+        KeyError
+            No such case.
+        """
         for r in self.rows():
             if r.case_id == case_id:
                 return r
@@ -309,7 +419,22 @@ class DatasetWorkspace:
 
     @staticmethod
     def filter(rows: Iterable[CaseRow], statuses: Iterable[str] | None = None, text: str = "") -> list[CaseRow]:
-        """Rows whose status is in ``statuses`` (all if None) and whose name/id/comment contains ``text``."""
+        """Rows whose status is in ``statuses`` and whose name, id or comment contains ``text``.
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+        statuses : iterable of str, optional
+            Wanted statuses (``None``: all).
+        text : str
+            Case-insensitive substring (empty: no filter).
+
+        Returns
+        -------
+        list of CaseRow
+            In their order.
+        """
         st = None if statuses is None else set(statuses)
         t = text.strip().lower()
         return [r for r in rows if (st is None or r.status in st)
@@ -317,7 +442,26 @@ class DatasetWorkspace:
 
     @staticmethod
     def sort(rows: Iterable[CaseRow], column: str, descending: bool = False) -> list[CaseRow]:
-        """Rows sorted by a :data:`COLUMNS` attribute (empty values last either way)."""
+        """Rows sorted by a :data:`COLUMNS` attribute (empty values last either way).
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+        column : str
+            A :data:`COLUMNS` attribute, ``case_id``, ``disagreement`` or ``last_edited``.
+        descending : bool
+            Reverse order (empty values stay last).
+
+        Returns
+        -------
+        list of CaseRow
+
+        Raises
+        ------
+        ValueError
+            An unknown column.
+        """
         valid = {c for c, _ in COLUMNS} | {"case_id", "disagreement", "last_edited"}
         if column not in valid:
             raise ValueError(f"cannot sort by {column!r}; expected one of {', '.join(sorted(valid))}")
@@ -332,6 +476,15 @@ class DatasetWorkspace:
         """Rows by disagreement ``1 - Dice`` between pre-segmentation and labels, worst first.
 
         Cases without a Dice come last, in their original order.
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+
+        Returns
+        -------
+        list of CaseRow
         """
         return DatasetWorkspace.sort(rows, "disagreement", descending=True)
 
@@ -339,10 +492,26 @@ class DatasetWorkspace:
     def scan(self, case_ids: Sequence[str] | None = None, *, force: bool = False,
              progress: Callable[[int, int, str], None] | None = None,
              stop: threading.Event | None = None) -> int:
-        """Load cases whose cached facts are missing/outdated and cache shape, modality, label count.
+        """Load cases whose cached facts are missing or outdated and cache shape, modality, label count.
 
         When a case holds both ``segs`` (a prediction) and ``gts``, their Dice is stored as
-        :data:`DICE_METRIC` (unless a batch run already stored one). Returns the number scanned.
+        :data:`DICE_METRIC` (unless a batch run already stored one).
+
+        Parameters
+        ----------
+        case_ids : sequence of str, optional
+            The cases (default all).
+        force : bool
+            Scan even cases whose cache is current.
+        progress : callable, optional
+            ``progress(done, total, case_id)`` after each case.
+        stop : threading.Event, optional
+            Stops between cases when set.
+
+        Returns
+        -------
+        int
+            Cases scanned.
         """
         ids = list(case_ids) if case_ids is not None else self.catalog.ids()
         recs = self.store.records()
@@ -388,7 +557,22 @@ class DatasetWorkspace:
     # ------------------------------------------------------------------ navigation helpers
     @staticmethod
     def neighbour(order: Sequence[str], current: str | None, step: int) -> str | None:
-        """The id ``step`` places after ``current`` in ``order`` (clamped; first/last if current is absent)."""
+        """The id ``step`` places after ``current`` in ``order`` (clamped to the ends).
+
+        Parameters
+        ----------
+        order : sequence of str
+            Case ids as the table shows them.
+        current : str or None
+            The open case; absent from ``order``: the first (``step >= 0``) or last id.
+        step : int
+            +1 next, -1 previous.
+
+        Returns
+        -------
+        str or None
+            ``None`` for an empty ``order``.
+        """
         if not order:
             return None
         if current not in order:
@@ -402,6 +586,11 @@ class DatasetWorkspace:
         """Start loading a case (image, labels and its saved correction) in the background.
 
         One case is kept; :meth:`open` uses it when the files did not change meanwhile.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id (unknown ids are ignored).
         """
         if case_id not in self.catalog:
             return
@@ -446,10 +635,32 @@ class DatasetWorkspace:
              case: Case | None = None) -> OpenCase:
         """Open a case for editing.
 
-        Takes the case's edit lock (raises :class:`~napari_medsegfm.dataset.status.CaseLockedError`
-        when another viewer holds it, unless ``read_only`` or ``steal``), loads it (using a
-        prefetched copy when there is one) and picks its labels: the autosaved correction if
-        any, else the existing labels, else zeros.
+        Takes the case's edit lock, loads it (using a prefetched copy when there is one) and
+        picks its labels: the autosaved correction if any, else the existing labels, else zeros.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        read_only : bool
+            Open without the lock (shows who holds it).
+        steal : bool
+            Take the lock from a live holder.
+        case : Case, optional
+            An already loaded case to use instead of reading it.
+
+        Returns
+        -------
+        OpenCase
+
+        Raises
+        ------
+        CaseLockedError
+            Another viewer holds the lock (unless ``read_only`` or ``steal``).
+        KeyError
+            No such case.
+        ValueError
+            A correction of another shape than the image, or an unreadable case.
         """
         entry = self.catalog[case_id]
         self._wait_closing(case_id)  # its last autosave (from a quick switch) must be on disk first
@@ -504,9 +715,23 @@ class DatasetWorkspace:
     def close_case(self, oc: OpenCase, *, save: bool = True, wait: bool = True) -> concurrent.futures.Future[None]:
         """Final autosave (if anything is unsaved), then release the lock.
 
-        The snapshot of the labels is taken now. With ``wait=False`` compression and writing
-        finish in the background and the lock is released once the correction is on disk
-        (reopening the case meanwhile waits for it): switching cases stays fast.
+        The snapshot of the labels is taken now.
+
+        Parameters
+        ----------
+        oc : OpenCase
+            From :meth:`open`.
+        save : bool
+            Save pending edits.
+        wait : bool
+            Block until written. False: compression and writing finish in the background and
+            the lock is released once the correction is on disk (reopening the case meanwhile
+            waits for it), so switching cases stays fast.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Completes when the correction is on disk and the lock released.
         """
         done: concurrent.futures.Future[None]
         if oc.autosaver is not None:
@@ -546,9 +771,34 @@ class DatasetWorkspace:
 
     # ------------------------------------------------------------------ status
     def set_status(self, case_id: str, status: str, comment: str | None = None) -> None:
+        """Set a case's status (and comment), as :meth:`StatusStore.set_status`.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        status : str
+            One of :data:`~napari_medsegfm.dataset.status.STATUSES`.
+        comment : str, optional
+            Replaces the comment when given.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+        """
         self.store.set_status(case_id, status, comment)
 
     def set_comment(self, case_id: str, comment: str) -> None:
+        """Set a case's free-text comment.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        comment : str
+            The new comment.
+        """
         self.store.set_comment(case_id, comment)
 
     def close(self) -> None:
