@@ -34,19 +34,6 @@ EXEMPT_MODULES = {
 #: single callables left out ("module:qualname"), with the reason
 EXEMPT: dict[str, str] = {}
 
-
-
-
-
-
-
-
-
-
-
-
-
-
 _PARAMS = re.compile(r"^[ \t]*Parameters[ \t]*\n[ \t]*-{3,}[ \t]*$", re.M)
 _ATTRS = re.compile(r"^[ \t]*Attributes[ \t]*\n[ \t]*-{3,}[ \t]*$", re.M)
 
