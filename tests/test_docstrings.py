@@ -1,6 +1,6 @@
 """The public API outside engine/ has numpydoc docstrings (issue 16).
 
-Walks the modules of io/, dataset/, tasks/, cli/, backends/ and types.py, utils.py with
+Walks the modules of io/, dataset/, tasks/, cli/, backends/, types/ and utils.py with
 :mod:`inspect`. Public: the names in a module's ``__all__`` (every name without a leading
 underscore when it has none) that the module defines, and the methods and properties
 without a leading underscore that those classes define. Each needs a docstring; one with
@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 ROOT = "napari_medsegfm"
-PACKAGES = ("io", "dataset", "tasks", "cli", "backends")
-MODULES = ("types", "utils")
+PACKAGES = ("io", "dataset", "tasks", "cli", "backends", "types")
+MODULES = ("utils",)
 
 #: whole modules left out, with the reason
 EXEMPT_MODULES = {
