@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.medsegpy import write_medsegpy_h5
     from ..io.medsegpy_slices import write_medsegpy_slices
     from ..io.nifti import save_nifti_labels, write_nifti_volume
-    from ..io.samed2d import write_samed2d_case
+    from ..io.samed2d_write import write_samed2d_case
 
     src, out = Path(args.input), Path(args.output)
     fmt = _out_format(out, args.to)

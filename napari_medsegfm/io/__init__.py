@@ -419,7 +419,7 @@ def save_labels(
         files = save_medsegpy_slices(labels, target, case=case, overwrite_gt=overwrite_gt, label_names=label_names)
         return files[0].parent if files else target
     if out_fmt == "samed2d":
-        from .samed2d import save_samed2d_masks
+        from .samed2d_write import save_samed2d_masks
 
         if case is None:
             raise ValueError(f"{target}: saving SA-Med2D masks needs case= (the slice(s) they belong to)")
