@@ -385,8 +385,7 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving, ObjectList
         self._save_path_override = None  # "Save as" of the previous image must not catch this one's Ctrl+S
         if self.extent_layer is not None:  # its outlines belong to this image's boxes
             try:
-                self.extent_layer.selected_data = set(range(len(self.extent_layer.data)))
-                self.extent_layer.remove_selected()
+                self.extent_layer.remove(list(range(len(self.extent_layer.data))))
             except (ValueError, RuntimeError, IndexError):
                 pass
         self._shown_extents = None
