@@ -372,8 +372,10 @@ class DatasetNavigator(NavigatorLayout, CaseSaving, QWidget):
             saved, failed, labels = _weak(self._emit_saved), _weak(self._autosave_error_threadsafe), _weak(
                 self._current_labels)
             oc.start_autosave(labels, on_saved=lambda p, m, cid=case_id: saved(cid), on_error=failed)
-        self.case_label.setText(f"<b>{oc.entry.name}</b> ({self.visible_order().index(case_id) + 1 if case_id in self.visible_order() else '?'}"
-                                f"/{len(self.visible_order())})")
+        order = self.visible_order()
+        where = f"{order.index(case_id) + 1 if case_id in order else '?'}/{len(order)}"
+        self.case_label.setText(f"<b>{oc.entry.name}</b> ({where})")
+        self.case_label.setToolTip(f"{oc.entry.name}: case {where} of this view")
         rec = ws.store.get(case_id)
         self.status_combo.setCurrentIndex(STATUSES.index(rec.status) if rec.status in STATUSES else 0)
         self.comment_edit.setText(rec.comment)

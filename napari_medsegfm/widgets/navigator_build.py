@@ -1,5 +1,6 @@
-"""The dataset navigator's widgets: dataset folder, filters, the case table, case navigation,
-the open case's status and comment, and the dataset actions.
+"""The dataset navigator's widgets: a fixed case bar (Previous / Next / Jump and the open case
+with its place in the list) above a scrolling body with the dataset folder, filters, the case
+table, the case's status and comment, and the dataset actions.
 
 :class:`NavigatorLayout` is a mixin of :class:`~napari_medsegfm.widgets.navigator.DatasetNavigator`;
 it creates the widgets and connects them to the navigator's methods.
@@ -48,10 +49,12 @@ class NavigatorLayout:
         # screen never grows napari's window (see _layout.ScrollingBody)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
         self.content = QWidget()
         self.scroll = ScrollingBody(self.content, self)
-        # no taller than its controls with a few table rows: the annotation dock below gets the rest
-        self.scroll.max_hint_height = 340
+        # no taller than its controls with a few table rows (the case bar above it included): the
+        # annotation dock below gets the rest
+        self.scroll.max_hint_height = 290
         outer.addWidget(self.scroll)
         lay = QVBoxLayout(self.content)
         lay.setContentsMargins(4, 2, 4, 4)
@@ -108,22 +111,6 @@ class NavigatorLayout:
         self.table.activated.connect(self._open_index)
         lay.addWidget(self.table, 1)
 
-        nav = QHBoxLayout()
-        self.prev_btn = QPushButton("◀ Previous")
-        self.prev_btn.clicked.connect(self.previous_case)
-        self.next_btn = QPushButton("Next ▶")
-        self.next_btn.clicked.connect(self.next_case)
-        self.jump_btn = QPushButton("Jump…")
-        self.jump_btn.clicked.connect(lambda: self.jump())
-        for b, act in ((self.prev_btn, "previous_case"), (self.next_btn, "next_case"), (self.jump_btn, "jump")):
-            b.setToolTip(f"{NAVIGATOR_SHORTCUTS[act][1]} ({NAVIGATOR_SHORTCUTS[act][0]})")
-            nav.addWidget(b)
-        lay.addLayout(nav)
-
-        self.case_label = QLabel("no case open")
-        self.case_label.setWordWrap(True)
-        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        lay.addWidget(self.case_label)
         cur = QHBoxLayout()
         self.status_combo = QComboBox()
         self.status_combo.addItems(STATUSES)
@@ -134,6 +121,31 @@ class NavigatorLayout:
         self.done_btn.clicked.connect(self.done_and_next)
         cur.addWidget(self.done_btn)
         lay.addLayout(cur)
+        # case navigation in a fixed bar above the scrolling body: always in view, whatever the
+        # dock's height and however far the body is scrolled
+        self.nav_bar = QWidget()
+        bar = QVBoxLayout(self.nav_bar)
+        bar.setContentsMargins(4, 3, 4, 3)
+        bar.setSpacing(2)
+        nav = QHBoxLayout()
+        nav.setSpacing(3)
+        self.prev_btn = QPushButton("◀ Previous")
+        self.prev_btn.clicked.connect(self.previous_case)
+        self.next_btn = QPushButton("Next ▶")
+        self.next_btn.clicked.connect(self.next_case)
+        self.jump_btn = QPushButton("Jump…")
+        self.jump_btn.clicked.connect(lambda: self.jump())
+        for b, act in ((self.prev_btn, "previous_case"), (self.next_btn, "next_case"), (self.jump_btn, "jump")):
+            b.setToolTip(f"{NAVIGATOR_SHORTCUTS[act][1]} ({NAVIGATOR_SHORTCUTS[act][0]})")
+            nav.addWidget(b)
+        bar.addLayout(nav)
+        # one line (no word wrap: a height-for-width label would make the dock's own layout
+        # height-for-width); a name longer than the dock is clipped, the tooltip has it whole
+        self.case_label = QLabel("no case open")
+        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        bar.addWidget(self.case_label)
+        outer.insertWidget(0, self.nav_bar)
+
         self.comment_edit = QLineEdit()
         self.comment_edit.setPlaceholderText("comment on this case (Enter to save)")
         self.comment_edit.editingFinished.connect(self._comment_changed)
