@@ -47,6 +47,8 @@ class ObjectsTable:
             name = QTableWidgetItem(row.name)
             name.setData(Qt.ItemDataRole.UserRole, row.label_id)
             name.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable)
+            # a narrow dock elides long names ("left …"): the tooltip has the whole name
+            name.setToolTip(f"{row.name}\n(double-click to rename)")
             st = QTableWidgetItem(row.status)
             st.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
             vol = QTableWidgetItem(row.volume_text)

@@ -143,7 +143,7 @@ def _eight_objects_2d(c, n=8):
 @pytest.mark.parametrize("case", ["3d", "2d"])
 def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_backend, shared_data, tmp_path,
                                    artifacts_dir, size, case):
-    from qtpy.QtCore import QPoint, QRect
+    from qtpy.QtCore import QPoint, QRect, Qt
 
     from napari_medsegfm.widgets import AnnotationWidget, DatasetNavigator
 
@@ -185,6 +185,15 @@ def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_ba
         rows_visible = max(shown.height(), 0) // w.table.verticalHeader().defaultSectionSize()
         report[f"table_rows_visible_{n_obj}"] = int(rows_visible)
         assert rows_visible >= AnnotationWidget.TABLE_MIN_ROWS
+        # names too long for the Name column are elided on screen; each row's tooltip names it whole
+        fm = w.table.fontMetrics()
+        elided = 0
+        for r in range(w.table.rowCount()):
+            it = w.table.item(r, 1)
+            lid = it.data(Qt.ItemDataRole.UserRole)
+            assert it.toolTip().split("\n")[0] == c.objects[lid].name
+            elided += fm.horizontalAdvance(it.text()) + 8 > w.table.columnWidth(1)
+        report[f"names_elided_{n_obj}"] = elided
         _check_dock("annotation", w, win, report)
         _check_dock("navigator", nav, win, report)
         _check_case_bar(nav, win, report)
