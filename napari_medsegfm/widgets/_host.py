@@ -11,7 +11,10 @@ included), the window's actions (to lend Ctrl+S), its close events and its statu
   wrapper on every attribute access, so ``layer is layer`` comparisons would fail);
 * :func:`main_window_of` — the ``QMainWindow`` a docked widget lives in;
 * :class:`HostedShortcuts` — ``QShortcut``\\ s owned by a dock widget that move onto the
-  main window once the widget is docked.
+  main window once the widget is docked;
+* :func:`window_actions` — every ``QAction`` of the main window (its menus' included);
+* :class:`CloseGuard` — asks a dock before the main window closes, and tears it down when
+  the window really closes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import QDockWidget, QLabel, QMainWindow, QShortcut, QSizePolicy, QWidget
 
-__all__ = ["plain_viewer", "main_window_of", "fit_dock", "HostedShortcuts"]
+__all__ = ["plain_viewer", "main_window_of", "fit_dock", "HostedShortcuts", "CloseGuard", "window_actions"]
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +189,75 @@ class HostedShortcuts:
                 pass
         self.shortcuts.clear()
         self.host = self.owner
+
+
+def window_actions(qwin: Any) -> list[Any]:
+    """Every QAction of napari's main window: its children and its menus' (app-model actions are
+    parented to the application, so ``findChildren`` alone misses them)."""
+    from qtpy.QtGui import QAction
+
+    seen: dict[int, Any] = {id(a): a for a in qwin.findChildren(QAction)}
+
+    def walk(menu: Any) -> None:
+        for a in menu.actions():
+            seen.setdefault(id(a), a)
+            if a.menu() is not None:
+                walk(a.menu())
+
+    bar = qwin.menuBar() if hasattr(qwin, "menuBar") else None
+    if bar is not None:
+        walk(bar)
+    return list(seen.values())
+
+
+class CloseGuard(QObject):
+    """Asks before napari's window closes with unsaved annotations, and stops the session
+    when the window really closes (napari's ``Window.close`` included)."""
+
+    def __init__(self, widget: Any, window: Any) -> None:
+        super().__init__()
+        self._widget = widget
+        self._window = window
+        # File > Close Window / Exit call the main window's close(confirm_need=True): ask there too
+        orig = window.close
+        self._orig_close = orig
+
+        def close(*args: Any, **kwargs: Any) -> Any:
+            confirm = kwargs.get("confirm_need", args[1] if len(args) > 1 else False)
+            if confirm and not widget.confirm_discard():
+                return None
+            return orig(*args, **kwargs)
+
+        window.close = close
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Close and obj is self._window:
+            if not event.spontaneous():
+                # napari closing its window (Window.close, File > Close after our question): it
+                # does not refuse these, so stop the session now, before napari tears down
+                self._widget.teardown()
+                return False
+            if not self._widget.confirm_discard():
+                event.ignore()
+                return True
+            # a user's close: napari may still refuse (its own confirmation dialog), so decide
+            # once the event is done
+            QTimer.singleShot(0, self._after_close)
+        return False
+
+    def _after_close(self) -> None:
+        try:
+            closed = not self._window.isVisible()
+        except RuntimeError:  # the window is gone
+            closed = True
+        if closed:
+            self._widget.teardown()
+
+    def remove(self) -> None:
+        try:
+            self._window.removeEventFilter(self)
+            if "close" in self._window.__dict__:
+                del self._window.close
+        except RuntimeError:  # window already deleted
+            pass

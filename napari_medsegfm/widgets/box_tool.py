@@ -326,8 +326,9 @@ class BoxTool:
             return
         self._syncing += 1
         try:
-            ext.selected_data = set(range(len(ext.data)))
-            ext.remove_selected()
+            # (Shapes.remove, not a selection of all: napari 0.6.5 fails selecting several shapes
+            # of which none is on the displayed slice)
+            ext.remove(list(range(len(ext.data))))
             if outlines:
                 ext.add_rectangles([v for v, _ in outlines], edge_color=np.array(colors, dtype=float),
                                    face_color="transparent", edge_width=1.5)

@@ -302,8 +302,9 @@ class AnnotationEditor:
         elif self._alive(self._boxes) and self._boxes.ndim == case.image.ndim:
             # no boxes in this case: keep the layer, empty, for the boxes the user draws
             lay = self._boxes
-            lay.selected_data = set(range(len(lay.data)))
-            lay.remove_selected()  # (keeps the feature columns consistent, unlike data = [])
+            # (keeps the feature columns consistent, unlike data = []; no selection of all: napari
+            # 0.6.5 fails selecting several shapes of which none is on the displayed slice)
+            lay.remove(list(range(len(lay.data))))
             set_if_changed(lay, metadata={"medsegfm_role": "boxes"}, name=f"{case.name} boxes",
                            scale=scale[-lay.ndim:])
         elif self._alive(self._boxes):

@@ -30,8 +30,10 @@ Parts
 The class is assembled from Qt-free mixins, one per concern: :mod:`.layer_sync`
 (making, adopting and redrawing those layers), :mod:`.box_tool` (rectangles and their
 z extent), :mod:`.backend_picker` (listing and loading backends) and :mod:`.saving`
-(the case's file, "Save as", a host's save handler). This module keeps attaching,
-objects, the other prompt tools, inference and the session's change events.
+(the case's file, "Save as", a host's save handler), :mod:`.object_list` (the objects and
+their rows), :mod:`.prompt_tools` (tool states, clicks, scribbles, brush, text) and
+:mod:`.inference` (prompts onto the worker, results back). This module keeps attaching,
+the view state, the session's change events and undo.
 """
 
 from __future__ import annotations
@@ -42,64 +44,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..backends.base import BackendStatus, capability_names
-from ..engine.postprocess import BBox
-from ..engine.session import AnnotationSession, Change, InferenceResult
-from ..types import (
-    Capability,
-    Prompt,
-    Scribble,
-    TextPrompt,
-    Volume,
-    prompt_kind,
-    required_capability,
-    validate_prompt,
-)
+from ..backends.base import BackendStatus
+from ..engine.session import AnnotationSession, Change
+from ..types import Prompt, Volume
 from .backend_picker import BackendPicker
 from .box_tool import BoxTool, slices_to_warm
 from .events import ControllerEvents
-from .layer_sync import (
-    NEGATIVE_RGBA,
-    POSITIVE_RGBA,
-    LayerSync,
-    _is_layer,
-    _set_defaults,
-)
-from .objects import ObjectRow, format_volume, rgba_to_hex, short_class_name
-from .prompts import (
-    point_to_prompt,
-    scribbles_from_atoms,
-)
+from .inference import Inference, _Inflight
+from .layer_sync import LayerSync, _is_layer
+from .object_list import ObjectList
+from .objects import short_class_name
+from .prompt_tools import TOOLS, PromptTools, ToolState
 from .saving import Saving
 
 __all__ = ["AnnotationController", "ToolState", "TOOLS", "volume_from_layer", "short_class_name", "slices_to_warm"]
 
 log = logging.getLogger(__name__)
-
-TOOLS = ("box", "click", "scribble", "brush", "text", "z_extent", "run_boxes")
-
-_KIND_NAMES = {"box3d": "3D box", "box2d": "2D box", "point": "click", "scribble": "scribble", "text": "text"}
-
-
-@dataclass(frozen=True)
-class ToolState:
-    """Whether a tool can be used now, and why not."""
-
-    enabled: bool
-    reason: str = ""
-
-
-@dataclass
-class _Inflight:
-    label_id: int
-    t_submit: float
-    kind: str
 
 
 def _napari_notify(level: str, message: str) -> None:
@@ -143,36 +108,7 @@ def volume_from_layer(layer: Any) -> Volume:
     return Volume(arr, spacing=spacing, meta=vmeta)
 
 
-
-
-
-
-
-
-def _bbox_of_atoms(atoms: Any, shape: tuple[int, ...]) -> BBox | None:
-    lo = np.full(len(shape), np.iinfo(np.int64).max, dtype=np.int64)
-    hi = np.full(len(shape), -1, dtype=np.int64)
-    for atom in atoms:
-        if hasattr(atom, "slice_key"):
-            key = atom.slice_key
-            lo = np.minimum(lo, [s.start or 0 for s in key])
-            hi = np.maximum(hi, [(s.stop if s.stop is not None else n) - 1 for s, n in zip(key, shape)])
-        else:
-            idx = atom[0]
-            if len(idx) == 0 or np.asarray(idx[0]).size == 0:
-                continue
-            lo = np.minimum(lo, [int(np.min(a)) for a in idx])
-            hi = np.maximum(hi, [int(np.max(a)) for a in idx])
-    if np.any(hi < 0):
-        return None
-    lo = np.clip(lo, 0, np.asarray(shape) - 1)
-    hi = np.clip(hi, 0, np.asarray(shape) - 1)
-    return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-
-
-
-
-class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
+class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving, ObjectList, PromptTools, Inference):
     """Qt-free logic of the annotation dock widget (see module docstring).
 
     Parameters
@@ -449,8 +385,7 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
         self._save_path_override = None  # "Save as" of the previous image must not catch this one's Ctrl+S
         if self.extent_layer is not None:  # its outlines belong to this image's boxes
             try:
-                self.extent_layer.selected_data = set(range(len(self.extent_layer.data)))
-                self.extent_layer.remove_selected()
+                self.extent_layer.remove(list(range(len(self.extent_layer.data))))
             except (ValueError, RuntimeError, IndexError):
                 pass
         self._shown_extents = None
@@ -484,445 +419,6 @@ class AnnotationController(LayerSync, BoxTool, BackendPicker, Saving):
     def _on_slice_changed(self, event: Any = None) -> None:
         self._sync_box_extents()
         self._warm_towards_current_slice()
-
-    @property
-    def capabilities(self) -> Capability:
-        b = self.session.backend if self.session is not None else None
-        return getattr(b, "capabilities", Capability.NONE) if b is not None else Capability.NONE
-
-    def tool_states(self) -> dict[str, ToolState]:
-        """Enabled state of each tool in :data:`TOOLS`, with the reason when disabled."""
-        out: dict[str, ToolState] = {}
-        if self.session is None:
-            why = "open an image first"
-            return {t: ToolState(False, why) for t in TOOLS}
-        caps = self.capabilities
-        name = self._backend_name or "no backend"
-        loading = self._backend_loading is not None and self.session.backend is None
-        in3d = self.viewer.dims.ndisplay == 3
-        vol3d = self.volume.ndim == 3
-        axial = not vol3d or tuple(self.viewer.dims.order[-2:]) == (
-            self.viewer.dims.ndim - 2, self.viewer.dims.ndim - 1)
-
-        def cap(flag: Capability, label: str) -> ToolState:
-            if loading:
-                return ToolState(False, f"loading backend {self._backend_loading}…")
-            if self.session.backend is None:
-                return ToolState(False, "pick a backend first")
-            if not (flag & caps):
-                have = ", ".join(capability_names(caps)) or "nothing"
-                return ToolState(False, f"backend {name!r} cannot use {label} (it supports: {have})")
-            return ToolState(True)
-
-        box_caps = Capability.BOX3D | Capability.BOX2D
-        st = cap(box_caps, "boxes")
-        if st.enabled and in3d:
-            st = ToolState(False, "boxes are drawn on a slice: switch to the 2D view (Ctrl+Y)")
-        elif st.enabled and not axial:
-            st = ToolState(False, "boxes are drawn on axial (z) slices: reset the axis order (View > Axes)")
-        out["box"] = st
-        out["run_boxes"] = cap(box_caps, "boxes")
-        out["z_extent"] = (ToolState(False, "2D image: no z extent") if not vol3d else
-                           cap(Capability.BOX3D, "3D boxes"))
-        st = cap(Capability.POINTS, "clicks")
-        if st.enabled and in3d:
-            st = ToolState(False, "clicks are placed on a slice: switch to the 2D view (Ctrl+Y)")
-        out["click"] = st
-        st = cap(Capability.SCRIBBLE, "scribbles")
-        if st.enabled and in3d:
-            st = ToolState(False, "scribbles are painted on a slice: switch to the 2D view (Ctrl+Y)")
-        out["scribble"] = st
-        out["brush"] = (ToolState(False, "the brush paints on a slice: switch to the 2D view (Ctrl+Y)") if in3d
-                        else ToolState(True))
-        if loading or self.session.backend is None or Capability.TEXT in caps:
-            out["text"] = cap(Capability.TEXT, "text")
-        else:
-            out["text"] = ToolState(False, f"backend {name!r} cannot segment from text: the text only names the "
-                                           "object; segment it with a box, clicks or scribbles")
-        return out
-
-    # ================================================================ objects
-    @property
-    def objects(self) -> dict[int, Any]:
-        return self.session.objects if self.session is not None else {}
-
-    def object_rows(self) -> list[ObjectRow]:
-        """One row per object for the list view."""
-        if self.session is None:
-            return []
-        busy = {f.label_id for f in self._inflight.values()}
-        ml = self.volume.voxel_volume_ml
-        unit = self.size_unit
-        ranges = self.object_z_ranges()
-        rows = []
-        for lid, info in sorted(self.session.objects.items()):
-            vox = self._voxels.get(lid, 0)
-            status = getattr(info.status, "value", str(info.status))
-            zr = ranges.get(lid)
-            rows.append(ObjectRow(lid, info.name or f"object {lid}", rgba_to_hex(info.color),
-                                  "running" if lid in busy else status, vox,
-                                  vox * ml, lid in busy, size_unit=unit,
-                                  z_range="" if zr is None else f"{zr[0]}–{zr[1]}"))
-        return rows
-
-    @property
-    def size_unit(self) -> str:
-        """How object sizes are given: ``""`` (a volume in mL: a 3D image with a physical voxel
-        spacing), ``"px"`` (a 2D image: pixels are counted, a slice has no volume) or ``"vox"``
-        (a 3D image without spacing: its voxels have no size)."""
-        if self.volume is None or self.volume.ndim != 3:
-            return "px"
-        return "" if self.physical_spacing else "vox"
-
-    @property
-    def physical_spacing(self) -> bool:
-        """Whether the image's voxel spacing is known: read by the plugin (a file format that
-        stores it) or set by the user as the layer's scale."""
-        im = self.image_layer
-        if im is None:
-            return False
-        meta = im.metadata or {}
-        if meta.get("medsegfm_spacing") is not None or meta.get("medsegfm_format"):
-            return True
-        nsp = len(self.volume.spatial_shape) if self.volume is not None else 0
-        return bool(nsp) and not np.allclose(np.asarray(im.scale)[-nsp:], 1.0)
-
-    def add_object(self, name: str = "", color: Any = None, *, label_id: int | None = None,
-                   select: bool = True) -> int:
-        """Create an object (undoable) and make it current; returns its label id."""
-        self._require_session()
-        if label_id is None:
-            # ids named by the file's boxes (CVPR: box i -> label i+1) stay theirs
-            reserved = set(self.session.objects) | set(self.label_names)
-            if self.box_layer is not None and len(self.box_layer.data):
-                reserved |= {int(i) for i in np.asarray(self.box_layer.features["object_id"])}
-            label_id = max(reserved, default=0) + 1
-        if not name and label_id in self.label_names:
-            name = self.label_names[label_id]
-        info = self.session.add_object(name, color=color, label_id=label_id)
-        if select:
-            self.select_object(info.label_id)
-        return info.label_id
-
-    def ensure_object(self) -> int:
-        """The current object, created first when there is none."""
-        self._require_session()
-        if self.current_id is None or self.current_id not in self.session.objects:
-            return self.add_object()
-        return self.current_id
-
-    def select_object(self, label_id: int | None) -> None:
-        """Make ``label_id`` the object new prompts and brush strokes go to."""
-        if label_id is not None and (self.session is None or label_id not in self.session.objects):
-            raise ValueError(f"no object with label id {label_id}; objects: {sorted(self.objects)}")
-        changed = label_id != self.current_id
-        self.current_id = label_id
-        self._select_current_in_layers()
-        if changed:
-            self._shown_points = self._shown_scribbles = None
-            self._sync_prompt_layers()
-            self.events.current.emit(label_id)
-
-    def step_object(self, delta: int) -> None:
-        """Select the next (``+1``) or previous (``-1``) object."""
-        ids = sorted(self.objects)
-        if not ids:
-            return
-        if self.current_id not in ids:
-            self.select_object(ids[0])
-            return
-        i = (ids.index(self.current_id) + delta) % len(ids)
-        self.select_object(ids[i])
-
-    def _select_current_in_layers(self) -> None:
-        lid = self.current_id
-        if self.seg_layer is not None and lid is not None:
-            self.seg_layer.selected_label = lid
-        if self.box_layer is not None:
-            d = {"object_id": lid or 0}
-            if self.volume is not None and self.volume.ndim == 3:
-                z = self.current_z() or 0
-                d.update(z_min=z, z_max=z)
-            self._syncing += 1
-            try:
-                _set_defaults(self.box_layer, **d)
-                color = self.objects[lid].color if lid in self.objects else (1, 1, 0, 1)
-                if not self.box_layer.selected_data:
-                    self.box_layer.current_edge_color = tuple(color)
-            finally:
-                self._syncing -= 1
-
-    def rename_object(self, label_id: int | None, name: str) -> None:
-        lid = label_id if label_id is not None else self.current_id
-        if lid is None or not name.strip():
-            return
-        if self.session.objects[lid].name != name.strip():
-            self.session.rename_object(lid, name.strip())
-
-    def set_object_color(self, label_id: int, rgba: Any) -> None:
-        self._require_session()
-        self.session.set_object_color(label_id, rgba)
-
-    def delete_object(self, label_id: int | None = None) -> None:
-        lid = label_id if label_id is not None else self.current_id
-        if lid is None or self.session is None or lid not in self.session.objects:
-            return
-        name = self.session.objects[lid].name
-        self.session.delete_object(lid)
-        self._message(f"deleted {name!r} (Ctrl+Z brings it back)")
-
-    def accept_object(self, label_id: int | None = None) -> None:
-        lid = label_id if label_id is not None else self.current_id
-        if lid is None or self.session is None or lid not in self.session.objects:
-            return
-        self.session.accept_object(lid)
-        self._message(f"accepted {self.session.objects[lid].name!r}")
-
-    def reset_object(self, label_id: int | None = None) -> None:
-        lid = label_id if label_id is not None else self.current_id
-        if lid is None or self.session is None or lid not in self.session.objects:
-            return
-        self.session.reset_object(lid)
-        self._message(f"reset {self.session.objects[lid].name!r}")
-
-    # ================================================================ tools
-    def activate_tool(self, tool: str) -> None:
-        """Select the layer and mode of a tool: ``box``, ``click``, ``scribble``, ``brush``, ``pan``."""
-        self._require_session()
-        if tool != "pan":
-            st = self.tool_states().get(tool)
-            if st is not None and not st.enabled:
-                self._message(st.reason, "warning")
-                return
-        self._ensure_prompt_layers()
-        sel = self.viewer.layers.selection
-        if tool == "box":
-            self.ensure_object()
-            self._select_current_in_layers()
-            sel.active = self.box_layer
-            self.box_layer.selected_data = set()
-            self.box_layer.mode = "add_rectangle"
-        elif tool == "click":
-            self.ensure_object()
-            sel.active = self.click_layer
-            self.click_layer.mode = "add"
-        elif tool == "scribble":
-            self.ensure_object()
-            sel.active = self.scribble_layer
-            self.scribble_layer.selected_label = 2 if self.negative else 1
-            self.scribble_layer.mode = "paint"
-        elif tool == "brush":
-            lid = self.ensure_object()
-            sel.active = self.seg_layer
-            self.seg_layer.selected_label = lid
-            self.seg_layer.mode = "paint"
-        elif tool == "pan":
-            active = sel.active
-            if active is not None and hasattr(active, "mode"):
-                active.mode = "pan_zoom"
-        else:
-            raise ValueError(f"unknown tool {tool!r}; expected box, click, scribble, brush or pan")
-        self.events.tools.emit()
-
-    def set_negative(self, negative: bool) -> None:
-        """Clicks and scribbles mark background (True) or the object (False)."""
-        self.negative = bool(negative)
-        if self.scribble_layer is not None and self.scribble_layer.selected_label in (1, 2):
-            self.scribble_layer.selected_label = 2 if negative else 1
-        self.events.tools.emit()
-        self._message("negative (background) prompts" if negative else "positive (object) prompts")
-
-    def toggle_negative(self) -> None:
-        self.set_negative(not self.negative)
-
-    # ------------------------------------------------------------ clicks
-    def _on_points_press(self, layer: Any, event: Any) -> None:
-        mods = {str(getattr(m, "name", m)).lower() for m in (event.modifiers or ())}
-        self._press_shift = "shift" in mods
-        if layer.mode == "add":
-            positive = not (self.negative ^ self._press_shift)
-            layer.selected_data = set()
-            self._syncing += 1
-            try:
-                _set_defaults(layer, object_id=self.current_id or 0, positive=positive)
-                layer.current_face_color = POSITIVE_RGBA if positive else NEGATIVE_RGBA
-            finally:
-                self._syncing -= 1
-
-    def _on_points_data(self, event: Any) -> None:
-        if self._syncing or self.session is None:
-            return
-        if str(getattr(event, "action", "")) != "added":
-            return
-        layer = self.click_layer
-        n = len(layer.data)
-        idx = sorted({i % n for i in (event.data_indices or ())}) if n else []
-        for i in idx:
-            positive = bool(layer.features["positive"].iloc[i]) if "positive" in layer.features else True
-            self.add_click(layer.data[i], positive=positive, _from_layer=True)
-
-    def add_click(self, coord: Any, positive: bool = True, *, _from_layer: bool = False) -> int | None:
-        """Submit a click at data coordinate ``coord`` for the current object."""
-        self._require_session()
-        lid = self.ensure_object()
-        try:
-            p = point_to_prompt(coord, self.volume.spatial_shape, lid, positive=positive)
-        except ValueError as exc:
-            self._message(str(exc), "error")
-            if _from_layer:
-                self._shown_points = None
-                self._sync_prompt_layers()
-            return None
-        gen = self.submit(p)
-        if not _from_layer:
-            self._shown_points = None
-            self._sync_prompt_layers()
-        elif gen is None:
-            self._shown_points = None
-            self._sync_prompt_layers()
-        return gen
-
-    # ------------------------------------------------------------ scribbles
-    def _on_scribble_paint(self, event: Any) -> None:
-        if self._syncing or self.session is None:
-            return
-        lid = self.ensure_object()
-        prompts = scribbles_from_atoms(event.value, self.volume.spatial_shape, lid)
-        shown = self._shown_scribbles
-        for p in prompts:
-            self.submit(p)
-        if shown is not None and lid == self.current_id:
-            # napari already draws the stroke: count it as shown, no rewrite of the layer
-            mine = self.session.prompts_in_effect(lid)
-            self._shown_scribbles = tuple(id(p) for p in mine if isinstance(p, Scribble))
-
-    # ------------------------------------------------------------ brush
-    def _on_seg_paint(self, event: Any) -> None:
-        if self._syncing or self.session is None:
-            return
-        bbox = _bbox_of_atoms(event.value, tuple(self.seg_layer.data.shape))
-        if bbox is None:
-            return
-        values = {int(getattr(a, "new_value", 0)) for a in event.value if hasattr(a, "new_value")}
-        desc = "eraser" if values == {0} else "brush"
-        sess = self.session
-
-        def commit() -> None:
-            # napari emits ``paint`` before writing for programmatic paint() calls: commit afterwards.
-            # (napari keeps its own bounded stroke history too; Ctrl+Z is the dock's while docked.)
-            if self.session is sess:
-                sess.apply_edit(bbox=bbox, description=desc)
-
-        self._post(commit)
-
-    # ------------------------------------------------------------ text
-    def text_prompt(self, text: str, *, instance: bool | None = None) -> int | None:
-        """Name the current object ``text`` and, if the backend reads text, segment it from the text."""
-        self._require_session()
-        text = (text or "").strip()
-        if not text:
-            return None
-        lid = self.ensure_object()
-        self.rename_object(lid, text)
-        if self._backend_loading is None and Capability.TEXT not in self.capabilities:
-            self._message(f"named the object {text!r}. Backend {self._backend_name or 'none'!r} cannot segment "
-                          "from text: draw a box, click or scribble on it.")
-            return None
-        inst = self.objects[lid].instance if instance is None else instance
-        return self.submit(TextPrompt(text, instance=bool(inst), object_id=lid))
-
-    # ================================================================ inference
-    @property
-    def busy(self) -> bool:
-        return bool(self._inflight) or self._backend_loading is not None
-
-    @property
-    def busy_since(self) -> float | None:
-        if not self._inflight:
-            return None
-        return min(f.t_submit for f in self._inflight.values())
-
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
-
-    def submit(self, prompt: Prompt, *, replace: bool = False) -> int | None:
-        """Validate ``prompt`` and queue it on the session's worker; returns the generation.
-
-        Problems (unsupported kind, outside the volume) become an error
-        notification and return ``None``; nothing is lost. ``replace``: the prompt
-        starts the object's prompts anew (see ``AnnotationSession.submit``).
-        """
-        self._require_session()
-        s = self.session
-        if s.backend is None:
-            if self._backend_loading is not None:
-                self._deferred.append((prompt, replace))
-                self._message(f"{_KIND_NAMES.get(prompt_kind(prompt), 'prompt')} queued: "
-                              f"backend {self._backend_loading} is loading")
-                return None
-            self._message("no backend selected: pick one in the Backend list", "error")
-            return None
-        need = required_capability(prompt)
-        if not (need & self.capabilities):
-            self._message(
-                f"backend {self._backend_name!r} cannot use a {_KIND_NAMES.get(prompt_kind(prompt))} "
-                f"(it supports {', '.join(capability_names(self.capabilities)) or 'nothing'})", "error")
-            return None
-        try:
-            validate_prompt(prompt, self.volume.spatial_shape)
-        except ValueError as exc:
-            self._message(f"prompt outside the image: {exc}", "error")
-            return None
-        t0 = time.perf_counter()
-        sess = s
-
-        def done(res: InferenceResult) -> None:  # worker thread
-            self._post(lambda: self._on_result(sess, res, t0))
-
-        try:
-            gen = s.submit(prompt, done, replace=replace)
-        except ValueError as exc:
-            self._message(str(exc), "error")
-            return None
-        self._inflight[gen] = _Inflight(prompt.object_id, t0, prompt_kind(prompt))
-        self.events.busy.emit(True)
-        self.events.objects.emit()
-        return gen
-
-    def _on_result(self, sess: AnnotationSession, res: InferenceResult, t0: float) -> None:
-        self._inflight.pop(res.generation, None)
-        if sess is not self.session:
-            return
-        applied = sess.apply_result(res)
-        name = self.objects.get(res.label_id).name if res.label_id in self.objects else f"object {res.label_id}"
-        if res.error is not None and not res.stale:
-            self._message(f"segmenting {name!r} failed ({res.backend}): {res.error_message}. "
-                          "The prompt was dropped; the labels are unchanged.", "error")
-            self._shown_points = self._shown_scribbles = None
-            self._sync_prompt_layers()
-        elif applied:
-            self.last_backend_s = res.elapsed_s
-            self.last_roundtrip_s = time.perf_counter() - t0
-            waited = self.warmup_overlap(t0, t0 + res.queued_s)
-            self.last_warmup_wait_s = waited
-            self.last_queued_s = max(0.0, res.queued_s - waited)
-            vox = self._voxels.get(res.label_id, 0)
-            size = f"{vox:,} {self.size_unit}" if self.size_unit else format_volume(vox * self.volume.voxel_volume_ml)
-            self._message(f"{name}: {size}"
-                          f" in {res.elapsed_s:.2f} s ({res.backend})")
-        elif res.cancelled and not self._inflight:
-            self._message("cancelled")
-        self.events.busy.emit(self.busy)
-        self.events.objects.emit()
-
-    def cancel(self) -> None:
-        """Cancel every queued and running request (results are discarded)."""
-        if self.session is None:
-            return
-        self.session.cancel()
-        self._deferred.clear()
-        self._message("cancelling…")
 
     # ================================================================ changes
     def _on_change_any_thread(self, change: Change) -> None:

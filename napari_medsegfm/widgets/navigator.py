@@ -18,11 +18,15 @@ prompt when the annotation widget drives the case.
 Keyboard shortcuts (on napari's main window, so they work whatever has focus):
 ``Ctrl+PgDown`` next case, ``Ctrl+PgUp`` previous case, ``Ctrl+J`` jump to a case,
 ``Ctrl+Shift+D`` mark done and go to the next case.
+
+Parts: :mod:`.navigator_build` creates the widgets, :mod:`.navigator_saving` holds editing,
+autosave, status, comment and export; the Qt-free case display is :mod:`.case_editor`, the
+table model :mod:`.case_table`. This module keeps the dataset, the case navigation and
+opening, the choice of editor and teardown.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -33,45 +37,20 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QModelIndex, Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QGridLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QInputDialog,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QPushButton,
-    QShortcut,
-    QSizePolicy,
-    QStyle,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QShortcut, QWidget
 
 from ..dataset.status import STATUSES, CaseLockedError, LockLostError
 from ..dataset.workspace import DICE_METRIC, DatasetWorkspace, OpenCase
 from ._host import HostedShortcuts, fit_dock_soon, plain_viewer
-from ._layout import ScrollingBody
 from .case_editor import AnnotationEditor, LayerEditor
-from .case_table import STATUS_FILTERS, CaseTableModel
+from .case_table import CaseTableModel
+from .navigator_build import NAVIGATOR_SHORTCUTS, NavigatorLayout
+from .navigator_saving import CaseSaving
 
 __all__ = ["DatasetNavigator", "CaseTableModel", "NAVIGATOR_SHORTCUTS"]
 
 logger = logging.getLogger(__name__)
 
-#: action -> (keys, description)
-NAVIGATOR_SHORTCUTS: dict[str, tuple[str, str]] = {
-    "next_case": ("Ctrl+PgDown", "Next case (autosaves the current one)"),
-    "previous_case": ("Ctrl+PgUp", "Previous case"),
-    "jump": ("Ctrl+J", "Jump to a case by name"),
-    "done_and_next": ("Ctrl+Shift+D", "Mark the case done and go to the next"),
-}
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
     """A callable holding only a weak reference to a bound method's object (no reference cycles
@@ -89,8 +68,7 @@ def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
 SAVE_TARGET = "the dataset sidecar (original files untouched)"
 
 
-
-class DatasetNavigator(QWidget):
+class DatasetNavigator(NavigatorLayout, CaseSaving, QWidget):
     """Dock widget: a dataset's case table and the case-by-case correction workflow.
 
     Parameters
@@ -143,125 +121,6 @@ class DatasetNavigator(QWidget):
             self.open_dataset(root)
 
     # ------------------------------------------------------------------ UI
-    def _build(self) -> None:
-        # the content scrolls inside the dock: docking the annotation widget beside it on a laptop
-        # screen never grows napari's window (see _layout.ScrollingBody)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        self.content = QWidget()
-        self.scroll = ScrollingBody(self.content, self)
-        # no taller than its controls with a few table rows: the annotation dock below gets the rest
-        self.scroll.max_hint_height = 340
-        outer.addWidget(self.scroll)
-        lay = QVBoxLayout(self.content)
-        lay.setContentsMargins(4, 2, 4, 4)
-        lay.setSpacing(3)
-        top = QHBoxLayout()
-        self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("dataset folder")
-        self.path_edit.returnPressed.connect(lambda: self.open_dataset(self.path_edit.text()))
-        self.browse_btn = QPushButton("Open dataset…")
-        self.browse_btn.clicked.connect(self._browse)
-        top.addWidget(self.path_edit, 1)
-        top.addWidget(self.browse_btn)
-        lay.addLayout(top)
-
-        flt = QHBoxLayout()
-        self.status_filter = QComboBox()
-        self.status_filter.addItems(STATUS_FILTERS)
-        self.status_filter.currentTextChanged.connect(lambda s: self.model.set_filter(status=s))
-        self.search_edit = QLineEdit()
-        self.search_edit.setPlaceholderText("filter by name / comment")
-        self.search_edit.textChanged.connect(lambda t: self.model.set_filter(text=t))
-        self.search_edit.returnPressed.connect(self._open_first_match)
-        self.review_check = QCheckBox("Review queue")
-        self.review_check.setToolTip("Sort by disagreement (1 - Dice) between the pre-segmentation and the labels, worst first")
-        self.review_check.toggled.connect(self._set_review)
-        flt.addWidget(self.status_filter)
-        flt.addWidget(self.search_edit, 1)
-        self.status_filter.setToolTip("Show the cases of one status")
-        lay.addLayout(flt)
-        lay.addWidget(self.review_check)
-
-        self.model = CaseTableModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
-        self.table.setSortingEnabled(True)
-        self.table.horizontalHeader().setSortIndicatorShown(True)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setWordWrap(False)
-        vh = self.table.verticalHeader()
-        vh.setDefaultSectionSize(max(self.fontMetrics().height() + 6, 20))
-        self.table.setMinimumHeight(int(self.table.horizontalHeader().sizeHint().height()
-                                        + 4.4 * vh.defaultSectionSize() + 2 * self.table.frameWidth()
-                                        + self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)))
-        self.table.horizontalHeader().sortIndicatorChanged.connect(self._header_sorted)
-        # one double-click emits doubleClicked and activated: both take the case id now and open it
-        # after the click is handled (opening refreshes the table, so a later index is stale)
-        self.table.doubleClicked.connect(self._open_index)
-        self.table.activated.connect(self._open_index)
-        lay.addWidget(self.table, 1)
-
-        nav = QHBoxLayout()
-        self.prev_btn = QPushButton("◀ Previous")
-        self.prev_btn.clicked.connect(self.previous_case)
-        self.next_btn = QPushButton("Next ▶")
-        self.next_btn.clicked.connect(self.next_case)
-        self.jump_btn = QPushButton("Jump…")
-        self.jump_btn.clicked.connect(lambda: self.jump())
-        for b, act in ((self.prev_btn, "previous_case"), (self.next_btn, "next_case"), (self.jump_btn, "jump")):
-            b.setToolTip(f"{NAVIGATOR_SHORTCUTS[act][1]} ({NAVIGATOR_SHORTCUTS[act][0]})")
-            nav.addWidget(b)
-        lay.addLayout(nav)
-
-        self.case_label = QLabel("no case open")
-        self.case_label.setWordWrap(True)
-        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        lay.addWidget(self.case_label)
-        cur = QHBoxLayout()
-        self.status_combo = QComboBox()
-        self.status_combo.addItems(STATUSES)
-        self.status_combo.activated.connect(lambda i: self.set_status(STATUSES[i]))
-        cur.addWidget(self.status_combo)
-        self.done_btn = QPushButton("Done ✓ → next")
-        self.done_btn.setToolTip(f"{NAVIGATOR_SHORTCUTS['done_and_next'][1]} ({NAVIGATOR_SHORTCUTS['done_and_next'][0]})")
-        self.done_btn.clicked.connect(self.done_and_next)
-        cur.addWidget(self.done_btn)
-        lay.addLayout(cur)
-        self.comment_edit = QLineEdit()
-        self.comment_edit.setPlaceholderText("comment on this case (Enter to save)")
-        self.comment_edit.editingFinished.connect(self._comment_changed)
-        lay.addWidget(self.comment_edit)
-
-        bottom = QGridLayout()
-        bottom.setHorizontalSpacing(3)
-        self.scan_btn = QPushButton("Count labels")
-        self.scan_btn.setToolTip("Load every case once to count its labels and compute Dice of stored predictions")
-        self.scan_btn.clicked.connect(lambda: self.scan_in_background())
-        self.save_btn = QPushButton("Save now")
-        self.save_btn.clicked.connect(lambda: self.save_now())
-        self.export_btn = QPushButton("Export…")
-        self.export_btn.clicked.connect(self._export_dialog)
-        self.annotate_btn = QPushButton("Segment…")
-        self.annotate_btn.setToolTip("Dock the interactive segmentation widget and edit cases with prompts")
-        self.annotate_btn.clicked.connect(lambda: self.dock_annotation_widget())
-        bottom.addWidget(self.annotate_btn, 0, 0)
-        bottom.addWidget(self.scan_btn, 0, 1)
-        bottom.addWidget(self.save_btn, 1, 0)
-        bottom.addWidget(self.export_btn, 1, 1)
-        lay.addLayout(bottom)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        lay.addWidget(self.message)
-        self._update_enabled()
-
     def _fit_dock_soon(self) -> None:
         fit_dock_soon(self)
 
@@ -513,8 +372,10 @@ class DatasetNavigator(QWidget):
             saved, failed, labels = _weak(self._emit_saved), _weak(self._autosave_error_threadsafe), _weak(
                 self._current_labels)
             oc.start_autosave(labels, on_saved=lambda p, m, cid=case_id: saved(cid), on_error=failed)
-        self.case_label.setText(f"<b>{oc.entry.name}</b> ({self.visible_order().index(case_id) + 1 if case_id in self.visible_order() else '?'}"
-                                f"/{len(self.visible_order())})")
+        order = self.visible_order()
+        where = f"{order.index(case_id) + 1 if case_id in order else '?'}/{len(order)}"
+        self.case_label.setText(f"<b>{oc.entry.name}</b> ({where})")
+        self.case_label.setToolTip(f"{oc.entry.name}: case {where} of this view")
         rec = ws.store.get(case_id)
         self.status_combo.setCurrentIndex(STATUSES.index(rec.status) if rec.status in STATUSES else 0)
         self.comment_edit.setText(rec.comment)
@@ -605,117 +466,6 @@ class DatasetNavigator(QWidget):
             self.show_message(f"final save of {oc.case_id} failed: {exc}", error=True)
         self.model.current_id = None
         self._update_enabled()
-
-    # ------------------------------------------------------------------ editing / autosave
-    def _on_edit(self) -> None:
-        if self.current is not None and self.current.autosaver is not None:
-            self.current.autosaver.mark_dirty()
-
-    def _emit_edited(self, accepted: bool) -> None:
-        try:
-            self._edited.emit(bool(accepted))
-        except RuntimeError:  # widget deleted
-            pass
-
-    def _handle_edit(self, accepted: bool) -> None:
-        aus = self.current.autosaver if self.current is not None else None
-        if aus is None or aus.closed:
-            return
-        if accepted:
-            aus.accepted()
-        else:
-            aus.mark_dirty()
-
-    def save_correction(self) -> concurrent.futures.Future[Path | None]:
-        """Save the open case's labels to its sidecar correction now; returns the write's future.
-
-        This is where the annotation widget's Save goes while the navigator drives it
-        (status and history are updated like an autosave; the original files are never
-        written). ``ValueError`` when no case is open for editing.
-        """
-        oc = self.current
-        if oc is None or self.workspace is None:
-            raise ValueError("no case is open in the dataset navigator; open one, or use Save as… to write a file")
-        if oc.read_only or oc.autosaver is None or oc.autosaver.closed:
-            raise ValueError(f"{oc.case_id} is open read-only here ({oc.message()}); use Save as… to write a copy")
-        fut = oc.autosaver.save("manual", force=True)
-        assert fut is not None
-        self.show_message(f"saving {oc.case_id} to {self.workspace.corrections.path_for(oc.case_id)} "
-                          "(the original files stay unchanged)")
-        return fut
-
-    def save_now(self) -> bool:
-        if self.current is None or self.current.autosaver is None:
-            return False
-        self.current.autosaver.save("manual", force=True, wait=True)
-        self.refresh()
-        self.show_message(f"saved {self.current.case_id} to {self.workspace.corrections.path_for(self.current.case_id)}")
-        return True
-
-    def _tick(self) -> None:
-        if self.current is not None and self.current.autosaver is not None and not self.current.autosaver.closed:
-            self.current.autosaver.tick()
-
-    def _emit_saved(self, case_id: str) -> None:
-        # called on the autosave writer thread: hop to the GUI thread through a signal
-        try:
-            self.autosaved.emit(case_id)
-        except RuntimeError:  # the widget is being deleted
-            pass
-
-    def _after_autosave(self, case_id: str) -> None:
-        # queued to the GUI thread by the signal
-        if self.current is not None and self.current.case_id == case_id and self.workspace is not None:
-            rec = self.workspace.store.get(case_id)
-            if rec.status in STATUSES:
-                self.status_combo.setCurrentIndex(STATUSES.index(rec.status))
-            self.refresh()
-
-    def _autosave_error_threadsafe(self, exc: BaseException) -> None:
-        msg = f"autosave failed: {exc}"
-        QTimer.singleShot(0, lambda: self.show_message(msg, error=True))
-
-    # ------------------------------------------------------------------ status
-    def set_status(self, status: str) -> None:
-        if self.current is None or self.workspace is None:
-            return
-        self.workspace.set_status(self.current.case_id, status)
-        i = STATUSES.index(status)
-        if self.status_combo.currentIndex() != i:
-            self.status_combo.setCurrentIndex(i)
-        self.refresh()
-
-    def _comment_changed(self) -> None:
-        if self.current is None or self.workspace is None:
-            return
-        text = self.comment_edit.text()
-        if text != self.workspace.store.get(self.current.case_id).comment:
-            self.workspace.set_comment(self.current.case_id, text)
-            self.refresh()
-
-    # ------------------------------------------------------------------ export
-    def _export_dialog(self) -> None:
-        if self.workspace is None:
-            return
-        d = QFileDialog.getExistingDirectory(self, "Export corrected cases to", str(Path.home()))
-        if not d:
-            return
-        fmt, ok = QInputDialog.getItem(self, "Export format", "Format:", ["npz", "nifti", "same"], 0, False)
-        if ok:
-            self.export(d, fmt)
-
-    def export(self, out_dir: str | Path, fmt: str = "npz", **kw: Any) -> Any:
-        """Export every corrected case (saving the open one first); returns the report."""
-        from ..dataset.export import export_corrections
-
-        if self.workspace is None:
-            return None
-        if self.current is not None and self.current.autosaver is not None:
-            self.current.autosaver.save("export", wait=True)
-        rep = export_corrections(self.workspace, out_dir, fmt=fmt, **kw)
-        self.show_message(f"exported {len(rep.exported)} case(s), {len(rep.failed)} failed — manifest {rep.manifest_path}",
-                          error=bool(rep.failed))
-        return rep
 
     # ------------------------------------------------------------------ teardown
     def _shutdown(self, *args: Any) -> None:

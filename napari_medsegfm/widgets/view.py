@@ -3,49 +3,35 @@
 Nothing here decides anything: every button, shortcut and list row calls a
 controller method, and controller events update the widgets. Worker results reach
 the GUI thread through :class:`_Invoker`, a Qt signal (queued across threads).
+
+The widget is assembled from Qt mixins: :mod:`.view_build` creates the widgets,
+:mod:`.view_objects` keeps the object table, :mod:`.view_saving` holds Save, Save as… and
+the question before closing; the main window's close guard and actions are in
+:mod:`._host`. This module wires them to the controller and keeps the shortcuts, the
+backend list, the tool buttons, the busy line and teardown.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QKeySequence, QShortcut
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QCompleter,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
-    QTextBrowser,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtGui import QKeySequence, QShortcut
+from qtpy.QtWidgets import QLabel, QProgressBar, QWidget
 
 from ..backends.base import BackendStatus, capability_names
 from ..types import Capability
+from ._host import CloseGuard as _CloseGuard
 from ._host import HostedShortcuts, fit_dock_soon, main_window_of, plain_viewer
-from ._layout import CollapsibleSection, ScrollingBody
+from ._host import window_actions as _window_actions
 from .controller import AnnotationController
 from .objects import latency_text
-from .shortcuts import SHORTCUTS, help_html, keys_text
+from .shortcuts import SHORTCUTS, keys_text
+from .view_build import AnnotationLayout
+from .view_objects import ObjectsTable
+from .view_saving import SaveDialogs
 
 __all__ = ["AnnotationWidget"]
 
@@ -74,79 +60,7 @@ class _Invoker(QObject):
         self.call.emit(fn)
 
 
-def _window_actions(qwin: Any) -> list[Any]:
-    """Every QAction of napari's main window: its children and its menus' (app-model actions are
-    parented to the application, so ``findChildren`` alone misses them)."""
-    from qtpy.QtGui import QAction
-
-    seen: dict[int, Any] = {id(a): a for a in qwin.findChildren(QAction)}
-
-    def walk(menu: Any) -> None:
-        for a in menu.actions():
-            seen.setdefault(id(a), a)
-            if a.menu() is not None:
-                walk(a.menu())
-
-    bar = qwin.menuBar() if hasattr(qwin, "menuBar") else None
-    if bar is not None:
-        walk(bar)
-    return list(seen.values())
-
-
-class _CloseGuard(QObject):
-    """Asks before napari's window closes with unsaved annotations, and stops the session
-    when the window really closes (napari's ``Window.close`` included)."""
-
-    def __init__(self, widget: AnnotationWidget, window: Any) -> None:
-        super().__init__()
-        self._widget = widget
-        self._window = window
-        # File > Close Window / Exit call the main window's close(confirm_need=True): ask there too
-        orig = window.close
-        self._orig_close = orig
-
-        def close(*args: Any, **kwargs: Any) -> Any:
-            confirm = kwargs.get("confirm_need", args[1] if len(args) > 1 else False)
-            if confirm and not widget.confirm_discard():
-                return None
-            return orig(*args, **kwargs)
-
-        window.close = close
-        window.installEventFilter(self)
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close and obj is self._window:
-            if not event.spontaneous():
-                # napari closing its window (Window.close, File > Close after our question): it
-                # does not refuse these, so stop the session now, before napari tears down
-                self._widget.teardown()
-                return False
-            if not self._widget.confirm_discard():
-                event.ignore()
-                return True
-            # a user's close: napari may still refuse (its own confirmation dialog), so decide
-            # once the event is done
-            QTimer.singleShot(0, self._after_close)
-        return False
-
-    def _after_close(self) -> None:
-        try:
-            closed = not self._window.isVisible()
-        except RuntimeError:  # the window is gone
-            closed = True
-        if closed:
-            self._widget.teardown()
-
-    def remove(self) -> None:
-        try:
-            self._window.removeEventFilter(self)
-            if "close" in self._window.__dict__:
-                del self._window.close
-        except RuntimeError:  # window already deleted
-            pass
-
-
-class AnnotationWidget(QWidget):
+class AnnotationWidget(AnnotationLayout, ObjectsTable, SaveDialogs, QWidget):
     """napari dock widget for interactive segmentation (Plugins > napari-medsegfm).
 
     Parameters
@@ -191,235 +105,6 @@ class AnnotationWidget(QWidget):
         if auto_attach:
             self.viewer.layers.events.inserted.connect(self._maybe_auto_attach)
             self._maybe_auto_attach()
-
-    # ================================================================ build
-    def _button(self, text: str, action: str | None = None, tip: str = "", checkable: bool = False) -> QPushButton:
-        b = QPushButton(text)
-        b.setCheckable(checkable)
-        if action:
-            tip = f"{tip} ({keys_text(action)})" if tip else f"({keys_text(action)})"
-        b._base_tip = tip  # type: ignore[attr-defined]
-        b.setToolTip(tip)
-        b.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
-        return b
-
-    def _build(self) -> None:
-        # everything scrolls inside the dock: on a small screen the dock never grows napari's
-        # window and no control is squeezed onto another (see _layout.ScrollingBody)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        self.content = QWidget()
-        self.scroll = ScrollingBody(self.content, self)
-        outer.addWidget(self.scroll)
-        lay = QVBoxLayout(self.content)
-        lay.setContentsMargins(4, 2, 4, 4)
-        lay.setSpacing(2)
-
-        # --- image + backend
-        f = QFormLayout()
-        f.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        row = QHBoxLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Image layer to annotate")
-        self.image_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.image_combo.setMinimumContentsLength(5)
-        self.attach_btn = self._button("Start", tip="Annotate the selected image")
-        row.addWidget(self.image_combo, 1)
-        row.addWidget(self.attach_btn)
-        f.addRow("Image", row)
-        self.backend_combo = QComboBox()
-        self.backend_combo.setToolTip("Segmentation backend; unavailable ones say why")
-        self.backend_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.backend_combo.setMinimumContentsLength(5)
-        f.addRow("Backend", self.backend_combo)
-        self.backend_info = QLabel("—")
-        self.backend_info.setWordWrap(True)
-        self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        f.addRow(self.backend_info)
-        self.backend_section = CollapsibleSection("Backend", f)
-        lay.addWidget(self.backend_section)
-
-        # --- objects
-        ol = QVBoxLayout()
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["", "Name", "Status", "Volume", "z"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setWordWrap(False)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for col in (2, 3, 4):
-            hh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setMinimumSectionSize(18)
-        self.table.setColumnWidth(0, 20)
-        vh = self.table.verticalHeader()
-        vh.setDefaultSectionSize(max(self.fontMetrics().height() + 6, 20))
-        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        # room for at least TABLE_MIN_ROWS rows (and a bit of the next, so it reads as a list)
-        self.table.setMinimumHeight(int(hh.sizeHint().height() + (self.TABLE_MIN_ROWS + 0.4) *
-                                        vh.defaultSectionSize() + 2 * self.table.frameWidth()))
-        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.table.setToolTip("Objects: label colour (double-click to change), name (double-click to rename), "
-                              "status, z range of its boxes, volume (mL where the image has a voxel spacing; "
-                              "voxels or pixels otherwise). Right-click for more.")
-        ol.addWidget(self.table, 1)
-        row = QHBoxLayout()
-        row.setSpacing(3)
-        self.new_btn = self._button("New", "new_object", "New object")
-        self.accept_btn = self._button("Accept", "accept_object", "Accept the current object")
-        self.reset_btn = self._button("Reset", "reset_object", "Clear the current object's mask and prompts")
-        self.delete_btn = self._button("Delete", "delete_object", "Delete the current object")
-        for b in (self.new_btn, self.accept_btn, self.reset_btn, self.delete_btn):
-            row.addWidget(b)
-        ol.addLayout(row)
-        row = QHBoxLayout()
-        row.setSpacing(3)
-        self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("name / text prompt, e.g. liver")
-        self._name_tip = (f"Names the current object; sent as a text prompt where the backend reads text "
-                          f"({keys_text('focus_name')}, Enter)")
-        self.name_edit.setToolTip(self._name_tip)
-        self.text_btn = self._button("Name / segment", tip="Name the object; segment it from the text if the "
-                                                           "backend can")
-        row.addWidget(self.name_edit, 1)
-        row.addWidget(self.text_btn)
-        ol.addLayout(row)
-        self.objects_section = CollapsibleSection("Objects", ol)
-        lay.addWidget(self.objects_section, 1)
-
-        # --- prompt tools
-        g = QGridLayout()
-        g.setHorizontalSpacing(3)
-        g.setVerticalSpacing(3)
-        self.box_btn = self._button("Box", "tool_box", "Draw a rectangle on the current slice", checkable=True)
-        self.click_btn = self._button("Click", "tool_click", "Click on the object; Shift+click = background",
-                                      checkable=True)
-        self.scribble_btn = self._button("Scribble", "tool_scribble", "Paint strokes on the object "
-                                                                      "(negative: background)", checkable=True)
-        self.brush_btn = self._button("Brush", "tool_brush", "Correct with napari's brush (E: eraser)",
-                                      checkable=True)
-        self.negative_btn = self._button("Negative", "toggle_negative", "Clicks and scribbles mark background",
-                                         checkable=True)
-        self.tool_buttons = {"box": self.box_btn, "click": self.click_btn, "scribble": self.scribble_btn,
-                             "brush": self.brush_btn}
-        g.addWidget(self.box_btn, 0, 0)
-        g.addWidget(self.click_btn, 0, 1)
-        g.addWidget(self.scribble_btn, 0, 2)
-        g.addWidget(self.brush_btn, 1, 0)
-        g.addWidget(self.negative_btn, 1, 1)
-        self.autorun_check = QCheckBox("Auto-run")
-        self.autorun_check.setChecked(True)
-        self.autorun_check.setToolTip("Segment as soon as a prompt is drawn")
-        g.addWidget(self.autorun_check, 1, 2)
-        self.zmin_spin = QSpinBox()
-        self.zmax_spin = QSpinBox()
-        for sp, which in ((self.zmin_spin, "min"), (self.zmax_spin, "max")):
-            sp.setRange(0, 0)
-            sp.setKeyboardTracking(False)
-            sp.setMinimumWidth(56)  # (a slice number has at most 4 digits; the style asks for more)
-            sp.setToolTip(f"z {which} of the selected box (inclusive)")
-        self.zmin_btn = self._button("⤓ here", "set_z_min", "Bottom of the z extent = current slice")
-        self.zmax_btn = self._button("⤒ here", "set_z_max", "Top of the z extent = current slice")
-        self.z_label = QLabel("z from")
-        g.addWidget(self.z_label, 2, 0)
-        g.addWidget(self.zmin_spin, 2, 1)
-        g.addWidget(self.zmin_btn, 2, 2)
-        g.addWidget(QLabel("z to"), 3, 0)
-        g.addWidget(self.zmax_spin, 3, 1)
-        g.addWidget(self.zmax_btn, 3, 2)
-        self.run_box_btn = self._button("Run box", "run_box", "Segment the selected box")
-        self.run_all_btn = self._button("Run all boxes", "run_all_boxes", "Segment every box (e.g. the file's)")
-        g.addWidget(self.run_box_btn, 4, 0)
-        g.addWidget(self.run_all_btn, 4, 1, 1, 2)
-        self.prompts_section = CollapsibleSection("Prompts", g)
-        lay.addWidget(self.prompts_section)
-
-        # --- session: undo/redo/save + busy
-        sl = QVBoxLayout()
-        row = QHBoxLayout()
-        row.setSpacing(3)
-        self.undo_btn = self._button("Undo", "undo", "Undo")
-        self.redo_btn = self._button("Redo", "redo", "Redo")
-        self.save_btn = self._button("Save", "save", "Save into the case's own file")
-        self.saveas_btn = self._button("Save as…", tip="Save into another file/format")
-        for b in (self.undo_btn, self.redo_btn, self.save_btn, self.saveas_btn):
-            row.addWidget(b)
-        sl.addLayout(row)
-        row = QHBoxLayout()
-        # A static bar, not Qt's animated "busy" bar: every animation frame re-composes the whole
-        # window including the OpenGL canvas, which under software OpenGL (no GPU, remote
-        # desktops, Xvfb) took ~0.8 of a CPU core away from inference (measured: llvmpipe
-        # threads at 79 % CPU while the 15 CT_AMOS boxes ran). The running time in the label
-        # next to it is updated four times a second instead.
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
-        self.progress.setMaximumHeight(14)
-        self.progress.setMaximumWidth(60)
-        self.progress.setTextVisible(False)
-        self.progress.setVisible(False)
-        self.busy_label = QLabel("idle")
-        self.busy_label.setWordWrap(True)
-        self.busy_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.cancel_btn = self._button("Cancel", "cancel", "Cancel the running segmentation")
-        self.cancel_btn.setEnabled(False)
-        row.addWidget(self.progress)
-        row.addWidget(self.busy_label, 1)
-        row.addWidget(self.cancel_btn)
-        sl.addLayout(row)
-        self.latency_label = QLabel("last: —")
-        self.latency_label.setWordWrap(True)  # labels whose text grows must not widen the dock
-        self.latency_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.latency_label.setToolTip("Last result: model time (split into warm-up — encoding slices — and "
-                                      "decoding where the backend reports it), time queued behind other "
-                                      "prompts, and prompt-to-mask time")
-        sl.addWidget(self.latency_label)
-        self.session_section = CollapsibleSection("Session", sl)
-        lay.addWidget(self.session_section)
-        self.sections = {"backend": self.backend_section, "objects": self.objects_section,
-                         "prompts": self.prompts_section, "session": self.session_section}
-
-        # --- status + help
-        row = QHBoxLayout()
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.help_btn = QToolButton()
-        self.help_btn.setText("?")
-        self.help_btn.setCheckable(True)
-        self.help_btn.setToolTip("<b>Keyboard shortcuts</b> (F1 toggles the list)" + help_html())
-        row.addWidget(self.status_label, 1)
-        row.addWidget(self.help_btn, 0, Qt.AlignmentFlag.AlignTop)
-        lay.addLayout(row)
-        self.help_panel = QTextBrowser()
-        self.help_panel.setHtml(help_html())
-        self.help_panel.setMaximumHeight(230)
-        self.help_panel.setToolTip("Keyboard shortcuts (F1)")
-        self.help_panel.setVisible(False)
-        lay.addWidget(self.help_panel)
-
-        self._completer_names: list[str] = []
-        self._set_completer([])
-
-    def _set_completer(self, extra: list[str]) -> None:
-        names: list[str] = list(extra)
-        try:
-            from ..engine.vocab import default_vocabulary
-
-            names += [n for n in default_vocabulary().names() if n not in names]
-        except (ImportError, OSError, ValueError) as exc:  # vocabulary is a convenience
-            log.debug("no vocabulary for completion: %s", exc)
-        if names == self._completer_names:
-            return
-        self._completer_names = names
-        comp = QCompleter(names, self)
-        comp.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        comp.setFilterMode(Qt.MatchFlag.MatchContains)
-        self.name_edit.setCompleter(comp)
 
     # ================================================================ wiring
     def _wire(self) -> None:
@@ -712,118 +397,6 @@ class AnnotationWidget(QWidget):
         self._refresh_history()
         self._on_busy(self.controller.busy)
 
-    def _refresh_objects(self) -> None:
-        if self._torn_down:
-            return
-        rows = self.controller.object_rows()
-        has = self.controller.current_id is not None
-        for b in (self.accept_btn, self.reset_btn, self.delete_btn):
-            b.setEnabled(has)
-        self.new_btn.setEnabled(self.controller.attached)
-        key = (tuple(rows), self.controller.current_id, self.controller.attached)
-        if key == self._shown_rows:
-            self._refresh_history()
-            return
-        self._shown_rows = key
-        self._updating = True
-        vol = self.controller.volume
-        self.table.setColumnHidden(4, vol is None or vol.ndim != 3)  # z ranges: 3D images only
-        self.table.setRowCount(len(rows))
-        cur_row = -1
-        for r, row in enumerate(rows):
-            sw = QTableWidgetItem("")
-            sw.setData(Qt.ItemDataRole.DecorationRole, QColor(row.color_hex))
-            sw.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            sw.setData(Qt.ItemDataRole.UserRole, row.label_id)
-            sw.setToolTip(f"label {row.label_id}")
-            name = QTableWidgetItem(row.name)
-            name.setData(Qt.ItemDataRole.UserRole, row.label_id)
-            name.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable)
-            st = QTableWidgetItem(row.status)
-            st.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            vol = QTableWidgetItem(row.volume_text)
-            vol.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-            vol.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            vol.setToolTip(f"{row.voxels} {'pixels' if row.size_unit == 'px' else 'voxels'}")
-            zr = QTableWidgetItem(row.z_range)
-            zr.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-            zr.setToolTip(f"slices {row.z_range} (its boxes' z extent)" if row.z_range else "no box")
-            for col, it in enumerate((sw, name, st, vol, zr)):
-                self.table.setItem(r, col, it)
-            if row.label_id == self.controller.current_id:
-                cur_row = r
-        if cur_row >= 0:
-            self.table.selectRow(cur_row)
-        else:
-            self.table.clearSelection()
-        self._updating = False
-        self._refresh_history()
-
-    def _on_current(self, label_id: int | None) -> None:
-        self._refresh_objects()
-        info = self.controller.objects.get(label_id) if label_id is not None else None
-        if info is not None and not self.name_edit.hasFocus():
-            self.name_edit.setText(info.name)
-        self._refresh_z()
-
-    def _on_table_selection(self) -> None:
-        if self._updating:
-            return
-        items = self.table.selectedItems()
-        if not items:
-            return
-        lid = items[0].data(Qt.ItemDataRole.UserRole)
-        if lid is not None and lid != self.controller.current_id:
-            self._guard(self.controller.select_object, int(lid))
-
-    def _row_label(self, row: int) -> int | None:
-        it = self.table.item(row, 0)
-        lid = it.data(Qt.ItemDataRole.UserRole) if it is not None else None
-        return int(lid) if lid is not None else None
-
-    def _pick_color(self, row: int, color: QColor | None = None) -> None:
-        """Choose an object's colour (double-click the swatch); ``color`` skips the dialog."""
-        lid = self._row_label(row)
-        if lid is None:
-            return
-        info = self.controller.objects.get(lid)
-        if color is None:
-            from qtpy.QtWidgets import QColorDialog
-
-            start = QColor.fromRgbF(*info.color) if info is not None and info.color else QColor("white")
-            color = QColorDialog.getColor(start, self, f"Colour of {info.name if info else lid}")
-        if color.isValid():
-            self._guard(self.controller.set_object_color, lid, (color.redF(), color.greenF(), color.blueF(), 1.0))
-
-    def _table_menu(self, pos: Any) -> None:
-        from qtpy.QtWidgets import QMenu
-
-        row = self.table.rowAt(pos.y())
-        lid = self._row_label(row) if row >= 0 else None
-        if lid is None:
-            return
-        c = self.controller
-        info = c.objects[lid]
-        menu = QMenu(self)
-        menu.addAction("Rename", lambda: self.table.editItem(self.table.item(row, 1)))
-        menu.addAction("Change colour…", lambda: self._pick_color(row))
-        ow = menu.addAction("Take voxels of other objects (overwrite)")
-        ow.setCheckable(True)
-        ow.setChecked(bool(info.overwrite))
-        ow.toggled.connect(lambda on: self._guard(c.session.set_overwrite, lid, on))
-        menu.addSeparator()
-        menu.addAction(f"Accept ({keys_text('accept_object')})", lambda: self._guard(c.accept_object, lid))
-        menu.addAction(f"Reset ({keys_text('reset_object')})", lambda: self._guard(c.reset_object, lid))
-        menu.addAction(f"Delete ({keys_text('delete_object')})", lambda: self._guard(c.delete_object, lid))
-        menu.popup(self.table.viewport().mapToGlobal(pos))
-
-    def _on_table_edit(self, item: QTableWidgetItem) -> None:
-        if self._updating or item.column() != 1:
-            return
-        lid = item.data(Qt.ItemDataRole.UserRole)
-        if lid is not None:
-            self._guard(self.controller.rename_object, int(lid), item.text())
-
     def _refresh_tools(self) -> None:
         if self._torn_down:
             return
@@ -955,81 +528,6 @@ class AnnotationWidget(QWidget):
         if not text or not self.controller.attached:
             return
         self._guard(self.controller.text_prompt, text)
-
-    # ================================================================ save / close
-    def save(self) -> None:
-        """Save into the case's own file, or where the host routes saves (the dataset navigator:
-        the case's sidecar correction); Save as… when there is neither."""
-        c = self.controller
-        if not c.attached:
-            return
-        if c.case_path is None and not c.has_save_handler:
-            self.save_as()
-            return
-        self._guard(c.save)
-        self._refresh_history()
-
-    def save_as(self, path: str | None = None) -> None:
-        c = self.controller
-        if not c.attached:
-            return
-        if path is None:
-            start = str(c.case_path) if c.case_path else str(Path.home() / "segmentation.npz")
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save segmentation", start,
-                "npz (*.npz);;NIfTI (*.nii.gz *.nii);;medsegpy (*.seg *.h5);;PNG masks (*.png)")
-            if not path:
-                return
-        self._guard(c.save, path)
-        self._refresh_history()
-
-    def _on_saved(self, path: Path) -> None:
-        msg = self.controller.last_message
-        qwin = self._window()
-        bar = qwin.statusBar() if qwin is not None else None
-        if bar is not None:
-            bar.showMessage(msg, 8000)
-        self._refresh_history()
-
-    def _ask_discard_dialog(self) -> str:
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Warning)
-        box.setWindowTitle("Unsaved segmentation")
-        box.setText("The segmentation has unsaved changes.")
-        c = self.controller
-        where = c.save_target if c.has_save_handler else "the case file"
-        box.setInformativeText(f"Save them into {where} before closing?")
-        box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                               | QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Save)
-        r = box.exec()
-        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
-            QMessageBox.StandardButton(r), "cancel")
-
-    def confirm_discard(self) -> bool:
-        """True when it is fine to close (nothing unsaved, saved now, or discarded)."""
-        c = self.controller
-        if not c.dirty:
-            return True
-        answer = self.ask_discard()
-        if answer == "discard":
-            return True
-        if answer != "save":
-            return False
-        path = None
-        if c.case_path is None and not c.has_save_handler:
-            path, _ = QFileDialog.getSaveFileName(self, "Save segmentation", str(Path.home() / "segmentation.npz"),
-                                                  "npz (*.npz);;NIfTI (*.nii.gz *.nii)")
-            if not path:
-                return False
-        try:
-            fut = c.save(path)
-            assert fut is not None
-            fut.result(timeout=600)
-        except (ValueError, OSError) as exc:
-            self._notify("error", f"not closing: saving failed: {exc}")
-            return False
-        return True
 
     # ================================================================ teardown
     def event(self, e: QEvent) -> bool:

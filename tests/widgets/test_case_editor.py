@@ -97,7 +97,7 @@ def test_qt_free_widget_modules_import_no_qt():
         """
         import importlib, sys
         for m in ("controller", "layer_sync", "box_tool", "backend_picker", "saving", "case_editor", "events",
-                  "objects", "prompts"):
+                  "objects", "prompts", "object_list", "prompt_tools", "inference"):
             importlib.import_module("napari_medsegfm.widgets." + m)
         print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in
                               {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt"})))

@@ -159,6 +159,13 @@ def test_every_dock_through_the_napari_command_line(widget, amos_case, small_dat
     """``napari FILE --plugin napari-medsegfm -w napari-medsegfm NAME`` in a subprocess on the
     test's Xvfb display; a napari startup script (NAPARI_CONFIG settings) reports what napari
     built and takes the screenshot."""
+    import napari
+    from packaging.version import Version
+
+    if Version(napari.__version__) < Version("0.7.0"):
+        # napari 0.6.x's __main__ puts the viewer, the files, the docks and the event loop in the
+        # else-branch of ``if args.plugin:``: with --plugin it exits at once, status 0, no window
+        pytest.skip(f"napari {napari.__version__}'s command line opens no window with --plugin (fixed in 0.7.0)")
     (tmp_path / "probe.py").write_text(PROBE)
     (tmp_path / "settings.yaml").write_text(f"application:\n  startup_script: {tmp_path / 'probe.py'}\n")
     env = dict(os.environ, NAPARI_CONFIG=str(tmp_path / "settings.yaml"), MEDSEGFM_PROBE_OUT=str(tmp_path),

@@ -8,7 +8,9 @@ Checked on each screenshot (saved to the artifacts folder for a person to look a
 * the canvas keeps at least half of the window's width;
 * the object list shows at least four rows when there are eight objects;
 * no two controls of a dock overlap, and none is cut off at a dock's or the window's edge
-  (controls below a dock's visible part are reachable with its scroll bar).
+  (controls below a dock's visible part are reachable with its scroll bar);
+* the dataset dock's case navigation (Previous, Next, Jump, the open case and its place) is in the
+  dock's visible part without scrolling, wherever its body is scrolled to.
 """
 
 from __future__ import annotations
@@ -94,6 +96,31 @@ def _check_dock(name, dock_widget, win, report):
     report[name] = {"width": dock_widget.width(), "height": dock_widget.height(), "controls": len(ctrls)}
 
 
+def _check_case_bar(nav, win, report):
+    """The navigator's case navigation lies fully visible inside its dock and the window, outside
+    the scrolling body, with the body scrolled to its top and to its end."""
+    from qtpy.QtCore import QRect
+
+    def rect_in_win(w):
+        return QRect(w.mapTo(win, w.rect().topLeft()), w.size())
+
+    bar = nav.scroll.verticalScrollBar()
+    body = rect_in_win(nav.scroll)
+    dock = rect_in_win(nav)
+    for value in (bar.minimum(), bar.maximum()):
+        bar.setValue(value)
+        for w in (nav.prev_btn, nav.next_btn, nav.jump_btn, nav.case_label):
+            r = rect_in_win(w)
+            what = f"navigator: {type(w).__name__} {getattr(w, 'text', lambda: '')()!r} {r}"
+            assert w.isVisible() and r.height() >= min(w.minimumSizeHint().height(), 12), f"{what} hidden or squeezed"
+            assert w.visibleRegion().boundingRect() == w.rect(), f"{what} partly clipped"
+            assert dock.contains(r) and QRect(0, 0, win.width(), win.height()).contains(r), f"{what} outside the dock {dock}"
+            assert not body.intersects(r), f"{what} inside the scrolling body {body}"
+    bar.setValue(bar.minimum())
+    report["navigator_case_bar"] = rect_in_win(nav.nav_bar).getRect()
+    report["navigator_body_scrolls"] = bar.maximum() > 0
+
+
 def _eight_objects_3d(c, n=8):
     names = ["liver", "spleen", "left kidney", "right kidney", "aorta", "stomach", "pancreas", "gallbladder"]
     while len(c.objects) < n:
@@ -116,7 +143,7 @@ def _eight_objects_2d(c, n=8):
 @pytest.mark.parametrize("case", ["3d", "2d"])
 def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_backend, shared_data, tmp_path,
                                    artifacts_dir, size, case):
-    from qtpy.QtCore import QPoint, QRect
+    from qtpy.QtCore import QPoint, QRect, Qt
 
     from napari_medsegfm.widgets import AnnotationWidget, DatasetNavigator
 
@@ -158,13 +185,26 @@ def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_ba
         rows_visible = max(shown.height(), 0) // w.table.verticalHeader().defaultSectionSize()
         report[f"table_rows_visible_{n_obj}"] = int(rows_visible)
         assert rows_visible >= AnnotationWidget.TABLE_MIN_ROWS
+        # names too long for the Name column are elided on screen; each row's tooltip names it whole
+        fm = w.table.fontMetrics()
+        elided = 0
+        for r in range(w.table.rowCount()):
+            it = w.table.item(r, 1)
+            lid = it.data(Qt.ItemDataRole.UserRole)
+            assert it.toolTip().split("\n")[0] == c.objects[lid].name
+            elided += fm.horizontalAdvance(it.text()) + 8 > w.table.columnWidth(1)
+        report[f"names_elided_{n_obj}"] = elided
         _check_dock("annotation", w, win, report)
         _check_dock("navigator", nav, win, report)
+        _check_case_bar(nav, win, report)
     # pressing Segment… in the dataset dock (the annotation dock is already there) keeps the window's size
     nav.open_case(nav.visible_order()[0])
     nav.dock_annotation_widget()
     pump(qtbot, 0.3)
     assert (win.width(), win.height()) == size
+    _check_case_bar(nav, win, report)  # (a case open: its name, position and status in the bar)
+    assert nav.case_label.text().startswith("<b>")
+    win.grab().save(str(artifacts_dir / f"layout_{tag}_case_open.png"))
     print(f"layout {tag}: {report}")
     w.teardown()
 
