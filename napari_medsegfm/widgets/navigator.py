@@ -393,6 +393,10 @@ class DatasetNavigator(NavigatorLayout, CaseSaving, QWidget):
         """The interactive segmentation widget docked in this viewer, if any (and wanted)."""
         if not self.use_annotation_widget:
             return None
+        return self._docked_annotation_widget()
+
+    def _docked_annotation_widget(self) -> Any:
+        """The interactive segmentation widget docked in this viewer, if any."""
         try:
             from .view import AnnotationWidget
 
@@ -416,7 +420,7 @@ class DatasetNavigator(NavigatorLayout, CaseSaving, QWidget):
 
     def dock_annotation_widget(self) -> Any:
         """Dock the interactive segmentation widget (if missing) and show the open case through it."""
-        aw = self.annotation_widget()
+        aw = self._docked_annotation_widget()
         if aw is None:
             from .view import AnnotationWidget
 

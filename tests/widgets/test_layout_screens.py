@@ -199,8 +199,9 @@ def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_ba
         _check_case_bar(nav, win, report)
     # pressing Segment… in the dataset dock (the annotation dock is already there) keeps the window's size
     nav.open_case(nav.visible_order()[0])
-    nav.dock_annotation_widget()
+    assert nav.dock_annotation_widget() is w  # the docked one is used, no second dock
     pump(qtbot, 0.3)
+    assert [n for n in viewer.window.dock_widgets if "Interactive segmentation" in n] == ["Interactive segmentation"]
     assert (win.width(), win.height()) == size
     _check_case_bar(nav, win, report)  # (a case open: its name, position and status in the bar)
     assert nav.case_label.text().startswith("<b>")
