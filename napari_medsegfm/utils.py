@@ -16,7 +16,25 @@ __all__ = ["sha256_file", "sha256_path", "label_dtype_for"]
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks of ``chunk`` bytes."""
+    """Hex SHA-256 of a file's bytes.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    chunk : int
+        Bytes read per step.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -28,7 +46,23 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 
 def sha256_path(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    """Hex SHA-256 of a file, or of a folder's files (relative names and contents, sorted).
+
+    Parameters
+    ----------
+    path : path-like
+        A file (same as :func:`sha256_file`) or a folder (every file below it, recursively).
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits; the same for two folders with the same files.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read.
+    """
     p = Path(path)
     if p.is_file():
         return sha256_file(p)
@@ -40,7 +74,18 @@ def sha256_path(path: str | os.PathLike[str]) -> str:
 
 
 def label_dtype_for(max_label: int) -> np.dtype:
-    """The smallest label dtype holding ``max_label``: uint8 up to 255, uint16 up to 65535, else uint32."""
+    """The smallest unsigned label dtype holding ``max_label``.
+
+    Parameters
+    ----------
+    max_label : int
+        The largest label id to store.
+
+    Returns
+    -------
+    np.dtype
+        ``uint8`` up to 255, ``uint16`` up to 65535, else ``uint32``.
+    """
     if max_label <= 255:
         return np.dtype(np.uint8)
     if max_label <= 65535:

@@ -53,7 +53,25 @@ class BackendUnavailableError(RuntimeError):
 
 @dataclass
 class BackendStatus:
-    """What ``medsegfm backends`` and the widget's picker show."""
+    """What ``medsegfm backends`` and the widget's picker show about one backend.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"litemedsam"``, ``"classic"``, ...).
+    capabilities : Capability
+        The prompt kinds it serves.
+    state : str
+        ``"ready"``, ``"weights missing"``, ``"package missing"`` or ``"error"``.
+    device : str
+        Where it runs (``"cpu"``, ``"cuda"``, ``"mps"``).
+    weights : str
+        Path or description of the weights in use.
+    message : str
+        What to do when it is not ready (or a one-line description when it is).
+    extra : dict
+        Backend-specific details (versions, checksums).
+    """
 
     name: str
     capabilities: Capability
@@ -65,6 +83,7 @@ class BackendStatus:
 
     @property
     def ready(self) -> bool:
+        """True when ``state == "ready"``."""
         return self.state == "ready"
 
 
@@ -76,24 +95,70 @@ class SegmentationBackend(Protocol):
     capabilities: Capability
 
     def set_image(self, volume: Volume) -> None:
-        """Take a new image; may precompute (embeddings) and cache."""
+        """Take a new image; may precompute (embeddings) and cache.
+
+        Parameters
+        ----------
+        volume : Volume
+            ``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)`` with ``spacing`` in mm.
+        """
 
     def predict(
         self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None, cancel: CancelToken
     ) -> np.ndarray:
-        """Bool mask of one object in the volume's spatial shape."""
+        """Bool mask of one object in the volume's spatial shape.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            Every prompt given so far to this object, oldest first, all with its ``object_id``.
+        prev_mask : np.ndarray or None
+            The object's current bool mask, ``(Z, Y, X)`` / ``(Y, X)``; ``None`` for a fresh object.
+        cancel : CancelToken
+            Checked between slices/iterations; :class:`~napari_medsegfm.types.Cancelled` is raised
+            when it is set.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool``, the volume's spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+        """
 
     def reset(self) -> None:
         """Drop per-image state and caches."""
 
 
 def capability_names(caps: Capability) -> list[str]:
-    """Human names of the set flags, e.g. ``['BOX3D', 'POINTS']``."""
+    """Human names of the set flags.
+
+    Parameters
+    ----------
+    caps : Capability
+        Combined flags.
+
+    Returns
+    -------
+    list of str
+        E.g. ``['BOX3D', 'POINTS']``, in declaration order (``NONE`` left out).
+    """
     return [c.name for c in Capability if c.name not in (None, "NONE") and c in caps and c.value]
 
 
 def check_capabilities(backend: Any, prompts: Sequence[Prompt]) -> None:
-    """Raise :class:`UnsupportedPromptError` naming the prompt kind a backend cannot serve."""
+    """Refuse prompts a backend cannot serve, before anything runs.
+
+    Parameters
+    ----------
+    backend : object
+        A backend with a ``capabilities`` attribute (missing: ``Capability.NONE``).
+    prompts : sequence of Prompt
+        The prompts to serve.
+
+    Raises
+    ------
+    UnsupportedPromptError
+        Naming the backend, the first prompt kind it lacks and what it supports.
+    """
     caps = getattr(backend, "capabilities", Capability.NONE)
     for p in prompts:
         need = required_capability(p)

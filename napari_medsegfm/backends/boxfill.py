@@ -35,6 +35,18 @@ def box_slices(box: Box3D | Box2D, shape: tuple[int, ...]) -> tuple[slice, ...]:
 
     A :class:`Box3D` covers its xy rectangle over ``z_min..z_max``; a :class:`Box2D`
     covers its rectangle on slice ``z`` of a 3D volume, or the rectangle of a 2D image.
+
+    Parameters
+    ----------
+    box : Box3D or Box2D
+        Inclusive voxel indices.
+    shape : tuple of int
+        Spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Returns
+    -------
+    tuple of slice
+        One slice per axis of ``shape`` (stop exclusive).
     """
     if isinstance(box, Box3D):
         return (slice(box.z_min, box.z_max + 1), slice(box.y_min, box.y_max + 1),
@@ -46,9 +58,21 @@ def box_slices(box: Box3D | Box2D, shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 def ball_offsets(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    """Integer offsets ``(N, ndim)`` of the voxels within ``radius_mm`` of the origin.
+    """Integer offsets of the voxels within ``radius_mm`` of the origin.
 
     The origin itself is always included, so a radius below the voxel size gives one voxel.
+
+    Parameters
+    ----------
+    radius_mm : float
+        Ball radius in mm.
+    spacing : sequence of float
+        Voxel size in mm per axis, array order (``(dz, dy, dx)`` or ``(dy, dx)``).
+
+    Returns
+    -------
+    np.ndarray
+        ``(N, ndim)`` int offsets in voxels, array axis order.
     """
     sp = np.asarray(spacing, dtype=float)
     r = np.maximum(np.floor(radius_mm / sp), 0).astype(int)
@@ -59,7 +83,19 @@ def ball_offsets(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
 
 
 def paint_ball(mask: np.ndarray, center: Sequence[int], offsets: np.ndarray, value: bool) -> None:
-    """Set ``mask`` to ``value`` on ``center + offsets`` (clipped to the array), in place."""
+    """Set ``mask`` to ``value`` on ``center + offsets`` (clipped to the array), in place.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        Bool mask ``(Z, Y, X)`` or ``(Y, X)``, modified in place.
+    center : sequence of int
+        Voxel index, array axis order.
+    offsets : np.ndarray
+        ``(N, ndim)`` int offsets from :func:`ball_offsets`.
+    value : bool
+        True paints, False erases.
+    """
     pts = np.asarray(center, dtype=np.int64)[None, :] + offsets
     ok = np.all((pts >= 0) & (pts < np.asarray(mask.shape)), axis=1)
     pts = pts[ok]
@@ -67,7 +103,15 @@ def paint_ball(mask: np.ndarray, center: Sequence[int], offsets: np.ndarray, val
 
 
 class BoxFillBackend:
-    """Fill the box; clicks paint/erase small balls. See the module docstring."""
+    """Fill the box; clicks paint/erase small balls. See the module docstring.
+
+    Parameters
+    ----------
+    device : str, optional
+        Ignored (always ``"cpu"``); accepted like every backend's.
+    click_radius_mm : float, optional
+        Radius in mm of the ball a click adds or removes (default 5 mm).
+    """
 
     name = "boxfill"
     capabilities = Capability.BOX3D | Capability.BOX2D | Capability.POINTS | Capability.SCRIBBLE
@@ -82,14 +126,29 @@ class BoxFillBackend:
 
     @classmethod
     def status(cls) -> BackendStatus:
+        """Always ready (no weights, no extra package).
+
+        Returns
+        -------
+        BackendStatus
+            ``state="ready"``, ``device="cpu"``.
+        """
         return BackendStatus(name=cls.name, capabilities=cls.capabilities, state="ready",
                              device="cpu", weights="none needed",
                              message="baseline: fills the box, clicks paint small balls")
 
     def set_image(self, volume: Volume) -> None:
+        """Keep ``volume`` for its shape and spacing (nothing is precomputed).
+
+        Parameters
+        ----------
+        volume : Volume
+            ``(Z, Y, X)`` or ``(Y, X)`` (``(Y, X, 3)``) with ``spacing`` in mm.
+        """
         self._volume = volume
 
     def reset(self) -> None:
+        """Forget the image."""
         self._volume = None
 
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None,
@@ -98,6 +157,27 @@ class BoxFillBackend:
 
         Starts from the union of the filled boxes; with no box, from ``prev_mask``
         (or empty). Points and scribbles are then applied in order.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            The object's boxes, points and scribbles, oldest first.
+        prev_mask : np.ndarray or None
+            The object's current bool mask, used only when ``prompts`` hold no box.
+        cancel : CancelToken, optional
+            Checked before each prompt is applied.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool``, spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        UnsupportedPromptError, ValueError
+            A text prompt, or a prompt outside the volume.
         """
         if self._volume is None:
             raise RuntimeError("boxfill: call set_image(volume) before predict()")

@@ -49,7 +49,18 @@ log = logging.getLogger(__name__)
 
 
 def newest_edit(prompts: Sequence[Prompt]) -> Point | Scribble | None:
-    """The last click or scribble of an object's prompt list (``None`` if it has none)."""
+    """The last click or scribble of an object's prompt list.
+
+    Parameters
+    ----------
+    prompts : sequence of Prompt
+        Oldest first.
+
+    Returns
+    -------
+    Point, Scribble or None
+        ``None`` when the list holds neither.
+    """
     for p in reversed(list(prompts)):
         if isinstance(p, (Point, Scribble)):
             return p
@@ -199,7 +210,26 @@ class JointPredictor:
 
 
 class JointClassicBackend(JointPredictor, ClassicBackend):
-    """The ``classic`` graph cut with the joint multi-object step (``predict_labels``)."""
+    """The ``classic`` graph cut with the joint multi-object step (``predict_labels``).
+
+    Parameters
+    ----------
+    device : str, optional
+        As for :class:`~napari_medsegfm.backends.classic.ClassicBackend` (CPU only).
+    add_limit : float
+        > 0; a click adds at most ``add_limit`` x its object's box volume in voxels (or the
+        object's own size, if larger); the voxels of a larger addition nearest the click are kept.
+    box_reach : float or None
+        >= 0; a click's addition stays within the box's z range and its xy rectangle grown by
+        ``box_reach`` x its size on each side; ``None``: no limit.
+    **classic_options : float
+        Options of :class:`~napari_medsegfm.backends.classic.ClassicBackend`.
+
+    Raises
+    ------
+    ValueError
+        ``add_limit <= 0`` or ``box_reach < 0``.
+    """
 
     name = "joint"
 
@@ -213,6 +243,13 @@ class JointClassicBackend(JointPredictor, ClassicBackend):
 
     @classmethod
     def status(cls) -> BackendStatus:
+        """The classic backend's status under the name ``joint``.
+
+        Returns
+        -------
+        BackendStatus
+            The classic backend's readiness, device and weights.
+        """
         st = ClassicBackend.status()
         st.name = cls.name
         if st.ready:

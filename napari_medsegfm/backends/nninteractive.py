@@ -94,9 +94,20 @@ def _session_class() -> Any:
 def box_to_nninteractive(box: Box3D | Box2D, ndim: int, bbox3d: bool) -> list[list[int]]:
     """Our inclusive box -> nnInteractive's half-open ``[[z0, z1], [y0, y1], [x0, x1]]``.
 
-    A :class:`Box3D` stays 3D when ``bbox3d`` (the checkpoint supports it), else becomes
-    the 2D box on its mid slice. ``ndim`` is the volume's spatial dimensionality (2D
-    images are one-slice volumes, z = 0).
+    Parameters
+    ----------
+    box : Box3D or Box2D
+        Inclusive voxel indices.
+    ndim : int
+        The volume's spatial dimensionality (2D images are one-slice volumes, z = 0).
+    bbox3d : bool
+        The checkpoint takes 3D boxes; otherwise a :class:`Box3D` becomes the 2D box on
+        its mid slice.
+
+    Returns
+    -------
+    list of [start, stop] pairs
+        Three pairs, axis order ``(z, y, x)``, stop exclusive.
     """
     if isinstance(box, Box3D):
         yx = [[box.y_min, box.y_max + 1], [box.x_min, box.x_max + 1]]
@@ -115,6 +126,17 @@ def is_lasso(scribble: Scribble, min_thickness: int = 3) -> bool:
     an erosion by a ``min_thickness`` x ``min_thickness`` square, i.e. lie inside the
     region rather than on its rim. Painted strokes a few voxels wide fail it; a polygon
     filled by :func:`lasso_scribble` (at least a few voxels across) passes.
+
+    Parameters
+    ----------
+    scribble : Scribble
+        ``voxels`` ``(N, 3)`` ``(z, y, x)`` or ``(N, 2)`` ``(y, x)``.
+    min_thickness : int
+        Side in voxels of the erosion square.
+
+    Returns
+    -------
+    bool
     """
     from scipy import ndimage
 
@@ -142,10 +164,34 @@ def lasso_scribble(
     positive: bool = True,
     object_id: int = 1,
 ) -> Scribble:
-    """Rasterize a closed polygon (vertices ``(y, x)``) on slice ``z`` into a filled Scribble.
+    """Rasterize a closed polygon on slice ``z`` into a filled :class:`Scribble`.
 
     The result is what :func:`is_lasso` recognizes (for any polygon at least 3 voxels
-    across). ``shape`` is the spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+    across). Voxel centres inside the polygon count (even-odd rule).
+
+    Parameters
+    ----------
+    polygon_yx : sequence of (y, x)
+        At least 3 vertices, in voxel coordinates (float).
+    shape : tuple of int
+        The spatial shape ``(Z, Y, X)`` or ``(Y, X)``; the polygon is clipped to it.
+    z : int, optional
+        The slice (needed for a 3D ``shape``).
+    positive : bool
+        Passed to the scribble.
+    object_id : int
+        Passed to the scribble.
+
+    Returns
+    -------
+    Scribble
+        ``voxels`` ``(N, 3)`` ``(z, y, x)`` (3D) or ``(N, 2)`` ``(y, x)``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 vertices, a polygon outside the image or enclosing no voxel centre,
+        or no ``z`` for a 3D shape.
     """
     poly = np.asarray(polygon_yx, dtype=float)
     if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
@@ -294,18 +340,31 @@ class NNInteractiveBackend:
         self._stale = True
 
     def reset(self) -> None:
+        """Forget the image and the interaction history."""
         self._reset_state()
         self._shape = None
 
     @property
     def bbox3d_supported(self) -> bool:
+        """True when the loaded checkpoint takes 3D boxes (v1.0 checkpoints take 2D boxes only)."""
         sup = getattr(self.session, "supported_interactions", None)
         if isinstance(sup, dict):
             return bool(sup.get("bbox3d", False))
         return False  # nnInteractive v1.0 checkpoints take 2D boxes only
 
     def set_image(self, volume: Volume) -> None:
-        """Hand the image over as ``(1, Z, Y, X)`` float32 (2D: ``(1, 1, Y, X)``)."""
+        """Hand the image over as ``(1, Z, Y, X)`` float32 (2D: ``(1, 1, Y, X)``).
+
+        Parameters
+        ----------
+        volume : Volume
+            Grey ``(Z, Y, X)`` or ``(Y, X)``.
+
+        Raises
+        ------
+        ValueError
+            An RGB image.
+        """
         import torch
 
         if volume.is_rgb:
@@ -354,7 +413,34 @@ class NNInteractiveBackend:
         return np.ascontiguousarray(out[0] if self._ndim == 2 else out)
 
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None, cancel: CancelToken) -> np.ndarray:
-        """Bool mask of one object in the volume's spatial shape."""
+        """Bool mask of one object in the volume's spatial shape.
+
+        Prompts that extend the previous call's (same object, same previous mask) are added
+        incrementally; otherwise the interactions restart from ``prev_mask`` plus the newest prompt.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            The object's boxes, points and scribbles (lassos), oldest first; at least one.
+        prev_mask : np.ndarray or None
+            The object's current bool mask ``(Z, Y, X)`` / ``(Y, X)``.
+        cancel : CancelToken
+            Checked between interactions.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool``, the volume's spatial shape.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        ValueError
+            No prompt, or ``prev_mask`` of another shape.
+        Cancelled
+            ``cancel`` was set.
+        """
         if self._shape is None:
             raise RuntimeError("nnInteractive: call set_image() before predict()")
         if not prompts:

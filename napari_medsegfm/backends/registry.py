@@ -58,14 +58,33 @@ _RUNTIME: dict[str, Callable[..., Any]] = {}
 
 
 def register_backend(name: str, factory: Callable[..., Any]) -> None:
-    """Register a backend class/factory under ``name`` for this process (overrides entry points)."""
+    """Register a backend class/factory under ``name`` for this process (overrides entry points).
+
+    Parameters
+    ----------
+    name : str
+        Registry name; non-empty.
+    factory : callable
+        A backend class (or factory) called as ``factory(device=..., **options)``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is empty or not a string.
+    """
     if not name or not isinstance(name, str):
         raise ValueError(f"backend name must be a non-empty string; got {name!r}")
     _RUNTIME[name] = factory
 
 
 def unregister_backend(name: str) -> None:
-    """Remove a backend added with :func:`register_backend` (no error if absent)."""
+    """Remove a backend added with :func:`register_backend` (no error if absent).
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    """
     _RUNTIME.pop(name, None)
 
 
@@ -180,7 +199,25 @@ def _unknown(name: str) -> ValueError:
 
 
 def get_backend_class(name: str) -> Any:
-    """The class/factory registered as ``name`` (``ValueError`` if unknown)."""
+    """The class/factory registered as ``name``, from this process's registrations or an entry point.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+
+    Returns
+    -------
+    callable
+        The backend class or factory (not instantiated).
+
+    Raises
+    ------
+    ValueError
+        No backend of that name (the message lists the known ones).
+    BackendUnavailableError
+        It is registered but cannot be loaded here (the message says why and what to do).
+    """
     factory, failure = _resolve(name)
     if factory is None:
         if failure is None:

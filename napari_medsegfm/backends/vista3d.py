@@ -115,6 +115,23 @@ def load_vista3d_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     Accepts a plain state dict or one wrapped in ``{"model": ...}``/``{"state_dict": ...}``/
     ``{"network": ...}`` (MONAI bundles save the former), and strips a DataParallel
     ``module.`` prefix. Uses ``torch.load(weights_only=True)``: no code runs from the file.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        On the CPU.
+
+    Raises
+    ------
+    ValueError
+        Not a readable checkpoint, or no state dict of tensors in it.
+    BackendUnavailableError
+        A ``.safetensors`` file without the ``safetensors`` package.
     """
     import torch
 
@@ -246,14 +263,27 @@ class VISTA3DBackend:
 
     # ----------------------------------------------------------------- text -> class
     def class_index(self, text: str) -> int:
-        """VISTA3D class index of ``text``.
+        """VISTA3D class index (1..512) of ``text``.
 
         Uses the attached resolver (``text_resolver``, set from the constructor's
         ``vocabulary``/``text_resolver`` or by
         :func:`napari_medsegfm.engine.vocab.attach_vocabulary`): synonyms, typos, sentences,
-        laterality; ambiguous or unknown text raises ``ValueError`` naming the candidates.
-        Without one, only VISTA3D's own class names match (case, ``_``, word order and
-        plural aside), plus ``"14"``/``"#14"`` for a raw index.
+        laterality. Without one, only VISTA3D's own class names match (case, ``_``, word order
+        and plural aside), plus ``"14"``/``"#14"`` for a raw index.
+
+        Parameters
+        ----------
+        text : str
+            A class name, a description, or ``"14"``/``"#14"``.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        ValueError
+            Ambiguous or unknown text (naming the candidates), or a raw index outside 1..512.
         """
         s = str(text).strip()
         if s.lstrip("#").isdigit():
@@ -282,6 +312,7 @@ class VISTA3DBackend:
         self._obj_cache: dict[int, tuple[tuple[Prompt, ...], int | None, Any, np.ndarray]] = {}
 
     def reset(self) -> None:
+        """Forget the image and the cached per-class and per-object results."""
         self._reset_image()
 
     def _scale_intensity(self, arr: np.ndarray) -> np.ndarray:
@@ -305,7 +336,19 @@ class VISTA3DBackend:
         return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
     def set_image(self, volume: Volume) -> None:
-        """Take a 3D volume ``(Z, Y, X)``; scales intensities and resamples once."""
+        """Take a 3D volume; scales intensities and resamples to the working grid once.
+
+        Parameters
+        ----------
+        volume : Volume
+            Grey ``(Z, Y, X)`` with ``spacing`` in mm; resampled (trilinear) to
+            ``target_spacing`` (mm, ``(x, y, z)`` order) when that is set.
+
+        Raises
+        ------
+        ValueError
+            A 2D or RGB image.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -329,7 +372,18 @@ class VISTA3DBackend:
 
     # ----------------------------------------------------------------- geometry
     def to_work_coords(self, zyx: Sequence[int]) -> tuple[float, float, float]:
-        """Voxel ``(z, y, x)`` of the input volume -> ``(x', y', z')`` of the working grid (voxel centres)."""
+        """Voxel ``(z, y, x)`` of the input volume -> ``(x', y', z')`` of the working grid.
+
+        Parameters
+        ----------
+        zyx : sequence of int
+            Voxel index in the input volume, ``(z, y, x)``.
+
+        Returns
+        -------
+        tuple of 3 float
+            Working-grid coordinates ``(x', y', z')`` (voxel centres map to voxel centres).
+        """
         xyz = (float(zyx[2]), float(zyx[1]), float(zyx[0]))
         return tuple((c + 0.5) * w / n - 0.5 for c, n, w in zip(xyz, self._shape_xyz, self._work_xyz))  # type: ignore[return-value]
 
@@ -413,9 +467,26 @@ class VISTA3DBackend:
         return out.float().cpu()
 
     def translate_points(self, points: Sequence[Point], cls_idx: int | None) -> tuple[Any, Any]:
-        """Clicks -> (``point_coords`` [1, N, 3] as (x', y', z'), ``point_labels`` [1, N]) for VISTA3D.
+        """Clicks -> VISTA3D's ``point_coords`` and ``point_labels`` tensors.
 
-        Labels are 1/0 for positive/negative, shifted to 3/2 for VISTA3D's special classes.
+        Parameters
+        ----------
+        points : sequence of Point
+            Clicks with ``(z, y, x)`` voxel indices of the input volume.
+        cls_idx : int or None
+            The object's class; for VISTA3D's special classes labels shift from 1/0 to 3/2.
+
+        Returns
+        -------
+        point_coords : torch.Tensor
+            ``(1, N, 3)`` float32, working-grid ``(x', y', z')``, clipped to the grid.
+        point_labels : torch.Tensor
+            ``(1, N)`` long: 1 positive, 0 negative (3/2 for special classes).
+
+        Raises
+        ------
+        ValueError
+            A click without three coordinates.
         """
         import torch
 
@@ -431,7 +502,35 @@ class VISTA3DBackend:
         return (torch.tensor([coords], dtype=torch.float32), torch.tensor([labels], dtype=torch.long))
 
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None, cancel: CancelToken) -> np.ndarray:
-        """Bool mask ``(Z, Y, X)`` of one object from its text and click prompts."""
+        """Bool mask ``(Z, Y, X)`` of one object from its text and click prompts.
+
+        A text prompt alone gives the class's automatic segmentation; clicks correct it (or
+        the previous mask) around the clicks, continuing from the cached result of the same
+        prompts.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            The object's :class:`TextPrompt` (the newest names the class) and :class:`Point`.
+        prev_mask : np.ndarray or None
+            The object's current bool mask ``(Z, Y, X)``.
+        cancel : CancelToken
+            Checked between network passes.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool`` ``(Z, Y, X)``.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        UnsupportedPromptError
+            Neither text nor clicks (or a prompt kind VISTA3D does not serve).
+        ValueError
+            Unknown class text, or ``prev_mask`` of another shape.
+        """
         if self._volume is None:
             raise RuntimeError("VISTA3D: call set_image() before predict()")
         check_capabilities(self, prompts)

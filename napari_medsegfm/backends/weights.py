@@ -20,21 +20,29 @@ folder (``<sha256>  <relative path>`` per line, as ``sha256sum`` writes it; see
 backend calls; :func:`verify` hashes the files; :func:`require` raises
 :class:`~napari_medsegfm.backends.base.BackendUnavailableError` with a message naming
 the exact files to put where. ``medsegfm weights list|where|verify`` shows the same.
-No torch import here.
+No torch import here. The folders and the data classes are
+:mod:`~napari_medsegfm.backends.weights_specs` (their names are importable from here).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import sha256_file as _sha256_file
 from .base import BackendUnavailableError
+from .weights_specs import (
+    WEIGHTS_DIR_ENV,
+    ModelWeights,
+    WeightFile,
+    WeightsLocation,
+    user_cache_dir,
+    weights_root,
+)
 
 __all__ = [
     "WEIGHTS_DIR_ENV",
@@ -59,103 +67,21 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Environment variable replacing the weights root folder (``<cache>/medsegfm/weights``).
-WEIGHTS_DIR_ENV = "MEDSEGFM_WEIGHTS_DIR"
+_REGISTRY: dict[str, ModelWeights] = {}
+_lock = threading.Lock()
+
 #: Optional checksum list inside a model's weights folder.
 CHECKSUM_FILE = "SHA256SUMS"
 
 
-# --------------------------------------------------------------------------- folders
-def user_cache_dir() -> Path:
-    """The platform's per-user cache folder (not created)."""
-    if sys.platform.startswith("win"):
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return Path(xdg) if xdg else Path.home() / ".cache"
-
-
-def weights_root() -> Path:
-    """``$MEDSEGFM_WEIGHTS_DIR`` if set, else ``<user cache dir>/medsegfm/weights`` (not created)."""
-    env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    return user_cache_dir() / "medsegfm" / "weights"
-
-
-# --------------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class WeightFile:
-    """One file of a weights set, relative to the model folder."""
-
-    relpath: str
-    sha256: str | None = None  # lower-case hex, where the upstream publishes it
-    size: int | None = None  # bytes, where known
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class ModelWeights:
-    """How to find and check the weights of one model.
-
-    ``layouts`` lists accepted alternatives (each a tuple of files that must all be
-    present); the first complete layout wins. ``subfolders`` are tried inside the
-    model folder as well (e.g. ``nnInteractive_v1.0``), in order, after the folder itself.
-    ``single_file`` means the model is one file: an environment variable or explicit
-    path may then name that file directly, whatever its name.
-    """
-
-    name: str
-    title: str
-    env_var: str
-    layouts: tuple[tuple[WeightFile, ...], ...]
-    source: str
-    license: str
-    subfolders: tuple[str, ...] = ()
-    single_file: bool = False
-    #: custom locator for weights shipped in a Python package: returns (path or None, how)
-    locator: Callable[[], tuple[Path | None, str]] | None = None
-
-    @property
-    def default_folder(self) -> Path:
-        return weights_root() / self.name
-
-
-@dataclass
-class WeightsLocation:
-    """Where a model's weights are (or should be), from :func:`locate`."""
-
-    name: str
-    state: str  # "ready" | "missing" | "incomplete"
-    folder: Path  # the folder searched (or that holds them)
-    via: str  # "argument" | "$ENV" | "$MEDSEGFM_WEIGHTS_DIR" | "cache" | "package"
-    files: list[Path] = field(default_factory=list)  # the files of the layout in use
-    missing: list[Path] = field(default_factory=list)  # what to put where (first layout)
-    root: Path | None = None  # model folder actually holding the layout (may be a subfolder)
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "ready"
-
-    @property
-    def path(self) -> Path | None:
-        """The single weights file (single-file models), else the model folder."""
-        if not self.ok:
-            return None
-        if len(self.files) == 1:
-            return self.files[0]
-        return self.root
-
-
-_REGISTRY: dict[str, ModelWeights] = {}
-_lock = threading.Lock()
-
-
 def register_weights(spec: ModelWeights) -> None:
-    """Add (or replace) a model's weights description."""
+    """Add (or replace) a model's weights description.
+
+    Parameters
+    ----------
+    spec : ModelWeights
+        Registered under ``spec.name``.
+    """
     with _lock:
         _REGISTRY[spec.name] = spec
 
@@ -167,6 +93,22 @@ def known_weights() -> dict[str, ModelWeights]:
 
 
 def get_weights_spec(name: str) -> ModelWeights:
+    """The registered weights description of a model (built-in ones registered on first use).
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+
+    Returns
+    -------
+    ModelWeights
+
+    Raises
+    ------
+    ValueError
+        Unknown model (the message lists the known ones).
+    """
     _ensure_builtin()
     try:
         return _REGISTRY[name]
@@ -256,7 +198,27 @@ def _missing_text(spec: ModelWeights, folder: Path, missing: Sequence[Path], via
 
 
 def require(name: str, path: str | os.PathLike[str] | None = None) -> WeightsLocation:
-    """:func:`locate`, raising :class:`BackendUnavailableError` (naming the files to put where) if absent."""
+    """:func:`locate`, raising when the weights are not there.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    WeightsLocation
+        With ``ok`` True.
+
+    Raises
+    ------
+    BackendUnavailableError
+        The weights are missing or incomplete; the message names the files to put where.
+    ValueError
+        Unknown model.
+    """
     loc = locate(name, path)
     if not loc.ok:
         raise BackendUnavailableError(loc.message or _missing_text(get_weights_spec(name), loc.folder, loc.missing,
@@ -265,7 +227,18 @@ def require(name: str, path: str | os.PathLike[str] | None = None) -> WeightsLoc
 
 
 def where(name: str) -> Path:
-    """The folder a model's weights are expected in when nothing else is configured."""
+    """The folder a model's weights are expected in when no path is given.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+
+    Returns
+    -------
+    Path
+        ``$<env_var>`` when set, else :attr:`ModelWeights.default_folder`.
+    """
     spec = get_weights_spec(name)
     env = os.environ.get(spec.env_var, "").strip()
     if env:
@@ -278,7 +251,25 @@ _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file, cached by (path, size, mtime)."""
+    """Hex SHA-256 of a file, cached for this process by (resolved path, size, mtime).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    chunk : int
+        Bytes read per step.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
@@ -310,6 +301,21 @@ def _read_checksums(folder: Path) -> dict[str, str]:
 
 @dataclass
 class FileCheck:
+    """One weights file as :func:`verify` found it.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    size : int
+        Its size in bytes.
+    sha256 : str
+        Its SHA-256 (hex).
+    expected : str or None
+        The published or recorded sum; ``None`` when there is nothing to compare with.
+    source : str
+        Where ``expected`` comes from: ``"upstream"``, ``"SHA256SUMS"``, or ``""``.
+    """
     path: Path
     size: int
     sha256: str
@@ -318,21 +324,35 @@ class FileCheck:
 
     @property
     def ok(self) -> bool:
+        """True unless an expected sum exists and differs."""
         return self.expected is None or self.expected == self.sha256
 
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify` found for one model.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    location : WeightsLocation
+        Where the weights are.
+    files : list of FileCheck
+        One per file of the layout in use (empty when not found).
+    """
     name: str
     location: WeightsLocation
     files: list[FileCheck] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """True when the weights are there and no file's sum differs from its expected one."""
         return self.location.ok and all(f.ok for f in self.files)
 
     @property
     def state(self) -> str:
+        """``"verified"``, ``"ready (unverified)"``, ``"checksum mismatch"``, or the location's state."""
         if not self.location.ok:
             return self.location.state
         if any(not f.ok for f in self.files):
@@ -343,7 +363,25 @@ class VerifyReport:
 
 
 def verify(name: str, path: str | os.PathLike[str] | None = None) -> VerifyReport:
-    """Hash the weights of ``name`` and compare with published/recorded SHA-256 sums."""
+    """Hash the weights of ``name`` and compare with the published or recorded SHA-256 sums.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    VerifyReport
+        ``files`` empty when the weights were not found.
+
+    Raises
+    ------
+    ValueError
+        Unknown model.
+    """
     spec = get_weights_spec(name)
     loc = locate(name, path)
     rep = VerifyReport(name, loc)
@@ -377,7 +415,27 @@ def verify(name: str, path: str | os.PathLike[str] | None = None) -> VerifyRepor
 
 
 def record_checksums(name: str, path: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``SHA256SUMS`` for the weights in use (pin what this site approved); returns its path."""
+    """Write ``SHA256SUMS`` for the weights in use (pin what this site approved), atomically.
+
+    Parameters
+    ----------
+    name : str
+        Model name.
+    path : path-like, optional
+        An explicit folder or file (as for :func:`locate`).
+
+    Returns
+    -------
+    Path
+        The ``SHA256SUMS`` file, in the folder holding the weights.
+
+    Raises
+    ------
+    BackendUnavailableError
+        The weights are missing.
+    OSError
+        The folder is not writable.
+    """
     loc = require(name, path)
     root = loc.root or loc.folder
     lines = []

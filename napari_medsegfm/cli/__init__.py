@@ -22,7 +22,15 @@ _COMMANDS: list[str] = ["batch", "dataset", "vocab", "weights", "convert", "pred
 
 
 class CLIError(Exception):
-    """An error the CLI reports as one line on stderr with a non-zero exit code."""
+    """An error the CLI reports as one line on stderr with a non-zero exit code.
+
+    Parameters
+    ----------
+    message : str
+        The line to print (after ``medsegfm <command>: error:``).
+    code : int
+        Exit code (2: bad input, 3: prompt the backend cannot serve, 4: backend unusable, 1: some cases failed).
+    """
 
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
@@ -33,8 +41,21 @@ _ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|obj|exc):`~?([^`]+)`")
 
 
 def plain_help(text: str | None) -> str | None:
-    """Help text without reST markup: ``:func:`~a.b.c``` -> ``c``, double and single backticks
-    dropped (``--help`` is read in a terminal, not rendered)."""
+    """Help text without reST markup, for ``--help`` in a terminal.
+
+    ``:func:`~a.b.c``` becomes ``c`` (without ``~``: ``a.b.c``); double and single
+    backticks are dropped.
+
+    Parameters
+    ----------
+    text : str or None
+        A docstring or help string.
+
+    Returns
+    -------
+    str or None
+        ``None`` for ``None``.
+    """
     if text is None:
         return None
 
@@ -48,6 +69,12 @@ def plain_help(text: str | None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``medsegfm`` argument parser with every sub-command registered (help without reST markup).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="medsegfm",
         description="Promptable medical image segmentation: predict, evaluate, batch, convert.",
@@ -75,6 +102,20 @@ def _plain_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medsegfm`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit code: the sub-command's, 2 without a sub-command or for bad input
+        (``FileNotFoundError``, ``PermissionError``, ``ValueError``, a status-database error),
+        a :class:`CLIError`'s own code, 130 on Ctrl-C. Errors are printed as one line on stderr.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

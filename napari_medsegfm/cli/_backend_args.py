@@ -15,6 +15,13 @@ EXIT_PARTIAL = 1  # some cases of a folder failed
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """Add ``--backend/-b NAME`` and ``--device DEV`` to a sub-command's parser.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The sub-command's parser.
+    """
     p.add_argument("--backend", "-b", default=None, metavar="NAME",
                    help="segmentation backend (default: the best installed one; see `medsegfm backends`)")
     p.add_argument("--device", default=None, metavar="DEV",
@@ -22,7 +29,25 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_backend(name: str | None, device: str | None) -> Any:
-    """The backend, with registry/device errors turned into :class:`CLIError`."""
+    """The backend, with registry/device errors turned into :class:`~napari_medsegfm.cli.CLIError`.
+
+    Parameters
+    ----------
+    name : str or None
+        Registry name; ``None``: the best installed backend.
+    device : str or None
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``None``: ``$MEDSEGFM_DEVICE``, else auto.
+
+    Returns
+    -------
+    SegmentationBackend
+
+    Raises
+    ------
+    CLIError
+        Code 4 (``EXIT_BACKEND``) for a backend that cannot run here, 2 (``EXIT_INPUT``) for an
+        unknown backend or device.
+    """
     from ..backends.base import BackendUnavailableError
     from ..backends.registry import get_backend
 

@@ -32,7 +32,13 @@ TEXT_MEMBERS = ("imgs", "spacing", "text_prompts")
 
 
 def add_text_args(p: argparse.ArgumentParser) -> None:
-    """The options ``--task text`` adds to ``medsegfm evaluate``."""
+    """Add the options of ``--task text`` to ``medsegfm evaluate`` (``--task``, ``--segs``, ``--save-segs``, ``--spacing-order``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The ``evaluate`` parser.
+    """
     p.add_argument("--task", choices=("interactive", "text"), default="interactive",
                    help="interactive: box + clicks protocol (default); text: CVPR 2025 text-guided task "
                         "(semantic DSC/NSD, instance F1 at IoU >= 0.5)")
@@ -104,7 +110,23 @@ def _clean(v: Any) -> Any:
 
 
 def run_text(args: argparse.Namespace) -> int:
-    """``medsegfm evaluate --task text``."""
+    """``medsegfm evaluate --task text``: predict (or take ``--segs``) and score the text task.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``evaluate`` options.
+
+    Returns
+    -------
+    int
+        0, or 1 (``EXIT_PARTIAL``) when some case failed.
+
+    Raises
+    ------
+    CLIError
+        A folder that is not a case folder, a missing ``--segs`` folder, or a backend without TEXT.
+    """
     from ..tasks.text_eval import evaluate_text, format_text_table, summarize_text
 
     imgs, gts = _case_folders(args)

@@ -12,6 +12,13 @@ from . import CLIError
 
 
 def register(sub: Any) -> None:
+    """Add the ``backends`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser("backends", help="list installed segmentation backends (capabilities, device, weights)",
                        description=__doc__)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -20,6 +27,23 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm backends``: list the installed backends with capabilities, device and weights state.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     from ..backends.base import capability_names
     from ..backends.device import ENV_VAR, available_devices, select_device
     from ..backends.registry import default_backend_choice, list_backends

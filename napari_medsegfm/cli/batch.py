@@ -14,6 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
+    """Add the ``batch`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "batch",
         help="pre-segment every case of a dataset (Dask; resumable)",
@@ -67,6 +74,23 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm batch``: pre-segment the cases of a dataset with a backend, recording per-case results in its status database.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 1 when some case failed.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     from ..dataset.autosave import sidecar_dir
     from ..dataset.batch import run_batch
     from ..dataset.catalog import discover

@@ -42,6 +42,13 @@ _EXT = {"nifti": ".nii.gz", "nrrd": ".nrrd", "metaimage": ".mha"}
 
 
 def register(sub: Any) -> None:
+    """Add the ``convert`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "convert",
         help="convert a case between formats (CVPR npz, NIfTI, DICOM, NRRD, MHA, Slicer seg, DICOM-SEG, medsegpy, "
@@ -133,12 +140,30 @@ def _load(args: argparse.Namespace, src: Path) -> tuple[Any, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm convert``: convert a case (image and labels) to another format.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     from .. import io as medio
     from ..io.cvpr import write_cvpr_npz
     from ..io.itkimage import write_itk_volume
-    from ..io.medsegpy import write_medsegpy_h5, write_medsegpy_slices
+    from ..io.medsegpy import write_medsegpy_h5
+    from ..io.medsegpy_slices import write_medsegpy_slices
     from ..io.nifti import save_nifti_labels, write_nifti_volume
-    from ..io.samed2d import write_samed2d_case
+    from ..io.samed2d_write import write_samed2d_case
 
     src, out = Path(args.input), Path(args.output)
     fmt = _out_format(out, args.to)

@@ -11,6 +11,13 @@ from . import CLIError
 
 
 def register(sub: Any) -> None:
+    """Add the ``dataset`` sub-command and its actions (status, set, history, export, unlock, recover).
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser("dataset", help="status, export and locks of a dataset under correction",
                        description="Inspect and manage a dataset opened with the navigator.")
     p.add_argument("--sidecar", default=None, help="sidecar folder (default DATASET/.medsegfm)")
@@ -177,7 +184,7 @@ def _unlock(args: argparse.Namespace) -> int:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from ..dataset.workspace import recover_status
+    from ..dataset.recovery import recover_status
 
     rep = recover_status(args.dataset, sidecar=args.sidecar)
     where = f"; the damaged files are in {rep['moved_to']}" if rep["moved_to"] else ""

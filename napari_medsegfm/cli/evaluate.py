@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
+    """Add the ``evaluate`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "evaluate",
         help="run the CVPR 2025 interactive protocol (box + clicks) and report DSC/NSD/AUC",
@@ -69,6 +76,23 @@ def _clean(v: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm evaluate``: run the CVPR 2025 evaluation (box step + simulated clicks, or ``--task text``) and print and write the scores.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 1 (``EXIT_PARTIAL``) when some case failed.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     from ..tasks import evaluation as ev
 
     if getattr(args, "task", "interactive") == "text":  # [text helper] CVPR 2025 text-guided task

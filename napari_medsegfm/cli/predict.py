@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
+    """Add the ``predict`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "predict",
         help="predict segs for CVPR-style npz files (boxes, clicks, prev_pred)",
@@ -77,7 +84,20 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def write_segs(path: Path, segs: np.ndarray) -> Path:
-    """Write ``{'segs': segs}`` as a compressed npz, atomically."""
+    """Write ``{"segs": segs}`` as a compressed npz, atomically.
+
+    Parameters
+    ----------
+    path : Path
+        The output ``.npz``.
+    segs : np.ndarray
+        Label image ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     from ..io.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
@@ -87,9 +107,29 @@ def write_segs(path: Path, segs: np.ndarray) -> Path:
 
 def predict_file(path: Path, out: Path, backend: Any,
                  progress: Callable[[int, int], None] | None = None) -> float:
-    """Predict one file into ``out``; returns the seconds the prediction took.
+    """Predict one CVPR-style npz file into ``out``.
 
-    ``progress(done, total)`` is called after each object."""
+    Parameters
+    ----------
+    path : Path
+        The input npz (``imgs`` with ``boxes``, ``clicks`` or ``text_prompts``; ``prev_pred``).
+    out : Path
+        The output npz (``segs``).
+    backend : SegmentationBackend
+        The model.
+    progress : callable, optional
+        ``progress(done, total)`` after each object.
+
+    Returns
+    -------
+    float
+        Seconds the prediction took (reading and writing excluded).
+
+    Raises
+    ------
+    CLIError
+        Code 3 for a prompt the backend cannot serve, 2 for bad input (naming the file).
+    """
     from ..backends.base import UnsupportedPromptError
     from ..tasks.predict import predict_case
 
@@ -108,6 +148,23 @@ def predict_file(path: Path, out: Path, backend: Any,
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm predict``: predict ``segs`` for each npz input and write them to the output folder (or file).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0; a :class:`~napari_medsegfm.cli.CLIError` with ``EXIT_PARTIAL`` (1) when some files failed.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     src = Path(args.input)
     files = _inputs(src)
     dst = Path(args.output)

@@ -24,6 +24,13 @@ from . import CLIError
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``vocab`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = subparsers.add_parser(
         "vocab",
         help="resolve free text ('left kidney', 'livr') to a class and its label ids",
@@ -78,6 +85,23 @@ def _print_resolution(r: Resolution) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm vocab``: list the label spaces and vocabulary, or resolve free-text class names.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 1 when a resolution failed.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     vocab = _vocabulary(args)
     if args.space and args.space not in vocab.spaces():
         raise CLIError(f"unknown label space {args.space!r}; known: {', '.join(vocab.spaces())}")

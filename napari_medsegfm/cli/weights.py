@@ -22,6 +22,13 @@ from . import CLIError
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``weights`` sub-command (its options and help) to the ``medsegfm`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The top-level parser's sub-parsers (``add_subparsers()``).
+    """
     p = subparsers.add_parser(
         "weights",
         help="list, locate and verify model weights (no downloads)",
@@ -61,6 +68,23 @@ def _loc_dict(loc: W.WeightsLocation) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``medsegfm weights``: list, locate, verify or pin (``SHA256SUMS``) model weights.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of the sub-command.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 1 when a named model's weights are missing or a checksum differs.
+
+    Raises
+    ------
+    CLIError
+        Bad input or options; :func:`~napari_medsegfm.cli.main` prints it as one line on stderr and exits with its code.
+    """
     action = args.weights_command
     names = _names(args)
     specs = W.known_weights()

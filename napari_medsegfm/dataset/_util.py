@@ -9,7 +9,17 @@ import numpy as np
 
 
 def label_ids(labels: np.ndarray) -> list[int]:
-    """Sorted non-zero label ids present in ``labels`` (bincount for small unsigned types)."""
+    """Sorted non-zero label ids present in ``labels`` (bincount for small unsigned types).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels, any shape.
+
+    Returns
+    -------
+    list of int
+    """
     arr = np.asarray(labels)
     if arr.size == 0:
         return []
@@ -20,7 +30,24 @@ def label_ids(labels: np.ndarray) -> list[int]:
 
 
 def json_default(o: Any) -> Any:
-    """``json.dumps`` default for numpy values, sets, tuples and paths."""
+    """``json.dumps`` default for numpy values, sets, tuples and paths.
+
+    Parameters
+    ----------
+    o : object
+        What ``json`` cannot serialise itself.
+
+    Returns
+    -------
+    object
+        A JSON-able value (numpy scalars via ``.item()``, arrays, sets and tuples as lists,
+        paths as str).
+
+    Raises
+    ------
+    TypeError
+        Anything else.
+    """
     if isinstance(o, np.generic):
         return o.item()
     if hasattr(o, "tolist"):

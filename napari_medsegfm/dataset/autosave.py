@@ -28,32 +28,34 @@ The originals of the dataset are never touched here.
 and while edits keep coming at the latest ``interval_s`` seconds after the first unsaved
 edit (:meth:`Autosaver.tick`, called by a GUI timer or by its own thread). The copy of
 the label image is taken on the calling thread (milliseconds); compression and the
-write run on one background thread, in order.
+write run on one background thread, in order. The correction files themselves
+(:class:`~napari_medsegfm.dataset.corrections.CorrectionStore`) are
+:mod:`~napari_medsegfm.dataset.corrections`; their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io as _io
-import json
 import logging
 import os
-import re
 import threading
 import time
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_write_bytes, fsync_dir, is_temp_name, remove_stale_temps
-from ..io.npzfile import NpzReader
-from ._util import json_default, label_ids
-from .status import ID_SCHEME, LockLostError, StatusStore
+from ..io.atomic import atomic_write_bytes
+from ._util import label_ids
+from .corrections import (
+    Correction,
+    CorrectionStore,
+    encode_correction,
+    safe_case_filename,
+)
+from .status import LockLostError, StatusStore
 
 __all__ = [
     "SIDECAR_NAME",
@@ -72,7 +74,6 @@ SIDECAR_NAME = ".medsegfm"
 #: Seconds after the first unsaved edit by which an autosave happens (the issue asks for at most 30 s;
 #: a short default keeps what a crash can lose to a few seconds). ``$MEDSEGFM_AUTOSAVE_S`` overrides it.
 DEFAULT_AUTOSAVE_INTERVAL_S = 5.0
-FORMAT_VERSION = 1
 
 
 def default_interval() -> float:
@@ -140,181 +141,6 @@ backups/            originals kept when corrections were exported over them
 Delete it only if you want to throw away all corrections and statuses.
 """
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_case_filename(case_id: str) -> str:
-    """A file-name-safe, collision-free stem for a case id (ids with ``/`` or odd characters get a hash)."""
-    s = _SAFE.sub("_", str(case_id)).strip("._") or "case"
-    if s != case_id or len(s) > 120:
-        s = f"{s[:100]}-{hashlib.sha1(str(case_id).encode()).hexdigest()[:10]}"
-    return s
-
-
-@dataclass
-class Correction:
-    """A saved correction: the label image and its metadata."""
-
-    labels: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def saved_at(self) -> float | None:
-        return self.meta.get("saved_at")
-
-    @property
-    def label_names(self) -> dict[int, str]:
-        return {int(k): str(v) for k, v in (self.meta.get("label_names") or {}).items()}
-
-
-def encode_correction(labels: np.ndarray, meta: dict[str, Any], compresslevel: int = 1) -> bytes:
-    """The bytes of a correction ``.npz`` (``labels`` + ``meta`` JSON), deflate level ``compresslevel``."""
-    arr = np.ascontiguousarray(labels)
-    if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 4:
-        raise ValueError(f"labels must be an integer label image; got dtype {arr.dtype}")
-    buf = _io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
-        with zf.open("labels.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, arr, allow_pickle=False)
-        with zf.open("meta.npy", "w") as f:
-            np.lib.format.write_array(f, np.array(json.dumps(meta, default=json_default)), allow_pickle=False)
-    return buf.getvalue()
-
-
-class CorrectionStore:
-    """The ``corrections/`` folder of a sidecar: one ``.npz`` per corrected case."""
-
-    def __init__(self, sidecar: str | os.PathLike[str]) -> None:
-        self.sidecar = Path(sidecar)
-        self.folder = self.sidecar / "corrections"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for p in remove_stale_temps(self.folder):
-            logger.info("removed the temp file %s left by an interrupted autosave", p)
-
-    def path_for(self, case_id: str) -> Path:
-        return self.folder / f"{safe_case_filename(case_id)}.npz"
-
-    def exists(self, case_id: str) -> bool:
-        return self.path_for(case_id).is_file()
-
-    def save(self, case_id: str, labels: np.ndarray, meta: dict[str, Any] | None = None) -> Path:
-        """Write the correction of ``case_id`` atomically; returns its path."""
-        m = dict(meta or {})
-        m.setdefault("saved_at", time.time())
-        m["case_id"] = str(case_id)
-        m["id_scheme"] = ID_SCHEME
-        m["shape"] = list(np.shape(labels))
-        m["dtype"] = str(np.asarray(labels).dtype)
-        m["format_version"] = FORMAT_VERSION
-        data = encode_correction(labels, m)
-        path = self.path_for(case_id)
-        atomic_write_bytes(path, data)
-        return path
-
-    @staticmethod
-    def _read_meta(r: NpzReader, path: Path) -> dict[str, Any]:
-        if "meta" not in r:
-            raise ValueError(f"correction file {path} has no 'meta' member; expected an npz with 'labels' and 'meta'")
-        hdr = r.header("meta")
-        if hdr.dtype.kind != "U" or hdr.shape != () or hdr.nbytes > 64 << 20:
-            raise ValueError(f"correction file {path}: 'meta' is {hdr.shape} {hdr.dtype}; expected a JSON string")
-        try:
-            meta = json.loads(str(r.read("meta", allow_object=False)[()]))
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise ValueError(f"correction file {path} has no valid 'meta' member ({type(exc).__name__})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(f"correction file {path}: 'meta' holds a {type(meta).__name__}; expected an object")
-        return meta
-
-    @staticmethod
-    def read_file(path: str | os.PathLike[str], *, labels: bool = True) -> Correction:
-        """Read one correction file (bounded: a hostile file cannot make it allocate what it declares).
-
-        Raises ``ValueError`` (or ``PermissionError``) naming the file.
-        """
-        p = Path(path)
-        try:
-            with NpzReader(p) as r:
-                meta = CorrectionStore._read_meta(r, p)
-                arr = np.zeros((0,), np.uint8)
-                if labels:
-                    if "labels" not in r:
-                        raise ValueError(f"correction file {p} has no 'labels' member")
-                    hdr = r.header("labels")
-                    if hdr.dtype.kind not in "ui" or hdr.dtype.itemsize > 4:
-                        raise ValueError(f"correction file {p}: 'labels' has dtype {hdr.dtype}; expected integer labels")
-                    arr = r.read("labels", allow_object=False)
-        except (FileNotFoundError, PermissionError):
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-            if str(exc).startswith(f"correction file {p}"):
-                raise
-            raise ValueError(f"correction file {p} is unreadable ({exc}); expected an npz with 'labels' and "
-                             "'meta'") from None
-        return Correction(labels=arr, meta=meta, path=p)
-
-    def load(self, case_id: str) -> Correction | None:
-        """The saved correction of ``case_id`` or ``None``; ``ValueError`` if the file is unreadable."""
-        path = self.path_for(case_id)
-        if not path.is_file():
-            return None
-        corr = self.read_file(path)
-        meta = corr.meta
-        if meta.get("case_id") not in (None, str(case_id)):
-            raise ValueError(f"correction file {path} belongs to case {meta.get('case_id')!r}, not {case_id!r}")
-        return corr
-
-    def meta(self, case_id: str) -> dict[str, Any] | None:
-        """Only the metadata of a saved correction (does not decompress the labels)."""
-        path = self.path_for(case_id)
-        if not path.is_file():
-            return None
-        return self.read_file(path, labels=False).meta
-
-    def files(self) -> dict[str, Path]:
-        """``{case id: correction file}`` from the files' metadata (unreadable files are skipped, logged)."""
-        out: dict[str, Path] = {}
-        for p in sorted(self.folder.glob("*.npz")):
-            if is_temp_name(p.name):
-                continue
-            try:
-                out[str(self.read_file(p, labels=False).meta["case_id"])] = p
-            except (OSError, ValueError, KeyError) as exc:
-                logger.warning("skipping unreadable correction file %s: %s", p, exc)
-        return out
-
-    def case_ids(self) -> list[str]:
-        """Ids of every case with a saved correction (read from the files' metadata)."""
-        return list(self.files())
-
-    def rename(self, old: str, new: str) -> Path | None:
-        """Move the correction of case id ``old`` to ``new`` (rewritten with the new id; the old file
-        is removed only once the new one is on disk). Returns the new path, or ``None`` when ``old``
-        has none or ``new`` already has one (nothing changed then)."""
-        src = self.path_for(old)
-        if not src.is_file() or self.path_for(new).is_file():
-            return None
-        corr = self.read_file(src)
-        if corr.meta.get("case_id") not in (None, str(old)):
-            return None
-        meta = dict(corr.meta)
-        meta["migrated_from"] = str(old)
-        dst = self.save(new, corr.labels, meta)
-        os.unlink(src)
-        fsync_dir(self.folder)
-        return dst
-
-    def discard(self, case_id: str) -> Path | None:
-        """Set a correction aside (renamed to ``.discarded-<time>.npz``, not deleted); returns the new path."""
-        path = self.path_for(case_id)
-        if not path.is_file():
-            return None
-        dst = path.with_name(f"{path.stem}.discarded-{time.strftime('%Y%m%dT%H%M%S')}.npz.bak")
-        os.replace(path, dst)
-        return dst
-
-
 class Autosaver:
     """Autosaves one open case.
 
@@ -336,6 +162,8 @@ class Autosaver:
         Records *last edited* and history, and verifies this viewer still holds the case's
         lock before each write (a lost lock stops autosave with :class:`LockLostError`
         passed to ``on_error``: two viewers never write the same correction).
+    check_lock : bool
+        Verify the lock with ``status`` before each write (False: record edits only).
     on_saved, on_error : callable, optional
         Called on the writer thread with ``(path, meta)`` / ``(exception)``.
     clock : callable, optional
@@ -395,6 +223,7 @@ class Autosaver:
                 self._dirty_since = self._clock()
 
     def due(self) -> bool:
+        """True when an edit has waited at least ``interval_s`` (on the autosaver's clock)."""
         d = self._dirty_since
         return d is not None and self._clock() - d >= self.interval_s
 
@@ -414,10 +243,29 @@ class Autosaver:
 
     def save(self, reason: str = "manual", *, force: bool = False,
              wait: bool = False) -> concurrent.futures.Future[Path | None] | None:
-        """Snapshot the labels now and write them in the background.
+        """Snapshot the labels now (on the calling thread) and write them in the background.
 
-        Returns the future of the write (``None`` when nothing was dirty and not ``force``).
-        ``wait`` blocks until written and re-raises a write error.
+        Parameters
+        ----------
+        reason : str
+            Recorded in the correction's metadata and the history.
+        force : bool
+            Save even when nothing is dirty.
+        wait : bool
+            Block until written and re-raise a write error.
+
+        Returns
+        -------
+        concurrent.futures.Future or None
+            The write's future (its result is the file); ``None`` when nothing was dirty and
+            not ``force``.
+
+        Raises
+        ------
+        ValueError
+            The autosaver is closed.
+        LockLostError, OSError
+            With ``wait``: the write failed.
         """
         if self.closed:
             raise ValueError(f"autosaver of case {self.case_id!r} is closed")
@@ -465,7 +313,13 @@ class Autosaver:
             raise
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait for every queued write (errors are logged, not raised)."""
+        """Wait for every queued write (errors are logged, not raised).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait per write (a warning when exceeded).
+        """
         for f in list(self._pending):
             try:
                 f.result(timeout=timeout)
@@ -480,6 +334,11 @@ class Autosaver:
 
         Only for label arrays that are not modified concurrently with the copy, or where a
         snapshot taken mid-edit is acceptable (the next save corrects it).
+
+        Parameters
+        ----------
+        period_s : float, optional
+            Seconds between ticks (default ``interval_s / 4``, between 0.1 and 1 s).
         """
         if self._timer is not None:
             return
@@ -499,9 +358,22 @@ class Autosaver:
               ) -> concurrent.futures.Future[None]:
         """Final save (if dirty) and stop.
 
-        The final snapshot is always taken now, on the calling thread. With ``wait=False`` the
-        write finishes in the background (switching cases does not wait for compression and
-        fsync); the returned future completes once every queued write is on disk.
+        The final snapshot is always taken now, on the calling thread.
+
+        Parameters
+        ----------
+        save : bool
+            Save pending edits first.
+        reason : str
+            The final save's reason.
+        wait : bool
+            Block until every queued write is on disk. False: the write finishes in the
+            background (switching cases does not wait for compression and fsync).
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Completes once every queued write is on disk.
         """
         if self._timer is not None:
             self._timer_stop.set()

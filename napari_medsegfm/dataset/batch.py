@@ -57,8 +57,7 @@ import sys
 import threading
 import time
 import traceback
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +66,12 @@ import numpy as np
 
 from ..io.atomic import atomic_write_bytes
 from ..tasks.predict import merge_masks, predict_masks
-from ..types import Box2D, Box3D, CancelToken, Capability, Prompt, TextPrompt
+from ..types import CancelToken, Capability, Prompt, TextPrompt
 from ..utils import sha256_file
 from ._util import json_default, label_ids
-from .catalog import CaseEntry, Catalog, discover, existing_labels, load_entry
+from .batch_outputs import boxes_from_labels, encode_segs, output_path, read_segs
+from .case_loading import load_entry
+from .catalog import CaseEntry, Catalog, discover, existing_labels
 
 __all__ = [
     "PROMPT_SOURCES",
@@ -89,71 +90,6 @@ PROMPT_SOURCES = ("boxes", "gts", "text")
 MANIFEST = "manifest.json"
 JOURNAL = "manifest.journal.jsonl"
 MANIFEST_VERSION = 1
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-# ----------------------------------------------------------------------------- outputs
-def output_path(out_dir: str | os.PathLike[str], case_id: str) -> Path:
-    """Where the output of ``case_id`` goes: ``<out>/<case_id>.npz`` (sub-folders kept)."""
-    parts = [p for p in str(case_id).split("/") if p not in ("", ".", "..")]
-    if not parts:
-        raise ValueError(f"case id {case_id!r} cannot name an output file")
-    return Path(out_dir).joinpath(*parts[:-1], parts[-1] + ".npz")
-
-
-def encode_segs(segs: np.ndarray) -> bytes:
-    """Deterministic npz bytes holding ``segs`` (fixed timestamp, deflate level 6)."""
-    import io as _io
-
-    arr = np.ascontiguousarray(segs)
-    npy = _io.BytesIO()
-    np.lib.format.write_array(npy, arr, allow_pickle=False)
-    buf = _io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        info = zipfile.ZipInfo("segs.npy", date_time=_ZIP_TIME)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o644 << 16
-        zf.writestr(info, npy.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
-    return buf.getvalue()
-
-
-def read_segs(path: str | os.PathLike[str]) -> np.ndarray:
-    """The ``segs`` of a batch output file."""
-    with np.load(path, allow_pickle=False) as z:
-        if "segs" not in z.files:
-            raise ValueError(f"{path} has no 'segs' member (members: {', '.join(z.files)})")
-        return z["segs"]
-
-
-# ----------------------------------------------------------------------------- prompts
-def boxes_from_labels(labels: np.ndarray, ids: Sequence[int] | None = None) -> list[Box3D | Box2D]:
-    """One tight box per label id (prompting that id).
-
-    3D ``(Z, Y, X)``: a :class:`Box3D` spanning the label's z range with the xy box of its
-    median labelled slice (``z_mid``), the CVPR 2025 box without the random margin. 2D:
-    a :class:`Box2D`. Deterministic.
-    """
-    from ..engine.postprocess import bbox_of
-
-    labels = np.asarray(labels)
-    ids = label_ids(labels) if ids is None else list(ids)
-    out: list[Box3D | Box2D] = []
-    for lab in ids:
-        m = labels == lab
-        bb = bbox_of(m)
-        if bb is None:
-            continue
-        if labels.ndim == 3:
-            zs = np.flatnonzero(m[bb[0]].any(axis=(1, 2))) + bb[0].start
-            zmid = int(zs[len(zs) // 2])
-            sl = m[zmid]
-            bb2 = bbox_of(sl)
-            assert bb2 is not None
-            out.append(Box3D(bb[0].start, bb[0].stop - 1, bb2[0].start, bb2[1].start, bb2[0].stop - 1,
-                             bb2[1].stop - 1, object_id=int(lab), z_mid=zmid))
-        else:
-            out.append(Box2D(bb[0].start, bb[1].start, bb[0].stop - 1, bb[1].stop - 1, object_id=int(lab)))
-    return out
 
 
 # ----------------------------------------------------------------------------- the task
@@ -186,13 +122,23 @@ def _inputs_sha256(entry: CaseEntry) -> str:
 def process_case(entry: CaseEntry, config: Mapping[str, Any]) -> dict[str, Any]:
     """Segment one case and write its output; never raises for a per-case problem.
 
-    Runs on a Dask worker (or in-process). ``config`` holds ``backend``,
-    ``backend_kwargs``, ``prompts_from``, ``out_dir``, ``label_names``.
+    Runs on a Dask worker (or in-process).
+
+    Parameters
+    ----------
+    entry : CaseEntry
+        The catalog entry.
+    config : mapping
+        ``backend``, ``backend_kwargs``, ``prompts_from``, ``out_dir``, ``label_names``.
 
     Returns
     -------
     dict
-        The case's manifest record (see :func:`run_batch`).
+        The case's manifest record: ``case_id``, ``name``, ``status`` (``"ok"``, or
+        ``"error"`` with ``error`` and ``traceback``), ``backend``, ``input_sha256``,
+        ``output`` (relative to ``out_dir``), ``output_sha256``, ``shape``, ``label_ids``,
+        ``seconds``, ``finished_at``, and ``dice``/``dice_per_label`` against the case's
+        existing labels where it has them.
     """
     t0 = time.time()
     rec: dict[str, Any] = {
@@ -288,7 +234,19 @@ def _segment(entry: CaseEntry, config: Mapping[str, Any], backend: Any
 
 # ----------------------------------------------------------------------------- manifest
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Records by case id from ``manifest.json`` and the journal of an interrupted run."""
+    """Records by case id from ``manifest.json`` and the journal of an interrupted run.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The batch output folder.
+
+    Returns
+    -------
+    dict of str to dict
+        ``{}`` when neither file exists; journal records override the manifest's; an
+        unreadable manifest is ignored (logged), a journal line cut by a crash skipped.
+    """
     out = Path(out_dir)
     recs: dict[str, dict[str, Any]] = {}
     mf = out / MANIFEST
@@ -332,7 +290,23 @@ def _is_done(prev: Mapping[str, Any] | None, entry: CaseEntry, out_dir: Path, cf
 
 @dataclass
 class BatchReport:
-    """Outcome of :func:`run_batch`."""
+    """Outcome of :func:`run_batch`.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder.
+    manifest_path : Path
+        ``manifest.json`` in it.
+    records : dict of str to dict
+        Case id -> manifest record.
+    processed, skipped, failed : list of str
+        Case ids run this time, skipped (output already there), failed.
+    seconds : float
+        Wall time of the run.
+    n_workers : int
+        Dask workers used (0: in-process).
+    """
 
     out_dir: Path
     manifest_path: Path
@@ -345,14 +319,22 @@ class BatchReport:
 
     @property
     def ok(self) -> list[str]:
+        """Case ids processed this run without failure."""
         return [c for c in self.processed if c not in self.failed]
 
     @property
     def cases_per_minute(self) -> float:
+        """Processed cases per minute of wall time (NaN when no time was measured)."""
         n = len(self.processed)
         return 60.0 * n / self.seconds if self.seconds > 0 else float("nan")
 
     def summary(self) -> str:
+        """One line for logs and the CLI: counts, failures, time and rate.
+
+        Returns
+        -------
+        str
+        """
         return (f"{len(self.ok)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed "
                 f"in {self.seconds:.1f} s on {self.n_workers} worker(s); manifest: {self.manifest_path}")
 

@@ -58,7 +58,6 @@ import numpy as np
 
 from ..io.atomic import is_temp_name
 from ..types import Case
-from ..utils import label_dtype_for
 from ._util import label_ids
 
 __all__ = ["CaseEntry", "Catalog", "discover", "LAYOUTS", "existing_labels", "modality_from_name"]
@@ -93,7 +92,18 @@ def _is_nifti(p: Path) -> bool:
 
 
 def modality_from_name(name: str) -> str:
-    """Modality from a CVPR-style case name (``CT_AMOS_...`` -> ``CT``, ``2DBox_MR_...`` -> ``MR``)."""
+    """Modality from a CVPR-style case name (``CT_AMOS_...`` -> ``CT``, ``2DBox_MR_...`` -> ``MR``).
+
+    Parameters
+    ----------
+    name : str
+        Case or file name; the first tokens (after a ``2DBox``/``3DBox`` prefix) are looked at.
+
+    Returns
+    -------
+    str
+        ``""`` when none is known.
+    """
     tokens = [t for t in re.split(r"[_\-\s]+", Path(name).name) if t]
     for t in tokens[:3]:
         low = t.lower()
@@ -221,10 +231,21 @@ class Catalog:
             raise KeyError(f"no case {key!r} in dataset {self.root} ({len(self)} cases)") from None
 
     def ids(self) -> list[str]:
+        """Case ids in catalog order."""
         return [e.case_id for e in self.entries]
 
     def find(self, text: str) -> CaseEntry | None:
-        """A case by id, by name, or the first whose id contains ``text`` (case-insensitive)."""
+        """A case by id, by name, or the first whose id contains ``text`` (case-insensitive).
+
+        Parameters
+        ----------
+        text : str
+            An id, a name or part of an id.
+
+        Returns
+        -------
+        CaseEntry or None
+        """
         if text in self._by_id:
             return self._by_id[text]
         low = text.strip().lower()
@@ -242,25 +263,68 @@ class Catalog:
 
         The returned case has ``meta["case_id"]`` and ``meta["catalog_root"]`` set, and its
         modality filled from the catalog where the reader left it empty.
+
+        Parameters
+        ----------
+        key : int, str or CaseEntry
+            Index, case id, or the entry.
+
+        Returns
+        -------
+        Case
+
+        Raises
+        ------
+        KeyError, IndexError
+            No such case.
+        ValueError, OSError
+            The files cannot be read (naming them).
         """
         entry = key if isinstance(key, CaseEntry) else self[key]
+        from .case_loading import load_entry
+
         return load_entry(entry, self)
 
     def header(self, key: int | str | CaseEntry) -> dict[str, Any]:
-        """Cheap facts from file headers: ``shape`` (array axis order, as loaded) and ``dtype``."""
+        """Cheap facts from file headers: ``shape`` (array axis order, as loaded) and ``dtype``.
+
+        Parameters
+        ----------
+        key : int, str or CaseEntry
+            Index, case id, or the entry.
+
+        Returns
+        -------
+        dict
+            Empty when the headers cannot be read (logged).
+        """
         entry = key if isinstance(key, CaseEntry) else self[key]
         try:
+            from .case_loading import _header
+
             return _header(entry)
         except (OSError, ValueError, KeyError) as exc:
             logger.debug("header of %s unreadable: %s", entry.path, exc)
             return {}
 
     def describe(self) -> str:
+        """``"ROOT (LAYOUT, N cases)"``, for messages."""
         return f"{self.root} ({self.layout}, {len(self)} cases)"
 
 
 def existing_labels(case: Case) -> tuple[str, np.ndarray] | None:
-    """The case's existing labels, by preference ground truth (``gts``), then ``segs``, ``prev_pred``."""
+    """The case's existing labels, by preference ground truth (``gts``), then ``segs``, ``prev_pred``, then any.
+
+    Parameters
+    ----------
+    case : Case
+        A loaded case.
+
+    Returns
+    -------
+    (role, labels) or None
+        ``None`` when the case has no labels.
+    """
     for role in ("gts", "segs", "prev_pred"):
         arr = case.labels.get(role)
         if arr is not None:
@@ -270,136 +334,10 @@ def existing_labels(case: Case) -> tuple[str, np.ndarray] | None:
     return None
 
 
-# ----------------------------------------------------------------------------- io glue
 def _io():
     from .. import io as medio
 
     return medio
-
-
-def load_entry(entry: CaseEntry, catalog: Catalog | None = None) -> Case:
-    """See :meth:`Catalog.load`."""
-    medio = _io()
-    if not entry.path.exists():
-        raise FileNotFoundError(f"case {entry.case_id!r}: {entry.path} does not exist (was the dataset moved?)")
-    if entry.io_case_id is not None:
-        case = medio.load_case(entry.path, entry.fmt or None, case_id=entry.io_case_id)
-    else:
-        case = medio.load_case(entry.path, entry.fmt or None)
-    if entry.label_path is not None and "gts" not in case.labels:
-        gts, names = _load_label_file(entry, case)
-        if gts is not None:
-            case.labels["gts"] = gts
-            for k, v in names.items():
-                case.label_names.setdefault(k, v)
-    for i, ch in enumerate(entry.channels, start=1):
-        try:
-            extra = medio.load_case(ch, "nifti")
-        except (ValueError, FileNotFoundError) as exc:
-            logger.warning("case %s: channel %s unreadable: %s", entry.case_id, ch, exc)
-            continue
-        case.images.setdefault(f"channel {i}", extra.image)
-    if catalog is not None:
-        for k, v in catalog.label_names.items():
-            case.label_names.setdefault(int(k), v)
-    if not case.image.meta.get("modality") and entry.modality:
-        case.image.meta["modality"] = entry.modality
-    case.meta["case_id"] = entry.case_id
-    if catalog is not None:
-        case.meta["catalog_root"] = str(catalog.root)
-    if not case.name:
-        case.name = entry.name
-    return case
-
-
-def _load_label_file(entry: CaseEntry, case: Case) -> tuple[np.ndarray | None, dict[int, str]]:
-    medio = _io()
-    lp = entry.label_path
-    assert lp is not None
-    shape = tuple(case.image.spatial_shape)
-    if entry.label_fmt == "dicom_seg":
-        from .clinical import load_dicom_seg_labels
-
-        return load_dicom_seg_labels(entry, case)
-    if lp.suffix == ".npz":
-        # a CVPR gts file holds only gts (+ spacing/boxes): no image, so read the member directly
-        from ..io.npzfile import NpzReader
-
-        with NpzReader(lp) as r:
-            key = next((k for k in ("gts", "segs", "labels") if k in r), None)
-            if key is None:
-                raise ValueError(f"case {entry.case_id!r}: label file {lp} has none of the keys gts/segs/labels "
-                                 f"(it has {', '.join(r.keys())})")
-            declared = tuple(r.header(key).shape)
-            if declared != shape:  # refused from the header, before the member is decompressed
-                raise ValueError(f"case {entry.case_id!r}: labels {lp} ('{key}') have shape {declared}, image "
-                                 f"{entry.path} has {shape} (not read)")
-            gts = r.read(key, allow_object=False)
-    else:
-        lab_case = medio.load_case(lp, entry.label_fmt or None)
-        role_arr = existing_labels(lab_case)
-        if role_arr is not None:
-            gts = role_arr[1]
-        else:  # a label volume read as an image
-            gts = np.asarray(lab_case.image.array)
-        names = dict(lab_case.label_names)
-        if gts.shape != shape:
-            raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
-        return _as_labels(gts, lp, "labels"), names
-    if gts.shape != shape:
-        raise ValueError(f"case {entry.case_id!r}: labels {lp} have shape {gts.shape}, image {entry.path} has {shape}")
-    return _as_labels(gts, lp, key), {}
-
-
-def _as_labels(arr: np.ndarray, src: Any, key: str) -> np.ndarray:
-    """A label file's array with the readers' rule (:func:`~napari_medsegfm.io._common.integer_labels`:
-    whole-number floats accepted, fractional ones refused naming ``src``), in the smallest
-    unsigned dtype."""
-    from ..io._common import integer_labels
-
-    a = integer_labels(np.asarray(arr), src, key)
-    if a.dtype.kind in "iu" and a.dtype not in (np.uint8, np.uint16, np.uint32):
-        mx = int(a.max()) if a.size else 0
-        a = a.astype(label_dtype_for(mx))
-    return a
-
-
-def _header(entry: CaseEntry) -> dict[str, Any]:
-    p = entry.path
-    if entry.fmt in ("cvpr25_npz", "cvpr24_npz") or p.suffix == ".npz":
-        from ..io.npzfile import NpzReader
-
-        with NpzReader(p) as r:
-            h = r.header("imgs")
-        shape = h.shape
-        return {"shape": list(shape), "dtype": str(h.dtype)}
-    if p.name.lower().endswith(_NII):
-        import nibabel as nib
-
-        img = nib.load(str(p))
-        shp = tuple(int(s) for s in img.shape)
-        while len(shp) > 3 and shp[-1] == 1:
-            shp = shp[:-1]
-        if len(shp) == 2:
-            return {"shape": [shp[1], shp[0]], "dtype": str(img.get_data_dtype())}
-        ornt = nib.orientations.io_orientation(img.affine)
-        canon = [0, 0, 0]
-        for ax, (out_ax, _flip) in enumerate(ornt[:3]):
-            canon[int(out_ax)] = shp[ax]
-        # io returns (Z, Y, X) = the closest-canonical (X, Y, Z) reversed
-        return {"shape": list(reversed(canon)), "dtype": str(img.get_data_dtype())}
-    if entry.layout == "ivdm3seg":
-        files = [Path(f) for f in entry.meta.get("files", []) if _is_nifti(Path(f))]
-        if files:
-            return _header(CaseEntry(entry.case_id, entry.name, files[0], "nifti"))
-    if p.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            if "volume" in f:
-                h, w, d = f["volume"].shape[:3]
-                return {"shape": [d, h, w], "dtype": str(f["volume"].dtype)}
-    return {}
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -561,11 +499,23 @@ def _rel_id(root: Path, path: Path) -> str:
 def scan_entry(catalog: Catalog, entry: CaseEntry) -> dict[str, Any]:
     """Load a case once and return the facts the navigator caches.
 
+    Parameters
+    ----------
+    catalog : Catalog
+        The dataset's catalog.
+    entry : CaseEntry
+        The case.
+
     Returns
     -------
     dict
         ``shape`` (spatial, array axis order), ``modality``, ``n_labels`` and ``label_ids`` of the
         existing labels (0 / [] without labels), ``labels_role``, ``signature``.
+
+    Raises
+    ------
+    ValueError, OSError
+        The case cannot be read.
     """
     case = catalog.load(entry)
     ex = existing_labels(case)

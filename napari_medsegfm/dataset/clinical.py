@@ -53,7 +53,17 @@ def _dirs(root: Path, max_depth: int = 4) -> list[Path]:
 
 
 def find_dicom(root: Path) -> Catalog | None:
-    """The ``dicom`` layout (see the module docstring), or ``None``."""
+    """The ``dicom`` layout (see the module docstring): one case per image series, or ``None``.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset folder (searched recursively).
+
+    Returns
+    -------
+    Catalog or None
+    """
     from ..io.dicom import _case_name, has_dicom_files, scan_dicom
 
     entries: list[CaseEntry] = []
@@ -104,7 +114,17 @@ def _itk_stem(name: str) -> str:
 
 
 def find_itk(root: Path) -> Catalog | None:
-    """The ``itk`` layout (see the module docstring), or ``None``."""
+    """The ``itk`` layout (see the module docstring): NRRD/MetaImage images with their label maps, or ``None``.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset folder (searched recursively).
+
+    Returns
+    -------
+    Catalog or None
+    """
     files = [f for f in _walk(root) if f.name.lower().endswith(_ITK_EXT)]
     if not files:
         return None

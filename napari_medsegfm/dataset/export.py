@@ -48,6 +48,21 @@ _SAME_CLINICAL = {"dicom": (".dcm", "dicom_seg"), "nrrd": (".nrrd", "nrrd"), "me
 
 @dataclass
 class ExportReport:
+    """What :func:`export_corrections` wrote.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder (the backup folder for an in-place export).
+    manifest_path : Path
+        ``export_manifest.json`` in it.
+    exported : list of dict
+        One row per exported case (``case_id``, ``output``, ``sha256``, ...).
+    failed : list of dict
+        One row per failed case, with ``error``.
+    backup_dir : Path, optional
+        In-place export: where the replaced originals were kept.
+    """
     out_dir: Path
     manifest_path: Path
     exported: list[dict[str, Any]] = field(default_factory=list)
@@ -59,12 +74,32 @@ def export_path(out_dir: Path, entry: CaseEntry, fmt: str) -> tuple[Path, str]:
     """Output path of a case and the io format used to write it.
 
     ``npz``: ``<out>/<case_id>.npz``; ``nifti``: ``<out>/<case_id>.nii.gz``; ``same``: the case's
-    own format — npz / ``.nii.gz`` / medsegpy ``.h5`` files, a ``<out>/<case_id>/`` folder of
+    own format - npz / ``.nii.gz`` / medsegpy ``.h5`` files, a ``<out>/<case_id>/`` folder of
     ``.seg`` slices (medsegpy slices), ``<out>/<case_id>/masks/`` PNGs (SA-Med2D),
     ``<out>/<case_id>/<case>_Labels.nii.gz`` (IVDM3Seg), a DICOM-SEG ``<out>/<case_id>.dcm``
     referencing the series (DICOM), ``.nrrd``/``.mha`` label maps (NRRD/MetaImage).
     ``dicom_seg``, ``slicer_seg``, ``nrrd``: that format for every case (a DICOM-SEG only for
     DICOM cases).
+
+    Parameters
+    ----------
+    out_dir : Path
+        The export folder.
+    entry : CaseEntry
+        The case (``/`` in its id makes sub-folders).
+    fmt : str
+        One of :data:`EXPORT_FORMATS`.
+
+    Returns
+    -------
+    path : Path
+    io_format : str
+        The :func:`~napari_medsegfm.io.save_labels` format.
+
+    Raises
+    ------
+    ValueError
+        An unknown format (a DICOM-SEG for a case that is not DICOM fails when it is written).
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")

@@ -22,9 +22,10 @@ A damaged or foreign database is never repaired or emptied silently: a file that
 SQLite, a SQLite file of another program, one that fails SQLite's ``quick_check``, or a
 ``-wal`` file whose header is not a valid write-ahead log (SQLite would discard it, and with
 it the changes it holds) raises :class:`StatusDatabaseError` and leaves every file as it
-is. The corrections folder is the record of the work: :func:`~napari_medsegfm.dataset.
-workspace.recover_status` (``medsegfm dataset recover``) moves the damaged files aside and
-rebuilds the database from the corrections, keeping what the old file still yields.
+is (those checks are :mod:`~napari_medsegfm.dataset.status_db`). The corrections folder is
+the record of the work: :func:`~napari_medsegfm.dataset.recovery.recover_status`
+(``medsegfm dataset recover``) moves the damaged files aside and rebuilds the database
+from the corrections, keeping what the old file still yields.
 
 Times are UNIX epoch seconds (float). Case ids are the catalog's ids (strings).
 """
@@ -46,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from ._util import json_default
-from .status_records import (
+from .status_db import _close_connection, open_database, retry_busy
+from .status_leases import LeaseMixin
+from .status_records import (  # noqa: F401 - _SCHEMA, ID_SCHEME, SCHEMA_VERSION re-exported
     _SCHEMA,
     DONE,
     FLAGGED,
@@ -89,7 +92,7 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------- store
-class StatusStore:
+class StatusStore(LeaseMixin):
     """SQLite status database of one dataset.
 
     Parameters
@@ -141,94 +144,14 @@ class StatusStore:
         self._held: set[str] = set()
         self._closed = False
         check_database_files(self.path)
-        existed = self.path.is_file() and self.path.stat().st_size > 0
-        try:
-            self._con = sqlite3.connect(
-                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StatusDatabaseError(self.path, f"cannot be opened ({exc})") from None
-        try:
-            if existed:
-                self._check_existing()
-            self._con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self.wal = str(mode).lower() == "wal"
-            if not self.wal:
-                logger.warning(
-                    "status database %s: WAL journal unavailable (journal_mode=%s); the file system may not "
-                    "support the shared memory SQLite needs. Falling back to the rollback journal.",
-                    self.path, mode,
-                )
-            self._con.execute("PRAGMA synchronous = NORMAL")
-            self._con.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
-        except StatusDatabaseError:
-            self._con.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            self._con.close()
-            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-                raise
-            raise StatusDatabaseError(self.path, f"cannot be used ({exc})") from None
+        self._con, self.wal = open_database(self.path, busy_timeout_s)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._finalizer = weakref.finalize(self, _close_connection, self._con)
 
     # ------------------------------------------------------------------ plumbing
-    def _check_existing(self) -> None:
-        """An existing file must be a consistent napari-medsegfm status database (read-only checks)."""
-        con = self._con
-        try:
-            res = con.execute("PRAGMA quick_check").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StatusDatabaseError(self.path, f"is damaged ({exc})") from None
-        if [r[0] for r in res] != ["ok"]:
-            raise StatusDatabaseError(self.path, f"is damaged (SQLite quick_check: {str(res[0][0])[:200]})")
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            return  # an empty database: set up as new
-        ours = {"meta", "cases", "history", "metrics", "locks"}
-        row = None
-        if "meta" in tables:
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            except sqlite3.DatabaseError:
-                row = None
-        if row is None or not tables <= ours | {"sqlite_sequence"}:
-            raise StatusDatabaseError(self.path, "belongs to another program (its tables are "
-                                                 f"{', '.join(sorted(tables))[:200]}, not a napari-medsegfm status "
-                                                 "database)")
-        cols = {r[1] for r in con.execute("PRAGMA table_info(cases)")} if "cases" in tables else set()
-        if "cases" in tables and not {"case_id", "status", "comment", "info"} <= cols:
-            raise StatusDatabaseError(self.path, "has a 'cases' table of another layout")
-
-    def _init_schema(self) -> None:
-        with self._mutex:
-            for stmt in [s.strip() for s in _SCHEMA.split(";") if s.strip()]:
-                self._retry(lambda s=stmt: self._con.execute(s))
-            with self._write() as con:
-                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", (ID_SCHEME,))
-                elif not str(row[0]).isdigit():
-                    raise StatusDatabaseError(self.path, f"has schema version {str(row[0])[:40]!r}")
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise ValueError(
-                        f"status database {self.path} has schema version {row[0]}; this version of "
-                        f"napari-medsegfm understands up to {SCHEMA_VERSION}"
-                    )
-
     def _retry(self, fn: Any, attempts: int = 5) -> Any:
-        for i in range(attempts):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
-                    raise
-                time.sleep(0.05 * (i + 1))
-        return None
+        return retry_busy(fn, attempts)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -280,11 +203,31 @@ class StatusStore:
         return str(self._read("PRAGMA integrity_check")[0][0])
 
     def meta_value(self, key: str) -> str | None:
-        """A value of the ``meta`` table (``schema_version``, ``id_scheme``, ...)."""
+        """A value of the ``meta`` table (``schema_version``, ``id_scheme``, ...).
+
+        Parameters
+        ----------
+        key : str
+            The key.
+
+        Returns
+        -------
+        str or None
+            ``None`` when not set.
+        """
         rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Set (or replace) a value of the ``meta`` table.
+
+        Parameters
+        ----------
+        key : str
+            The key.
+        value : str
+            The value.
+        """
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
@@ -298,8 +241,18 @@ class StatusStore:
     def rename_case(self, old: str, new: str, *, why: str = "") -> bool:
         """Move everything stored under case id ``old`` to ``new`` in one transaction.
 
-        Refused (returns False, nothing changed) when ``new`` already has a status other than a
-        fresh ``todo``, history, metrics or a lock of its own.
+        Parameters
+        ----------
+        old, new : str
+            Case ids.
+        why : str
+            Recorded in the history.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when ``new`` already has a status other than a fresh
+            ``todo``, history, metrics or a lock of its own; True otherwise.
         """
         with self._write() as con:
             row = con.execute("SELECT status, comment, status_at, edited_at FROM cases WHERE case_id=?", (new,)).fetchone()
@@ -317,7 +270,13 @@ class StatusStore:
 
     # ------------------------------------------------------------------ cases
     def ensure_cases(self, case_ids: Iterable[str]) -> None:
-        """Insert a ``todo`` row for every id not yet known (existing rows untouched)."""
+        """Insert a ``todo`` row for every id not yet known (existing rows untouched).
+
+        Parameters
+        ----------
+        case_ids : iterable of str
+            Case ids (the catalog's).
+        """
         ids = [(str(c),) for c in case_ids]
         if not ids:
             return
@@ -335,7 +294,17 @@ class StatusStore:
     _COLS = "case_id, status, comment, status_at, status_by, edited_at, edited_by, info"
 
     def get(self, case_id: str) -> CaseRecord:
-        """The case's record (a fresh ``todo`` record if it was never stored)."""
+        """The case's record (a fresh ``todo`` record if it was never stored).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        CaseRecord
+        """
         rows = self._read(f"SELECT {self._COLS} FROM cases WHERE case_id = ?", (str(case_id),))
         return self._record(rows[0]) if rows else CaseRecord(str(case_id))
 
@@ -344,7 +313,29 @@ class StatusStore:
         return {r[0]: self._record(r) for r in self._read(f"SELECT {self._COLS} FROM cases")}
 
     def set_status(self, case_id: str, status: str, comment: str | None = None, *, who: str | None = None) -> CaseRecord:
-        """Set a case's status (one of :data:`STATUSES`) and optionally its comment."""
+        """Set a case's status and optionally its comment (recorded in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        status : str
+            One of :data:`STATUSES` (case, ``_`` and ``inprogress`` spellings accepted).
+        comment : str, optional
+            Replaces the comment when given.
+        who : str, optional
+            Default this store's user.
+
+        Returns
+        -------
+        CaseRecord
+            The record after the change.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+        """
         status = str(status).strip().lower().replace("_", " ")
         if status == "inprogress":
             status = IN_PROGRESS
@@ -364,7 +355,22 @@ class StatusStore:
         return self.get(case_id)
 
     def set_comment(self, case_id: str, comment: str, *, who: str | None = None) -> CaseRecord:
-        """Set the free-text comment of a case."""
+        """Set the free-text comment of a case (recorded in the history).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        comment : str
+            The comment (replaces the old one).
+        who : str, optional
+            Default this store's user.
+
+        Returns
+        -------
+        CaseRecord
+            The record after the change.
+        """
         who = who or self.user
         now = self._clock()
         with self._write() as con:
@@ -382,6 +388,19 @@ class StatusStore:
         Repeated events of the same ``action`` by this store within ``coalesce_s`` seconds
         update one history row (its time, detail and count) instead of adding rows.
         A ``todo`` case becomes ``in progress``.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        detail : str
+            History detail (e.g. the correction file).
+        action : str
+            History action.
+        who : str, optional
+            Default this store's user.
+        coalesce_s : float
+            Seconds within which repeated events share one history row.
         """
         who = who or self.user
         now = self._clock()
@@ -402,7 +421,19 @@ class StatusStore:
                 self._add_history(con, case_id, action, detail, who, now)
 
     def add_history(self, case_id: str, action: str, detail: str = "", *, who: str | None = None) -> None:
-        """Append one history event (open, restore, export, batch, ...)."""
+        """Append one history event (open, restore, export, batch, ...).
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        action : str
+            What happened.
+        detail : str
+            Free text.
+        who : str, optional
+            Default this store's user.
+        """
         with self._write() as con:
             self._add_history(con, case_id, action, detail, who or self.user, self._clock())
 
@@ -413,7 +444,19 @@ class StatusStore:
         )
 
     def history(self, case_id: str | None = None, limit: int = 1000) -> list[HistoryEvent]:
-        """History events, newest first (of one case, or of the whole dataset)."""
+        """History events, newest first (of one case, or of the whole dataset).
+
+        Parameters
+        ----------
+        case_id : str, optional
+            One case; ``None``: all.
+        limit : int
+            At most this many events.
+
+        Returns
+        -------
+        list of HistoryEvent
+        """
         if case_id is None:
             rows = self._read("SELECT id, case_id, at, who, action, detail, count FROM history ORDER BY id DESC LIMIT ?",
                               (int(limit),))
@@ -425,7 +468,15 @@ class StatusStore:
         return [HistoryEvent(*r) for r in rows]
 
     def update_info(self, case_id: str, **info: Any) -> None:
-        """Merge JSON-able values (cached modality, shape, number of labels, ...) into the case's info."""
+        """Merge JSON-able values (cached modality, shape, number of labels, ...) into the case's info.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id (a row is created if missing).
+        **info
+            Keys and values to set.
+        """
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
             old = con.execute("SELECT info FROM cases WHERE case_id=?", (case_id,)).fetchone()[0]
@@ -439,7 +490,21 @@ class StatusStore:
     # ------------------------------------------------------------------ metrics
     def set_metric(self, case_id: str, name: str, value: float | None, *, source: str = "",
                    detail: dict[str, Any] | None = None) -> None:
-        """Store a per-case number (e.g. ``dice_pred_vs_labels``), replacing the previous one."""
+        """Store a per-case number (e.g. ``dice_pred``), replacing the previous one.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        name : str
+            Metric name.
+        value : float or None
+            The value (``None``: known to be undefined).
+        source : str
+            What produced it (a backend name, ``batch``, ...).
+        detail : dict, optional
+            JSON-able extra fields, returned by :meth:`metric_details`.
+        """
         with self._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) VALUES (?, ?, ?, ?, ?, ?)",
@@ -448,15 +513,50 @@ class StatusStore:
             )
 
     def metric(self, case_id: str, name: str) -> float | None:
+        """One case's value of a metric.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        float or None
+            ``None`` when not stored (or stored as undefined).
+        """
         rows = self._read("SELECT value FROM metrics WHERE case_id=? AND name=?", (case_id, name))
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     def metrics(self, name: str) -> dict[str, float | None]:
-        """``{case_id: value}`` of one metric over the dataset."""
+        """``{case_id: value}`` of one metric over the dataset.
+
+        Parameters
+        ----------
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        dict of str to float or None
+        """
         return {r[0]: r[1] for r in self._read("SELECT case_id, value FROM metrics WHERE name=?", (name,))}
 
     def metric_details(self, name: str) -> dict[str, dict[str, Any]]:
-        """``{case_id: {"value", "source", "at", **detail}}`` of one metric."""
+        """``{case_id: {"value", "source", "at", **detail}}`` of one metric.
+
+        Parameters
+        ----------
+        name : str
+            Metric name.
+
+        Returns
+        -------
+        dict of str to dict
+            ``at`` in epoch seconds.
+        """
         out = {}
         for cid, val, src, at, det in self._read("SELECT case_id, value, source, at, detail FROM metrics WHERE name=?", (name,)):
             try:
@@ -466,144 +566,3 @@ class StatusStore:
             d.update(value=val, source=src, at=at)
             out[cid] = d
         return out
-
-    # ------------------------------------------------------------------ locks
-    def _lock_row(self, con: sqlite3.Connection, case_id: str) -> LockInfo | None:
-        row = con.execute(
-            "SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks WHERE case_id=?",
-            (case_id,),
-        ).fetchone()
-        return LockInfo(*row) if row else None
-
-    def _is_stale(self, info: LockInfo, now: float) -> bool:
-        if info.expires_at < now:
-            return True
-        if info.host == self.host and info.pid != self.pid and not _pid_alive(info.pid):
-            return True
-        return False
-
-    def lock_holder(self, case_id: str) -> LockInfo | None:
-        """The live lease on ``case_id`` (``None`` if free or stale)."""
-        with self._mutex:
-            info = self._lock_row(self._con, case_id)
-        if info is None or self._is_stale(info, self._clock()):
-            return None
-        return info
-
-    def locks(self) -> dict[str, LockInfo]:
-        """Every live lease in the dataset."""
-        now = self._clock()
-        rows = self._read("SELECT case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at FROM locks")
-        return {r[0]: LockInfo(*r) for r in rows if not self._is_stale(LockInfo(*r), now)}
-
-    def holds(self, case_id: str) -> bool:
-        """True while this store holds a live lease on ``case_id``."""
-        with self._mutex:
-            info = self._lock_row(self._con, case_id)
-        return info is not None and info.owner == self.owner and info.expires_at >= self._clock()
-
-    def acquire(self, case_id: str, *, steal: bool = False) -> LockInfo:
-        """Take (or renew) the edit lease of ``case_id``.
-
-        Raises
-        ------
-        CaseLockedError
-            Another live viewer holds it (unless ``steal``).
-        """
-        now = self._clock()
-        with self._write() as con:
-            info = self._lock_row(con, case_id)
-            if info is not None and info.owner != self.owner and not steal and not self._is_stale(info, now):
-                raise CaseLockedError(case_id, info)
-            if info is not None and info.owner != self.owner:
-                why = "stolen" if not self._is_stale(info, now) else "stale"
-                logger.info("taking over %s lock on %s held by %s", why, case_id, info.owner)
-                self._add_history(con, case_id, "lock", f"took over {why} lock of {info.user}@{info.host} pid {info.pid}",
-                                  self.user, now)
-            acquired = info.acquired_at if info is not None and info.owner == self.owner else now
-            con.execute(
-                "INSERT OR REPLACE INTO locks (case_id, owner, user, host, pid, acquired_at, heartbeat_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (case_id, self.owner, self.user, self.host, self.pid, acquired, now, now + self.lease_s),
-            )
-        self._held.add(case_id)
-        self._start_heartbeat()
-        return LockInfo(case_id, self.owner, self.user, self.host, self.pid, acquired, now, now + self.lease_s)
-
-    def release(self, case_id: str) -> None:
-        """Give up this store's lease on ``case_id`` (no-op if not held)."""
-        self._held.discard(case_id)
-        with self._write() as con:
-            con.execute("DELETE FROM locks WHERE case_id=? AND owner=?", (case_id, self.owner))
-
-    def force_unlock(self, case_id: str) -> LockInfo | None:
-        """Remove whatever lease is on ``case_id`` (admin action; returns what was removed)."""
-        with self._write() as con:
-            info = self._lock_row(con, case_id)
-            con.execute("DELETE FROM locks WHERE case_id=?", (case_id,))
-            if info is not None:
-                self._add_history(con, case_id, "unlock", f"removed lock of {info.user}@{info.host} pid {info.pid}",
-                                  self.user, self._clock())
-        return info
-
-    def heartbeat(self) -> list[str]:
-        """Renew every lease this store holds; returns the case ids whose lease was lost."""
-        if not self._held or self._closed:
-            return []
-        now = self._clock()
-        lost = []
-        with self._write() as con:
-            for cid in list(self._held):
-                cur = con.execute(
-                    "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",
-                    (now, now + self.lease_s, cid, self.owner),
-                )
-                if cur.rowcount == 0:
-                    lost.append(cid)
-        for cid in lost:
-            self._held.discard(cid)
-            logger.warning("lost the edit lock on case %s (another viewer took it over)", cid)
-        return lost
-
-    def check_lock(self, case_id: str) -> None:
-        """Raise :class:`LockLostError` unless this store holds ``case_id`` (renewing it)."""
-        now = self._clock()
-        with self._write() as con:
-            cur = con.execute(
-                "UPDATE locks SET heartbeat_at=?, expires_at=? WHERE case_id=? AND owner=?",
-                (now, now + self.lease_s, case_id, self.owner),
-            )
-            ok = cur.rowcount > 0
-        if not ok:
-            self._held.discard(case_id)
-            raise LockLostError(
-                f"this viewer no longer holds the edit lock on case {case_id!r}: it expired and another viewer "
-                "may have taken it over; reopen the case to continue"
-            )
-
-    def _start_heartbeat(self) -> None:
-        if self._hb_thread is not None and self._hb_thread.is_alive():
-            return
-        self._hb_stop.clear()
-        ref = weakref.ref(self)
-        stop = self._hb_stop
-        period = self.heartbeat_s
-
-        def run() -> None:
-            while not stop.wait(period):
-                store = ref()
-                if store is None or store._closed:
-                    return
-                try:
-                    store.heartbeat()
-                except (sqlite3.Error, ValueError) as exc:
-                    logger.warning("lock heartbeat failed: %s", exc)
-                del store
-
-        self._hb_thread = threading.Thread(target=run, name="medsegfm-lock-heartbeat", daemon=True)
-        self._hb_thread.start()
-
-
-def _close_connection(con: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        con.close()

@@ -86,7 +86,18 @@ def current_user() -> str:
 
 
 def format_time(t: float | None) -> str:
-    """Local ``YYYY-MM-DD HH:MM:SS`` of an epoch time ('' for None)."""
+    """Local ``YYYY-MM-DD HH:MM:SS`` of an epoch time.
+
+    Parameters
+    ----------
+    t : float or None
+        Epoch seconds.
+
+    Returns
+    -------
+    str
+        ``""`` for ``None``.
+    """
     if t is None:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
@@ -109,7 +120,23 @@ def _pid_alive(pid: int) -> bool:
 # ----------------------------------------------------------------------------- records
 @dataclass
 class CaseRecord:
-    """Status of one case as stored."""
+    """Status of one case as stored.
+
+    Parameters
+    ----------
+    case_id : str
+        Case id.
+    status : str
+        One of :data:`STATUSES`.
+    comment : str
+        Free text.
+    status_at, status_by : float or None, str or None
+        When (epoch seconds) and by whom the status last changed.
+    edited_at, edited_by : float or None, str or None
+        When and by whom the labels were last saved.
+    info : dict
+        Cached case facts (modality, shape, number of labels, ...).
+    """
 
     case_id: str
     status: str = TODO
@@ -128,6 +155,7 @@ class CaseRecord:
 
     @property
     def last_by(self) -> str | None:
+        """Who made the most recent of the label edit and the status change."""
         if self.edited_at is not None and (self.status_at is None or self.edited_at >= self.status_at):
             return self.edited_by
         return self.status_by
@@ -135,7 +163,25 @@ class CaseRecord:
 
 @dataclass
 class HistoryEvent:
-    """One row of the edit history (``count`` > 1 when repeated autosaves were coalesced)."""
+    """One row of the edit history.
+
+    Parameters
+    ----------
+    id : int
+        Row id (increasing).
+    case_id : str
+        Case id.
+    at : float
+        Epoch seconds (of the latest coalesced event).
+    who : str
+        User.
+    action : str
+        ``open``, ``autosave``, ``status``, ``comment``, ``lock``, ``recover``, ...
+    detail : str
+        Free text.
+    count : int
+        > 1 when repeated autosaves were coalesced into this row.
+    """
 
     id: int
     case_id: str
@@ -148,7 +194,21 @@ class HistoryEvent:
 
 @dataclass
 class LockInfo:
-    """Who holds a case's edit lease."""
+    """Who holds a case's edit lease.
+
+    Parameters
+    ----------
+    case_id : str
+        Case id.
+    owner : str
+        ``user@host:pid:token`` of the holding store.
+    user, host : str
+        Holder's user and host name.
+    pid : int
+        Holder's process id.
+    acquired_at, heartbeat_at, expires_at : float
+        Epoch seconds: taken, last renewed, expiry.
+    """
 
     case_id: str
     owner: str
@@ -160,6 +220,17 @@ class LockInfo:
     expires_at: float
 
     def describe(self, now: float | None = None) -> str:
+        """``"USER on HOST (pid N) since TIME, last heartbeat S s ago"``, for messages.
+
+        Parameters
+        ----------
+        now : float, optional
+            Epoch seconds (default now).
+
+        Returns
+        -------
+        str
+        """
         now = time.time() if now is None else now
         return (
             f"{self.user} on {self.host} (pid {self.pid}) since {format_time(self.acquired_at)}, "
@@ -168,7 +239,15 @@ class LockInfo:
 
 
 class CaseLockedError(RuntimeError):
-    """The case is being edited elsewhere (another viewer holds a live lease)."""
+    """The case is being edited elsewhere (another viewer holds a live lease).
+
+    Parameters
+    ----------
+    case_id : str
+        Case id.
+    holder : LockInfo
+        The live lease; the message says who, where and since when.
+    """
 
     def __init__(self, case_id: str, holder: LockInfo) -> None:
         self.case_id = case_id
@@ -185,7 +264,17 @@ class LockLostError(RuntimeError):
 
 
 class StatusDatabaseError(ValueError):
-    """The status database (or its ``-wal``) is damaged or belongs to another program; untouched."""
+    """The status database (or its ``-wal``) is damaged or belongs to another program; untouched.
+
+    The message points to ``medsegfm dataset recover``.
+
+    Parameters
+    ----------
+    path : Path
+        The database file.
+    reason : str
+        What is wrong (``"is damaged (...)"``, ``"belongs to another program ..."``).
+    """
 
     def __init__(self, path: Path, reason: str) -> None:
         self.path = Path(path)
@@ -201,8 +290,21 @@ class StatusDatabaseError(ValueError):
 
 
 def check_database_files(path: str | os.PathLike[str]) -> None:
-    """Check a status database and its ``-wal`` *before* SQLite opens them (SQLite would silently
-    drop a write-ahead log it cannot read). Raises :class:`StatusDatabaseError`."""
+    """Check a status database and its ``-wal`` *before* SQLite opens them.
+
+    SQLite would silently drop a write-ahead log it cannot read, and with it the changes it holds.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``status.sqlite`` file (a missing file is fine).
+
+    Raises
+    ------
+    StatusDatabaseError
+        A file that cannot be read or is not SQLite, or a ``-wal`` whose header is not a valid
+        write-ahead log.
+    """
     p = Path(path)
     try:
         size = p.stat().st_size

@@ -23,8 +23,13 @@ Case ids of older sidecars (the folders shared by every case were stripped, so
 ``imgs/CT_x`` was ``CT_x``) are migrated when the dataset is opened: a status row or
 correction whose id is a trailing part of exactly one current id moves to it (see
 :meth:`DatasetWorkspace.migrate_case_ids`). A damaged status database raises
-:class:`~napari_medsegfm.dataset.status.StatusDatabaseError`; :func:`recover_status`
+:class:`~napari_medsegfm.dataset.status.StatusDatabaseError`;
+:func:`~napari_medsegfm.dataset.recovery.recover_status` (also importable from here)
 rebuilds it from the corrections.
+
+The rows and the opened case it hands out (:class:`CaseRow`, :class:`OpenCase`, and
+:data:`COLUMNS`, :data:`DICE_METRIC`) are :mod:`~napari_medsegfm.dataset.open_case`;
+they stay importable from here.
 """
 
 from __future__ import annotations
@@ -34,151 +39,22 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..types import Case
 from ._util import label_ids
-from .autosave import Autosaver, Correction, CorrectionStore, safe_case_filename, sidecar_dir
+from .autosave import Correction, CorrectionStore, safe_case_filename, sidecar_dir
 from .catalog import CaseEntry, Catalog, discover, existing_labels, scan_entry
-from .status import ID_SCHEME, IN_PROGRESS, STATUSES, TODO, LockInfo, StatusStore
+from .open_case import COLUMNS, DICE_METRIC, CaseRow, OpenCase
+from .recovery import recover_status
+from .status import ID_SCHEME, StatusStore
 
 __all__ = ["CaseRow", "OpenCase", "DatasetWorkspace", "COLUMNS", "DICE_METRIC", "recover_status"]
 
 logger = logging.getLogger(__name__)
-
-#: Name of the per-case metric holding the Dice between a model prediction and the existing labels.
-DICE_METRIC = "dice_pred"
-
-#: Table columns: (attribute, header).
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "Case"),
-    ("status", "Status"),
-    ("dice", "Dice"),
-    ("n_labels", "Labels"),
-    ("modality", "Modality"),
-    ("shape_text", "Shape"),
-    ("last_edited_text", "Last edited"),
-    ("last_by", "By"),
-    ("comment", "Comment"),
-)
-
-
-@dataclass
-class CaseRow:
-    """One line of the navigator table."""
-
-    case_id: str
-    name: str
-    modality: str = ""
-    shape: tuple[int, ...] | None = None
-    n_labels: int | None = None
-    status: str = "todo"
-    comment: str = ""
-    last_edited: float | None = None
-    last_by: str = ""
-    dice: float | None = None
-    has_correction: bool = False
-    locked_by: str = ""
-
-    @property
-    def shape_text(self) -> str:
-        return "×".join(str(s) for s in self.shape) if self.shape else ""
-
-    @property
-    def last_edited_text(self) -> str:
-        if self.last_edited is None:
-            return ""
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_edited))
-
-    @property
-    def disagreement(self) -> float | None:
-        """``1 - Dice`` (``None`` without a Dice)."""
-        return None if self.dice is None else 1.0 - self.dice
-
-    def sort_key(self, column: str) -> tuple[int, Any]:
-        """Key for sorting by a column attribute; empty values sort last."""
-        if column == "shape_text":
-            v: Any = int(np.prod(self.shape)) if self.shape else None
-        elif column == "status":
-            v = STATUSES.index(self.status) if self.status in STATUSES else len(STATUSES)
-        elif column == "last_edited_text":
-            v = self.last_edited
-        else:
-            v = getattr(self, column)
-        if v is None or v == "":
-            return (1, 0)
-        if isinstance(v, str):
-            return (0, v.lower())
-        return (0, v)
-
-
-@dataclass
-class OpenCase:
-    """A case opened for editing (or read-only viewing)."""
-
-    entry: CaseEntry
-    case: Case
-    labels: np.ndarray
-    labels_source: str  # "correction" | "gts" | "segs" | ... | "empty"
-    read_only: bool = False
-    correction: Correction | None = None
-    lock: LockInfo | None = None
-    locked_by: LockInfo | None = None
-    autosaver: Autosaver | None = None
-    label_names: dict[int, str] = field(default_factory=dict)
-    opened_at: float = field(default_factory=time.time)
-    _workspace: DatasetWorkspace | None = None
-
-    @property
-    def case_id(self) -> str:
-        return self.entry.case_id
-
-    @property
-    def restored(self) -> bool:
-        """True when the labels come from an autosaved correction."""
-        return self.correction is not None
-
-    def message(self) -> str:
-        """One line for the status bar: where the labels came from, or who holds the lock."""
-        if self.locked_by is not None:
-            return f"read-only: being edited elsewhere by {self.locked_by.describe()}"
-        if self.correction is not None:
-            t = self.correction.saved_at
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"
-            return f"restored the correction autosaved {when} by {self.correction.meta.get('saved_by', '?')}"
-        if self.labels_source == "empty":
-            return "no existing labels: starting from an empty segmentation"
-        return f"labels from the case's '{self.labels_source}'"
-
-    def start_autosave(self, get_labels: Callable[[], np.ndarray] | None = None, *,
-                       get_meta: Callable[[], dict[str, Any]] | None = None,
-                       interval_s: float | None = None, **kw: Any) -> Autosaver:
-        """Create (once) the case's :class:`Autosaver`; ``get_labels`` defaults to ``self.labels``."""
-        if self.read_only:
-            raise ValueError(f"case {self.case_id!r} is open read-only ({self.message()}); nothing to autosave")
-        if self.autosaver is not None:
-            return self.autosaver
-        ws = self._workspace
-        assert ws is not None
-
-        def meta() -> dict[str, Any]:
-            m = {"source": str(self.entry.path), "format": self.entry.fmt, "label_names": {
-                str(k): v for k, v in self.label_names.items()}}
-            if get_meta is not None:
-                m.update(get_meta() or {})
-            return m
-
-        self.autosaver = Autosaver(
-            ws.corrections, self.case_id, get_labels or (lambda: self.labels), get_meta=meta,
-            interval_s=interval_s if interval_s is not None else ws.autosave_s, status=ws.store, **kw,
-        )
-        return self.autosaver
-
 
 class DatasetWorkspace:
     """One dataset opened by one viewer.
@@ -300,6 +176,22 @@ class DatasetWorkspace:
         return out
 
     def row(self, case_id: str) -> CaseRow:
+        """The table row of one case.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+
+        Returns
+        -------
+        CaseRow
+
+        Raises
+        ------
+        KeyError
+            No such case.
+        """
         for r in self.rows():
             if r.case_id == case_id:
                 return r
@@ -307,7 +199,22 @@ class DatasetWorkspace:
 
     @staticmethod
     def filter(rows: Iterable[CaseRow], statuses: Iterable[str] | None = None, text: str = "") -> list[CaseRow]:
-        """Rows whose status is in ``statuses`` (all if None) and whose name/id/comment contains ``text``."""
+        """Rows whose status is in ``statuses`` and whose name, id or comment contains ``text``.
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+        statuses : iterable of str, optional
+            Wanted statuses (``None``: all).
+        text : str
+            Case-insensitive substring (empty: no filter).
+
+        Returns
+        -------
+        list of CaseRow
+            In their order.
+        """
         st = None if statuses is None else set(statuses)
         t = text.strip().lower()
         return [r for r in rows if (st is None or r.status in st)
@@ -315,7 +222,26 @@ class DatasetWorkspace:
 
     @staticmethod
     def sort(rows: Iterable[CaseRow], column: str, descending: bool = False) -> list[CaseRow]:
-        """Rows sorted by a :data:`COLUMNS` attribute (empty values last either way)."""
+        """Rows sorted by a :data:`COLUMNS` attribute (empty values last either way).
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+        column : str
+            A :data:`COLUMNS` attribute, ``case_id``, ``disagreement`` or ``last_edited``.
+        descending : bool
+            Reverse order (empty values stay last).
+
+        Returns
+        -------
+        list of CaseRow
+
+        Raises
+        ------
+        ValueError
+            An unknown column.
+        """
         valid = {c for c, _ in COLUMNS} | {"case_id", "disagreement", "last_edited"}
         if column not in valid:
             raise ValueError(f"cannot sort by {column!r}; expected one of {', '.join(sorted(valid))}")
@@ -330,6 +256,15 @@ class DatasetWorkspace:
         """Rows by disagreement ``1 - Dice`` between pre-segmentation and labels, worst first.
 
         Cases without a Dice come last, in their original order.
+
+        Parameters
+        ----------
+        rows : iterable of CaseRow
+            The rows.
+
+        Returns
+        -------
+        list of CaseRow
         """
         return DatasetWorkspace.sort(rows, "disagreement", descending=True)
 
@@ -337,10 +272,26 @@ class DatasetWorkspace:
     def scan(self, case_ids: Sequence[str] | None = None, *, force: bool = False,
              progress: Callable[[int, int, str], None] | None = None,
              stop: threading.Event | None = None) -> int:
-        """Load cases whose cached facts are missing/outdated and cache shape, modality, label count.
+        """Load cases whose cached facts are missing or outdated and cache shape, modality, label count.
 
         When a case holds both ``segs`` (a prediction) and ``gts``, their Dice is stored as
-        :data:`DICE_METRIC` (unless a batch run already stored one). Returns the number scanned.
+        :data:`DICE_METRIC` (unless a batch run already stored one).
+
+        Parameters
+        ----------
+        case_ids : sequence of str, optional
+            The cases (default all).
+        force : bool
+            Scan even cases whose cache is current.
+        progress : callable, optional
+            ``progress(done, total, case_id)`` after each case.
+        stop : threading.Event, optional
+            Stops between cases when set.
+
+        Returns
+        -------
+        int
+            Cases scanned.
         """
         ids = list(case_ids) if case_ids is not None else self.catalog.ids()
         recs = self.store.records()
@@ -386,7 +337,22 @@ class DatasetWorkspace:
     # ------------------------------------------------------------------ navigation helpers
     @staticmethod
     def neighbour(order: Sequence[str], current: str | None, step: int) -> str | None:
-        """The id ``step`` places after ``current`` in ``order`` (clamped; first/last if current is absent)."""
+        """The id ``step`` places after ``current`` in ``order`` (clamped to the ends).
+
+        Parameters
+        ----------
+        order : sequence of str
+            Case ids as the table shows them.
+        current : str or None
+            The open case; absent from ``order``: the first (``step >= 0``) or last id.
+        step : int
+            +1 next, -1 previous.
+
+        Returns
+        -------
+        str or None
+            ``None`` for an empty ``order``.
+        """
         if not order:
             return None
         if current not in order:
@@ -400,6 +366,11 @@ class DatasetWorkspace:
         """Start loading a case (image, labels and its saved correction) in the background.
 
         One case is kept; :meth:`open` uses it when the files did not change meanwhile.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id (unknown ids are ignored).
         """
         if case_id not in self.catalog:
             return
@@ -444,10 +415,32 @@ class DatasetWorkspace:
              case: Case | None = None) -> OpenCase:
         """Open a case for editing.
 
-        Takes the case's edit lock (raises :class:`~napari_medsegfm.dataset.status.CaseLockedError`
-        when another viewer holds it, unless ``read_only`` or ``steal``), loads it (using a
-        prefetched copy when there is one) and picks its labels: the autosaved correction if
-        any, else the existing labels, else zeros.
+        Takes the case's edit lock, loads it (using a prefetched copy when there is one) and
+        picks its labels: the autosaved correction if any, else the existing labels, else zeros.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        read_only : bool
+            Open without the lock (shows who holds it).
+        steal : bool
+            Take the lock from a live holder.
+        case : Case, optional
+            An already loaded case to use instead of reading it.
+
+        Returns
+        -------
+        OpenCase
+
+        Raises
+        ------
+        CaseLockedError
+            Another viewer holds the lock (unless ``read_only`` or ``steal``).
+        KeyError
+            No such case.
+        ValueError
+            A correction of another shape than the image, or an unreadable case.
         """
         entry = self.catalog[case_id]
         self._wait_closing(case_id)  # its last autosave (from a quick switch) must be on disk first
@@ -502,9 +495,23 @@ class DatasetWorkspace:
     def close_case(self, oc: OpenCase, *, save: bool = True, wait: bool = True) -> concurrent.futures.Future[None]:
         """Final autosave (if anything is unsaved), then release the lock.
 
-        The snapshot of the labels is taken now. With ``wait=False`` compression and writing
-        finish in the background and the lock is released once the correction is on disk
-        (reopening the case meanwhile waits for it): switching cases stays fast.
+        The snapshot of the labels is taken now.
+
+        Parameters
+        ----------
+        oc : OpenCase
+            From :meth:`open`.
+        save : bool
+            Save pending edits.
+        wait : bool
+            Block until written. False: compression and writing finish in the background and
+            the lock is released once the correction is on disk (reopening the case meanwhile
+            waits for it), so switching cases stays fast.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Completes when the correction is on disk and the lock released.
         """
         done: concurrent.futures.Future[None]
         if oc.autosaver is not None:
@@ -544,9 +551,34 @@ class DatasetWorkspace:
 
     # ------------------------------------------------------------------ status
     def set_status(self, case_id: str, status: str, comment: str | None = None) -> None:
+        """Set a case's status (and comment), as :meth:`StatusStore.set_status`.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        status : str
+            One of :data:`~napari_medsegfm.dataset.status.STATUSES`.
+        comment : str, optional
+            Replaces the comment when given.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+        """
         self.store.set_status(case_id, status, comment)
 
     def set_comment(self, case_id: str, comment: str) -> None:
+        """Set a case's free-text comment.
+
+        Parameters
+        ----------
+        case_id : str
+            Case id.
+        comment : str
+            The new comment.
+        """
         self.store.set_comment(case_id, comment)
 
     def close(self) -> None:
@@ -564,87 +596,3 @@ class DatasetWorkspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-
-def recover_status(root: str | os.PathLike[str], *, sidecar: str | os.PathLike[str] | None = None,
-                   user: str | None = None) -> dict[str, Any]:
-    """Rebuild a damaged status database from the corrections folder (the record of the work).
-
-    The damaged ``status.sqlite`` (and its ``-wal``/``-shm``) are *moved* to
-    ``<sidecar>/damaged-<UTC time>/`` (never deleted); what they still yield (case statuses,
-    comments, history) is copied into a new database; every case with a correction becomes at
-    least ``in progress`` with its last edit time and author. Returns a summary dict
-    (``moved_to``, ``salvaged_cases``, ``salvaged_history``, ``corrections``).
-    """
-    side = sidecar_dir(root, sidecar)
-    db = side / "status.sqlite"
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest = side / f"damaged-{stamp}"
-    moved = []
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        f = db.with_name(db.name + suffix)
-        if f.exists():
-            dest.mkdir(exist_ok=True)
-            os.replace(f, dest / f.name)
-            moved.append(dest / f.name)
-    cases, history, metrics = _salvage(dest / db.name) if moved else ([], [], [])
-    corrections = CorrectionStore(side)
-    store = StatusStore(db, user=user)
-    try:
-        with store._write() as con:
-            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('id_scheme', ?)", ("1",))
-            for row in cases:
-                con.execute(f"INSERT OR REPLACE INTO cases ({StatusStore._COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            for row in history:
-                con.execute("INSERT INTO history (case_id, at, who, action, detail, count, owner) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-            for row in metrics:
-                con.execute("INSERT OR REPLACE INTO metrics (case_id, name, value, source, at, detail) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", row)
-        files = corrections.files()
-        for cid, path in files.items():
-            meta = corrections.read_file(path, labels=False).meta
-            rec = store.get(cid)
-            with store._write() as con:
-                con.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (cid,))
-                if rec.status == TODO:
-                    con.execute("UPDATE cases SET status=?, status_at=?, status_by=? WHERE case_id=?",
-                                (IN_PROGRESS, time.time(), store.user, cid))
-                if rec.edited_at is None or (meta.get("saved_at") or 0) > rec.edited_at:
-                    con.execute("UPDATE cases SET edited_at=?, edited_by=? WHERE case_id=?",
-                                (meta.get("saved_at"), meta.get("saved_by"), cid))
-                store._add_history(con, cid, "recover", f"status database rebuilt from {path.name}", store.user,
-                                   time.time())
-    finally:
-        store.close()
-    logger.warning("status database of %s rebuilt: %d case rows and %d history events salvaged, %d corrections; "
-                   "the damaged files are in %s", root, len(cases), len(history), len(files), dest if moved else "-")
-    return {"moved_to": str(dest) if moved else None, "moved": [str(m) for m in moved],
-            "salvaged_cases": len(cases), "salvaged_history": len(history), "salvaged_metrics": len(metrics),
-            "corrections": len(files)}
-
-
-def _salvage(db: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Rows of ``cases``, ``history`` and ``metrics`` a damaged database still yields (read-only,
-    best effort: a table that cannot be read yields nothing)."""
-    queries = (f"SELECT {StatusStore._COLS} FROM cases",
-               "SELECT case_id, at, who, action, detail, count, owner FROM history ORDER BY id",
-               "SELECT case_id, name, value, source, at, detail FROM metrics")
-    out: list[list[tuple[Any, ...]]] = [[], [], []]
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return out[0], out[1], out[2]
-    try:
-        for i, q in enumerate(queries):
-            try:
-                out[i] = [tuple(r) for r in con.execute(q)]
-            except sqlite3.Error:
-                out[i] = []
-    finally:
-        con.close()
-    cases = [r for r in out[0] if len(r) == 8 and isinstance(r[0], str) and r[1] in STATUSES]
-    history = [r for r in out[1] if len(r) == 7 and isinstance(r[0], str)]
-    metrics = [r for r in out[2] if len(r) == 6 and isinstance(r[0], str)]
-    return cases, history, metrics

@@ -92,6 +92,17 @@ def detect_format(path: str | os.PathLike[str]) -> str | None:
     """Which format ``path`` is in (one of :data:`FORMATS`), or ``None``. Never raises.
 
     Cheap: reads zip directories, ``.npy``/NIfTI/HDF5 headers and folder listings only.
+
+    Parameters
+    ----------
+    path : path-like
+        A file or a case/dataset folder.
+
+    Returns
+    -------
+    str or None
+        ``"cvpr_npz"``, ``"nifti"``, ``"dicom"``, ``"ivdm3seg"``, ... (see :data:`FORMATS`);
+        ``None`` when no reader claims it or it cannot be read.
     """
     try:
         p = Path(path)
@@ -199,7 +210,7 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
 
         return load_medsegpy_h5(p, category_ids=options.get("category_ids"))
     if fmt == "medsegpy_slices":
-        from .medsegpy import load_medsegpy_scan
+        from .medsegpy_slices import load_medsegpy_scan
 
         return load_medsegpy_scan(p, case_id, category_ids=options.get("category_ids"))
     if fmt == "samed2d":
@@ -216,9 +227,25 @@ def load_case(path: str | os.PathLike[str], fmt: str | None = None, *, case_id: 
 
 
 def list_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
-    """The cases of a dataset folder (or the one case of a file), as :class:`CaseRef`.
+    """The cases of a dataset folder (or the one case of a file).
 
-    A CVPR folder lists its ``*.npz`` (``imgs/`` when given the challenge root).
+    A CVPR folder lists its ``*.npz`` (``imgs/`` when given the challenge root); temp
+    files of saves in progress are left out.
+
+    Parameters
+    ----------
+    path : path-like
+        A dataset folder or one case file.
+
+    Returns
+    -------
+    list of CaseRef
+        In file-name order; empty for a file no reader claims.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
     """
     p = Path(path)
     if not p.exists():
@@ -254,11 +281,30 @@ def list_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
 
 
 def safe_load_npz(path: str | os.PathLike[str], keys: list[str] | None = None) -> dict[str, object]:
-    """All (or ``keys``) members of an npz as arrays; pickled members through the restricted
-    unpickler (0-d object arrays are unwrapped with ``.item()``).
+    """All (or ``keys``) members of an npz, pickled members through the restricted unpickler.
 
-    Raises :class:`UnsafePickleError` (a ``ValueError``) for a refused pickle; nothing
-    from the file is executed.
+    Nothing from the file is executed; 0-d object arrays are unwrapped with ``.item()``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npz`` file.
+    keys : list of str, optional
+        Members to read (default all).
+
+    Returns
+    -------
+    dict of str to object
+        Member name -> array (or the unpickled value of a 0-d object member).
+
+    Raises
+    ------
+    UnsafePickleError
+        (a ``ValueError``) a pickle outside the allow-list or the limits.
+    KeyError
+        A requested member is missing.
+    ValueError
+        A malformed archive or member, or one larger than the size limits.
     """
     from .npzfile import NpzReader
 
@@ -368,12 +414,12 @@ def save_labels(
         return save_medsegpy_h5_labels(labels, target, case=case, overwrite_gt=overwrite_gt,
                                        label_names=label_names)
     if out_fmt == "medsegpy_slices":
-        from .medsegpy import save_medsegpy_slices
+        from .medsegpy_slices import save_medsegpy_slices
 
         files = save_medsegpy_slices(labels, target, case=case, overwrite_gt=overwrite_gt, label_names=label_names)
         return files[0].parent if files else target
     if out_fmt == "samed2d":
-        from .samed2d import save_samed2d_masks
+        from .samed2d_write import save_samed2d_masks
 
         if case is None:
             raise ValueError(f"{target}: saving SA-Med2D masks needs case= (the slice(s) they belong to)")
@@ -394,9 +440,26 @@ def _sweep_temps(target: Path) -> None:
 
 def case_from_layer_metadata(metadata: dict[str, Any], shape: tuple[int, ...],
                              label_names: dict[int, str] | None = None) -> Case | None:
-    """A light :class:`Case` (no pixel data) rebuilt from what the reader stored in a
-    labels layer's metadata, enough for :func:`save_labels` to write back; ``None`` if the
-    layer did not come from this plugin."""
+    """A light :class:`Case` (no pixel data) rebuilt from a labels layer's metadata.
+
+    Enough for :func:`save_labels` to write the labels back where the reader found them.
+
+    Parameters
+    ----------
+    metadata : dict
+        The layer's metadata (``medsegfm_case``, ``medsegfm_meta``, ``medsegfm_format``,
+        ``medsegfm_spacing`` as the reader stored them).
+    shape : tuple of int
+        The labels' spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+    label_names : dict of int to str, optional
+        Label id -> class name.
+
+    Returns
+    -------
+    Case or None
+        Its image is a zero-strided placeholder of ``shape``; ``None`` if the layer did
+        not come from this plugin.
+    """
     src = metadata.get("medsegfm_case")
     meta = metadata.get("medsegfm_meta")
     if not src or not isinstance(meta, dict):

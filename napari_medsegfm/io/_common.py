@@ -37,7 +37,19 @@ class GroundTruthProtected(ValueError):
 
 @dataclass(frozen=True)
 class CaseRef:
-    """One case of a dataset folder: ``load_case(ref.path, ref.format, case_id=ref.case_id)``."""
+    """One case of a dataset folder, loadable with ``load_case(ref.path, ref.format, case_id=ref.case_id)``.
+
+    Parameters
+    ----------
+    name : str
+        Case name for listings.
+    path : Path
+        The file or folder to load.
+    format : str
+        Reader name (one of :data:`~napari_medsegfm.io.FORMATS`).
+    case_id : str, optional
+        Which case of a multi-case source (a DICOM series, a medsegpy scan).
+    """
 
     name: str
     path: Path
@@ -45,13 +57,30 @@ class CaseRef:
     case_id: str | None = None
 
     def load(self) -> Any:
+        """Read the case (:func:`~napari_medsegfm.io.load_case`).
+
+        Returns
+        -------
+        Case
+        """
         from . import load_case
 
         return load_case(self.path, self.format, case_id=self.case_id)
 
 
 def modality_from_name(name: str) -> str:
-    """``"CT"`` from ``CT_AMOS_amos_0018`` / ``3DBox_CT_Lesion...``; ``""`` when unknown."""
+    """The modality named in a case name: ``"CT"`` from ``CT_AMOS_amos_0018`` / ``3DBox_CT_Lesion...``.
+
+    Parameters
+    ----------
+    name : str
+        Case or file name; split at ``_``, ``-`` and ``.``.
+
+    Returns
+    -------
+    str
+        ``"CT"``, ``"MR"``, ``"PET"``, ... (as spelled in the known list); ``""`` when unknown.
+    """
     for tok in re.split(r"[_\-.]", name):
         for m in _MODALITIES:
             if tok.lower() == m.lower():
@@ -60,7 +89,30 @@ def modality_from_name(name: str) -> str:
 
 
 def check_image(arr: Any, src: str | os.PathLike[str], key: str, *, allow_rgb: bool = True) -> np.ndarray:
-    """Accept a real-valued 2D ``(Y, X)``, RGB ``(Y, X, 3)`` or 3D ``(Z, Y, X)`` image."""
+    """Accept a real-valued 2D ``(Y, X)``, RGB ``(Y, X, 3)`` or 3D ``(Z, Y, X)`` image.
+
+    Parameters
+    ----------
+    arr : object
+        What the file held.
+    src : path-like
+        The file (for messages).
+    key : str
+        The member or dataset name (for messages).
+    allow_rgb : bool
+        Not used: a ``(Y, X, 3)`` array passes either way (it has three axes).
+
+    Returns
+    -------
+    np.ndarray
+        ``arr`` itself.
+
+    Raises
+    ------
+    ValueError
+        Naming ``src`` and ``key``: not an array, a non-numeric dtype, not 2 or 3 axes, an
+        empty axis, or NaN/inf in a float image.
+    """
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{src}: '{key}' is a {type(arr).__name__}, expected a numeric image array")
     if arr.dtype.hasobject or arr.dtype.kind not in "uif":
@@ -141,15 +193,54 @@ def integer_labels(arr: Any, src: str | os.PathLike[str], key: str | None) -> np
 def check_labels(
     arr: Any, shape: tuple[int, ...] | None, src: str | os.PathLike[str], key: str
 ) -> np.ndarray:
-    """A label image read from ``src``: :func:`integer_labels`, then spatial ``shape`` when given."""
+    """A label image read from ``src``: the spatial ``shape`` when given, then :func:`integer_labels`.
+
+    Parameters
+    ----------
+    arr : object
+        What the file held.
+    shape : tuple of int or None
+        The image's spatial shape ``(Z, Y, X)`` / ``(Y, X)`` it must match.
+    src : path-like
+        The file (for messages).
+    key : str
+        The member name (for messages).
+
+    Returns
+    -------
+    np.ndarray
+        Integer labels (see :func:`integer_labels`).
+
+    Raises
+    ------
+    ValueError
+        Another shape, or values that are not labels.
+    """
     if isinstance(arr, np.ndarray) and shape is not None and tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{src}: '{key}' has shape {arr.shape}; expected the image's spatial shape {tuple(shape)}")
     return integer_labels(arr, src, key)
 
 
 def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
-    """Labels handed to a writer: :func:`integer_labels` (``what`` names them), cast to the
-    smallest unsigned dtype."""
+    """Labels handed to a writer, checked and cast to the smallest unsigned dtype.
+
+    Parameters
+    ----------
+    labels : array-like
+        Integer (or whole-valued float, or bool) labels, any shape; 0 is background.
+    what : str
+        How messages name them.
+
+    Returns
+    -------
+    np.ndarray
+        ``uint8``, ``uint16`` or ``uint32`` (``uint8`` input is returned as it is).
+
+    Raises
+    ------
+    ValueError
+        A non-numeric dtype, an empty array, negative values, or fractional floats.
+    """
     arr = np.asarray(labels)
     if arr.dtype.kind not in "uifb" or arr.dtype.hasobject:
         raise ValueError(f"{what} must be integer labels (0 = background); got dtype {arr.dtype}")
@@ -168,7 +259,19 @@ def as_label_array(labels: Any, what: str = "labels") -> np.ndarray:
 
 
 def present_labels(arr: np.ndarray) -> list[int]:
-    """The non-zero label values of an integer array, ascending (one O(n) pass for 8/16-bit labels)."""
+    """The non-zero label values of an integer array, ascending.
+
+    One O(n) pass (a bincount) for 8/16-bit labels; ``np.unique`` otherwise.
+
+    Parameters
+    ----------
+    arr : np.ndarray
+        Integer or bool labels, any shape.
+
+    Returns
+    -------
+    list of int
+    """
     a = np.asarray(arr)
     if a.dtype.kind == "b":
         return [1] if a.any() else []
@@ -184,7 +287,28 @@ def present_labels(arr: np.ndarray) -> list[int]:
 
 
 def check_spacing(values: Any, n: int, src: str | os.PathLike[str], key: str = "spacing") -> tuple[float, ...]:
-    """``n`` finite positive floats (in the file's own order)."""
+    """``n`` finite positive spacings, in the file's own order.
+
+    Parameters
+    ----------
+    values : array-like
+        What the file gives (mm).
+    n : int
+        Spatial axes expected.
+    src : path-like
+        The file (for messages).
+    key : str
+        The member or field name (for messages).
+
+    Returns
+    -------
+    tuple of float
+
+    Raises
+    ------
+    ValueError
+        Not numeric, not ``n`` values, or a value that is not finite and positive.
+    """
     try:
         sp = np.asarray(values, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -213,8 +337,28 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any
     """Parse a JSON sidecar, refusing what a hostile file could do to the parser.
 
     The file is checked against :func:`~napari_medsegfm.io.limits.max_json_bytes` before it is
-    read; invalid UTF-8/JSON and nesting too deep for the parser (``[[[[...`` → RecursionError)
-    raise ``ValueError`` naming the file; an unreadable file raises ``PermissionError``.
+    read.
+
+    Parameters
+    ----------
+    path : path-like
+        The JSON file.
+    what : str
+        How messages name it.
+
+    Returns
+    -------
+    object
+        The parsed JSON value.
+
+    Raises
+    ------
+    ValueError
+        Larger than the limit, invalid UTF-8 or JSON, or nested too deeply (naming the file).
+    PermissionError
+        The file exists but may not be read.
+    FileNotFoundError
+        No such file.
     """
     from .limits import ENV_MAX_JSON_BYTES, format_bytes, max_json_bytes
 

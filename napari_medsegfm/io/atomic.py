@@ -66,14 +66,26 @@ class ReadOnlyFileError(PermissionError):
 
 
 def is_temp_name(name: str) -> bool:
-    """True for the name of a temp file of an atomic write (this or an earlier version)."""
+    """True for the name of a temp file of an atomic write (this or an earlier version).
+
+    Parameters
+    ----------
+    name : str
+        A file name (no folder).
+    """
     if _TEMP_RE.match(name):
         return True
     return name.startswith(".") and _LEGACY_INFIX in name and TMP_SUFFIX in name
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
-    """``fsync`` a directory so a rename inside it is durable (no-op where unsupported)."""
+    """``fsync`` a directory so a rename inside it is durable (no-op where unsupported).
+
+    Parameters
+    ----------
+    folder : path-like
+        The directory.
+    """
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
     try:
         fd = os.open(folder, flags)
@@ -192,7 +204,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Use it for writers such as ``nibabel.save`` or ``h5py.File`` that pick the encoding
     from the extension: the temp name ends with the target's suffixes (``.nii.gz``).
-    On clean exit the temp file is fsync-ed and renamed over ``path``.
+    On clean exit the temp file is fsync-ed and renamed over ``path``; on an error it is
+    removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : path-like
+        The final file.
+
+    Yields
+    ------
+    Path
+        The temp file to write.
+
+    Raises
+    ------
+    FileNotFoundError
+        The writer did not create the temp file.
     """
     target = _resolve_target(path)
     tmp = _temp_name(target, keep_suffix=True)
@@ -208,18 +236,43 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> Path:
-    """Write ``data`` to ``path`` atomically; returns the path."""
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename).
+
+    Parameters
+    ----------
+    path : path-like
+        The final file.
+    data : bytes-like
+        The whole content.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     with atomic_writer(path, "wb") as fh:
         fh.write(data)
     return Path(path)
 
 
 def backup_file(path: str | os.PathLike[str], suffix: str = ".bak") -> Path | None:
-    """Keep the current content of ``path`` as ``path + suffix`` (atomically); returns it.
+    """Keep the current content of ``path`` as ``path + suffix`` (atomically).
 
     A hard link is used where possible: the following atomic replace of ``path`` gives
     the original a new inode, so the link keeps the old bytes at no copy cost. Falls
-    back to a copy. Returns ``None`` when ``path`` does not exist.
+    back to a copy (a folder is copied as a tree).
+
+    Parameters
+    ----------
+    path : path-like
+        A file or folder.
+    suffix : str
+        Appended to the name.
+
+    Returns
+    -------
+    Path or None
+        The backup; ``None`` when ``path`` does not exist.
     """
     src = Path(path)
     if not src.exists():
@@ -280,11 +333,22 @@ def _is_stale(name: str, mtime: float, now: float) -> bool:
 
 
 def remove_stale_temps(folder: str | os.PathLike[str], target: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Delete temp files left by writers that were killed mid-write; returns what was removed.
+    """Delete temp files left by writers that were killed mid-write.
 
     Only stale temps go (see :func:`_is_stale`): the temp of a writer that is still running,
-    here or on another host sharing the folder, is left alone. ``target`` limits the sweep to
-    the temps of that one file name.
+    here or on another host sharing the folder, is left alone.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to sweep.
+    target : path-like, optional
+        Only the temps of this one file name.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
     """
     tag = None if target is None else hashlib.sha1(Path(target).name.encode("utf-8", "surrogateescape")
                                                    ).hexdigest()[:8]

@@ -51,7 +51,18 @@ LABEL_SUFFIXES = ("_seg", "_segs", "_label", "_labels", "_mask", "_gt")
 
 
 def detect_clinical(p: Path) -> str | None:
-    """The clinical format of ``p`` or ``None`` (cheap: names, signatures, folder listing)."""
+    """The clinical format of ``p`` or ``None`` (cheap: names, signatures, folder listing).
+
+    Parameters
+    ----------
+    p : Path
+        A file or folder.
+
+    Returns
+    -------
+    str or None
+        ``"dicom"``, ``"dicom_seg"``, ``"nrrd"``, ``"metaimage"`` or ``"slicer_seg"``.
+    """
     from .dicom import has_dicom_files, is_dicom_file
     from .itkimage import is_itk_path, itk_format
     from .slicerseg import is_slicer_seg_path
@@ -80,8 +91,28 @@ def _is_seg(p: Path) -> bool:
 
 
 def load_clinical(p: Path, fmt: str, *, case_id: str | None = None, **options: Any) -> Case:
-    """Dispatch to the reader of ``fmt`` (``series``/``case_id`` picks a DICOM series;
-    ``as_labels`` for NRRD/MetaImage)."""
+    """Dispatch to the reader of a clinical format.
+
+    Parameters
+    ----------
+    p : Path
+        The file or folder.
+    fmt : str
+        As :func:`detect_clinical` names it.
+    case_id : str, optional
+        A DICOM series (UID, prefix or listing number; ``series=`` in ``options`` too).
+    **options
+        ``as_labels`` for NRRD/MetaImage; ``series`` for DICOM.
+
+    Returns
+    -------
+    Case
+
+    Raises
+    ------
+    ValueError, DicomError, FileNotFoundError
+        From the reader, naming the file.
+    """
     if fmt == "dicom":
         from .dicom import load_dicom
 
@@ -111,7 +142,22 @@ def list_dicom_cases(p: Path) -> list[Any]:
 
 
 def clinical_output_format(path: Path, case: Case | None) -> str | None:
-    """Output format for ``path`` by extension (``None``: not a clinical format)."""
+    """Output format for ``path`` by its extension.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (``.seg.nrrd``, ``.nrrd``/``.nhdr``, ``.mha``/``.mhd``, ``.dcm``), or
+        a DICOM case's folder.
+    case : Case or None
+        The case the labels belong to (a folder means a DICOM-SEG only for a DICOM case).
+
+    Returns
+    -------
+    str or None
+        ``"slicer_seg"``, ``"nrrd"``, ``"metaimage"`` or ``"dicom_seg"``; ``None``: not a
+        clinical format.
+    """
     name = path.name.lower()
     if name.endswith(".seg.nrrd"):
         return "slicer_seg"
@@ -137,9 +183,23 @@ def default_seg_path(case_path: Path) -> Path:
 
 
 def default_labels_path(src: Path, fmt: str) -> Path | None:
-    """Where Save writes the labels of a case in a clinical format, beside the source (never over it):
-    DICOM -> :func:`default_seg_path`; NRRD/MHA -> ``<stem>_segs.nrrd``/``.mha``; a ``.seg.nrrd`` or a
-    DICOM-SEG opened alone -> ``<stem>_segs.seg.nrrd``. ``None`` for other formats."""
+    """Where Save writes the labels of a case in a clinical format, beside the source (never over it).
+
+    DICOM -> :func:`default_seg_path`; NRRD/MHA -> ``<stem>_segs.nrrd``/``.mha``; a
+    ``.seg.nrrd`` or a DICOM-SEG opened alone -> ``<stem>_segs.seg.nrrd``.
+
+    Parameters
+    ----------
+    src : Path
+        The case's source.
+    fmt : str
+        Its format.
+
+    Returns
+    -------
+    Path or None
+        ``None`` for other formats.
+    """
     from .itkimage import itk_stem
 
     p = Path(src)
@@ -156,7 +216,39 @@ def default_labels_path(src: Path, fmt: str) -> Path | None:
 def save_clinical_labels(labels: np.ndarray, target: Path, out_fmt: str, *, case: Case | None,
                          overwrite_gt: bool = False, label_names: dict[int, str] | None = None,
                          colors: dict[int, Any] | None = None, algorithm_type: str | None = None) -> Path:
-    """Write labels in a clinical format (see the module docstring)."""
+    """Write labels in a clinical format (see the module docstring).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(Z, Y, X)`` on the case's grid.
+    target : Path
+        The output file (a folder: the default DICOM-SEG name in it).
+    out_fmt : str
+        ``"dicom_seg"``, ``"slicer_seg"``, ``"nrrd"`` or ``"metaimage"``.
+    case : Case or None
+        The case the labels were drawn on (required for a DICOM-SEG: the referenced series).
+    overwrite_gt : bool
+        Allow replacing a file that holds ground truth.
+    label_names : dict of int to str, optional
+        Segment names.
+    colors : dict of int to colour, optional
+        Segment colours.
+    algorithm_type : str, optional
+        DICOM-SEG SegmentAlgorithmType (default the case's, else ``"SEMIAUTOMATIC"``).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        An unknown format, a DICOM-SEG without ``case``, or what the writer refuses.
+    GroundTruthProtected
+        ``target`` holds ground truth and ``overwrite_gt`` is False.
+    """
     if out_fmt == "dicom_seg":
         from .dicomseg import save_dicom_seg
 
@@ -181,7 +273,18 @@ def save_clinical_labels(labels: np.ndarray, target: Path, out_fmt: str, *, case
 
 # ------------------------------------------------------------------------ labels files
 def sibling_labels_file(image: Path) -> Path | None:
-    """``<stem>_seg.nii.gz`` (or ``_label``, ``_mask``, ``.seg.nrrd`` ...) beside an image file, if present."""
+    """A labels file beside an image file, if present.
+
+    Parameters
+    ----------
+    image : Path
+        An image file (NIfTI, NRRD, MetaImage).
+
+    Returns
+    -------
+    Path or None
+        ``<stem>_seg.nii.gz`` (or ``_label``, ``_mask``, ``.seg.nrrd`` ...) when it exists.
+    """
     from .itkimage import itk_stem
     from .nifti import is_nifti_path, nifti_stem
 
@@ -204,7 +307,21 @@ def sibling_labels_file(image: Path) -> Path | None:
 
 
 def attach_labels_file(case: Case, labels_path: str | os.PathLike[str], key: str = "gts") -> Case:
-    """Put the labels of ``labels_path`` onto ``case`` (as ``case.labels[key]``); returns ``case``.
+    """Put the labels of ``labels_path`` onto ``case`` (as ``case.labels[key]``).
+
+    Parameters
+    ----------
+    case : Case
+        The image's case.
+    labels_path : path-like
+        A label file in any readable format, on the case's grid.
+    key : str
+        The role (``"gts"``, ``"segs"``).
+
+    Returns
+    -------
+    Case
+        ``case`` itself.
 
     Raises
     ------

@@ -63,7 +63,8 @@ from .cvpr_prompts import (
     parse_boxes,
     text_prompt_list,
 )
-from .npzfile import NpzReader, read_npy_header, rewrite_npz
+from .npzfile import NpzReader, read_npy_header
+from .npzwrite import rewrite_npz
 
 __all__ = [
     "sniff_npz",
@@ -93,10 +94,20 @@ _RESERVED_SAVE_KEYS = {"imgs", "spacing", "boxes", "text_prompts", "clicks", "cl
 
 # ------------------------------------------------------------------------------ sniffing
 def sniff_npz(path: str | os.PathLike[str]) -> str | None:
-    """``"cvpr25_npz"``, ``"cvpr24_npz"`` or ``None``; never raises.
+    """Which CVPR layout an ``.npz`` is in; never raises.
 
     An ``.npz`` that is not a readable zip is still claimed (``"cvpr25_npz"``) so that
     opening it reports what is wrong instead of "no reader".
+
+    Parameters
+    ----------
+    path : path-like
+        The file (only its zip directory is read).
+
+    Returns
+    -------
+    str or None
+        ``"cvpr25_npz"``, ``"cvpr24_npz"``, or ``None`` for an npz of another kind.
     """
     p = Path(path)
     if not p.name.lower().endswith(".npz") or not p.is_file():
@@ -489,11 +500,28 @@ def write_cvpr_npz(
     out_key: str = "gts",
     compress: bool = True,
 ) -> Path:
-    """Write a whole case as a CVPR25-style npz (``imgs``, ``spacing`` (x, y, z), labels, boxes, text).
+    """Write a whole case as a CVPR25-style npz, atomically.
 
-    ``labels_key`` picks which of ``case.labels`` to store (default: ``gts``, else
-    ``segs``) under ``out_key``. RGB images are stored as ``(H, W, 3)`` without spacing
-    (CVPR24 2D layout). Pickled members are written from plain dicts/lists.
+    Members: ``imgs``, ``spacing`` (``(x, y, z)`` order, mm), labels, ``boxes``,
+    ``text_prompts``. RGB images are stored as ``(H, W, 3)`` without spacing (CVPR24 2D
+    layout). Pickled members are written from plain dicts/lists.
+
+    Parameters
+    ----------
+    case : Case
+        ``imgs`` is its ``image.array`` as it is (``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)``).
+    path : path-like
+        The ``.npz`` to write.
+    labels_key : str, optional
+        Which of ``case.labels`` to store (default ``gts``, else ``segs``).
+    out_key : str
+        The member name for those labels.
+    compress : bool
+        Deflate the members.
+
+    Returns
+    -------
+    Path
     """
     target = Path(path)
     if same_file(target, case.source):

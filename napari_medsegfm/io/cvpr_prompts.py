@@ -208,10 +208,28 @@ def parse_boxes(
 ) -> list[Box3D | Box2D]:
     """Boxes of a CVPR25 (list of dicts) or CVPR24 (``N x 4`` / ``N x 6``) file as prompts.
 
-    ``boxes[i]`` prompts label ``i + 1``. ``spatial_shape`` is ``(D, H, W)`` or ``(H, W)``.
-    Out-of-bounds boxes follow :data:`BOX_POLICY` (clipped with a warning when they overlap
-    the image, refused when they lie wholly outside); malformed values raise ``ValueError``
-    naming ``src``, the box and the field.
+    ``boxes[i]`` prompts label ``i + 1``. Out-of-bounds boxes follow :data:`BOX_POLICY`
+    (clipped with a warning when they overlap the image, refused when they lie wholly outside).
+
+    Parameters
+    ----------
+    boxes : object
+        The file's ``boxes`` member (object array of dicts, or an ``(N, 4)``/``(N, 6)``
+        array of ``x_min, y_min, [z_min,] x_max, y_max, [z_max]``).
+    spatial_shape : tuple of int
+        ``(D, H, W)`` or ``(H, W)``.
+    src : path-like
+        The file (for messages).
+
+    Returns
+    -------
+    list of Box3D or Box2D
+        Voxel indices, inclusive, array axis order.
+
+    Raises
+    ------
+    ValueError
+        Malformed values (naming ``src``, the box and the field), or a box wholly outside.
     """
     clipped: list[str] = []
     out = _boxes_to_prompts(_raw_boxes(boxes, src), tuple(int(s) for s in spatial_shape), src, clipped)
@@ -220,7 +238,19 @@ def parse_boxes(
 
 
 def boxes_to_cvpr25(boxes: list[Box3D]) -> np.ndarray:
-    """Box3D prompts as the CVPR25 object array of dicts (``boxes[i]`` for label ``i + 1``)."""
+    """Box3D prompts as the CVPR25 object array of dicts.
+
+    Parameters
+    ----------
+    boxes : list of Box3D
+        ``boxes[i]`` for label ``i + 1``.
+
+    Returns
+    -------
+    np.ndarray
+        1D object array of ``{"z_min", "z_max", "z_mid", "z_mid_x_min", "z_mid_y_min",
+        "z_mid_x_max", "z_mid_y_max"}`` dicts (voxel indices, inclusive).
+    """
     out = np.empty(len(boxes), dtype=object)
     for i, b in enumerate(sorted(boxes, key=lambda b: b.object_id)):
         out[i] = {"z_min": np.int64(b.z_min), "z_max": np.int64(b.z_max), "z_mid": np.int64(b.mid_slice),
@@ -357,11 +387,20 @@ def _clicks_order(obj: Any, src: Any) -> list[list[str]]:
 
 
 def click_prompts(case: Case) -> dict[int, list[Point]]:
-    """The case's clicks as :class:`Point` prompts per label (``clicks[i]`` -> label ``i + 1``),
-    oldest first.
+    """The case's clicks as :class:`Point` prompts per label (``clicks[i]`` -> label ``i + 1``), oldest first.
 
     ``clicks_order[i]`` gives the chronology of class ``i``'s clicks; where it is missing or
     does not match the numbers of fg/bg clicks (logged), foreground clicks come first.
+
+    Parameters
+    ----------
+    case : Case
+        With ``clicks`` (``[{"fg": [[z, y, x], ...], "bg": [...]}, ...]``) and ``clicks_order``.
+
+    Returns
+    -------
+    dict of int to list of Point
+        Labels without clicks are left out.
     """
     out: dict[int, list[Point]] = {}
     order_all = case.clicks_order or []
@@ -381,6 +420,17 @@ def click_prompts(case: Case) -> dict[int, list[Point]]:
 
 
 def text_prompt_list(case: Case) -> list[TextPrompt]:
-    """One :class:`TextPrompt` per label of the case's ``text_prompts`` (label order)."""
+    """One :class:`TextPrompt` per label of the case's ``text_prompts`` (label order).
+
+    Parameters
+    ----------
+    case : Case
+        With ``text_prompts`` (label -> text) and ``instance_label``.
+
+    Returns
+    -------
+    list of TextPrompt
+        ``instance`` set for the instance label.
+    """
     inst = bool(case.instance_label)
     return [TextPrompt(t, instance=inst, object_id=lab) for lab, t in sorted(case.text_prompts.items())]

@@ -45,7 +45,7 @@ from ..types import Case, Volume
 from ..utils import label_dtype_for
 from ._common import as_label_array, present_labels
 from .atomic import atomic_path, backup_file
-from .dicom import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
+from .dicom_series import SEG_SOP_CLASS, DicomError, is_dicom_file, read_head, source_headers
 from .geometry import LPS_TO_RAS, canonical_view, to_source_order
 from .limits import check_declared_size
 
@@ -122,6 +122,19 @@ def segment_codes(name: str) -> tuple[Any, Any, Any | None, str]:
     ``how`` says where the codes came from: ``"vocabulary"`` (the vocabulary knows the
     structure and DICOM CID 7151 has its code), ``"cid7151"`` (not in the vocabulary,
     but CID 7151 names it), ``"generic"`` (Tissue / Tissue).
+
+    Parameters
+    ----------
+    name : str
+        The segment's label name (``"left kidney"``, ``"liver"``, ...).
+
+    Returns
+    -------
+    category, type : pydicom.sr.coding.Code
+        SegmentedPropertyCategory and SegmentedPropertyType codes.
+    modifier : pydicom.sr.coding.Code or None
+        Laterality (left/right) where the name gives one.
+    how : str
     """
     from pydicom.sr.codedict import codes
 
@@ -359,11 +372,31 @@ def _segment_meta(seg: Any) -> tuple[dict[int, str], dict[int, tuple[int, int, i
 
 def read_seg_onto_case(path: str | os.PathLike[str], case: Case
                        ) -> tuple[np.ndarray, dict[int, str], dict[int, tuple[int, int, int]]]:
-    """A DICOM-SEG as labels on a DICOM case's grid: ``(labels, names, colours)``.
+    """A DICOM-SEG as labels on a DICOM case's grid.
 
-    Frames are matched to the case's images by SOP instance UID (label = segment
-    number). Raises ``ValueError`` when the SEG references another series or its
-    segments overlap.
+    Frames are matched to the case's images by SOP instance UID (label = segment number).
+
+    Parameters
+    ----------
+    path : path-like
+        The SEG file.
+    case : Case
+        A case read by :func:`~napari_medsegfm.io.dicom.load_dicom` (its ``meta["dicom"]``
+        lists the SOP instance UIDs).
+
+    Returns
+    -------
+    labels : np.ndarray
+        Integer labels in the case's ``(Z, Y, X)`` shape.
+    names : dict of int to str
+        Segment number -> label.
+    colors : dict of int to tuple
+        Segment number -> RGB where the SEG recommends a colour.
+
+    Raises
+    ------
+    ValueError
+        The SEG references another series, or its segments overlap.
     """
     p = Path(path)
     seg = _segread(p)
@@ -424,6 +457,22 @@ def load_dicom_seg(path: str | os.PathLike[str]) -> Case:
     Empty frames that the SEG omits inside its extent are background; the volume spans
     the frames the SEG holds. Open it together with its source series (or use
     ``labels_file=``) to place it on the series.
+
+    Parameters
+    ----------
+    path : path-like
+        The SEG file.
+
+    Returns
+    -------
+    Case
+        ``image``: a zero image ``(Z, Y, X)`` with the SEG's spacing in mm; ``labels["gts"]``
+        the segments (label = segment number); ``label_names`` from the segment labels.
+
+    Raises
+    ------
+    DicomError, ValueError
+        Not a readable SEG, or frames without plane geometry.
     """
     p = Path(path)
     seg = _segread(p)

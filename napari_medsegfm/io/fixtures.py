@@ -56,11 +56,27 @@ def _ct_crop(shared: Path, z: slice = slice(8, 20)) -> tuple[np.ndarray, np.ndar
 
 def make_medsegpy_h5(shared: str | Path, root: str | Path, *, name: str = "0000001_V00",
                      sidecar: bool = True) -> dict[str, Any]:
-    """A 3D medsegpy file ``root/<name>.h5`` (``volume`` H×W×D, ``seg`` H×W×D×C) + JSON sidecar.
+    """A 3D medsegpy file ``root/<name>.h5`` (``volume`` H x W x D, ``seg`` H x W x D x C) + JSON sidecar.
 
-    Channels: 0 liver, 1 spleen, 2 kidney_right; the sidecar lists them plus the collated
-    category ``(0, 2)`` ("liver+kidney"). Returns ``path``, ``image`` (D, H, W),
-    ``channels`` (D, H, W, C), ``spacing`` (zyx).
+    Built from a crop of the TotalSegmentator CT of the shared test data. Channels: 0
+    liver, 1 spleen, 2 kidney_right; the sidecar lists them plus the collated category
+    ``(0, 2)`` ("liver+kidney").
+
+    Parameters
+    ----------
+    shared : path-like
+        The shared test data folder.
+    root : path-like
+        Where to write (created).
+    name : str
+        File stem.
+    sidecar : bool
+        Write ``<name>.json``.
+
+    Returns
+    -------
+    dict
+        ``path``, ``image`` ``(D, H, W)``, ``channels`` ``(D, H, W, C)``, ``spacing`` (z, y, x) mm.
     """
     import h5py
 
@@ -83,7 +99,24 @@ def make_medsegpy_h5(shared: str | Path, root: str | Path, *, name: str = "00000
 
 def make_medsegpy_slices(shared: str | Path, root: str | Path, *, scan: str = "0000002_V01-Aug00",
                          sidecar: bool = True) -> dict[str, Any]:
-    """2D medsegpy slices ``root/<scan>_%03d.im`` (``data`` H×W×1) and ``.seg`` (H×W×1×C)."""
+    """2D medsegpy slices ``root/<scan>_%03d.im`` (``data`` H x W x 1) and ``.seg`` (H x W x 1 x C).
+
+    Parameters
+    ----------
+    shared : path-like
+        The shared test data folder (the TotalSegmentator CT crop, as :func:`make_medsegpy_h5`).
+    root : path-like
+        Where to write (created).
+    scan : str
+        Scan id ``%07d_V%02d-Aug%02d``.
+    sidecar : bool
+        Write ``metadata.json``.
+
+    Returns
+    -------
+    dict
+        ``path``, ``scan``, ``image`` ``(D, H, W)``, ``channels`` ``(D, H, W, C)``, ``spacing`` (z, y, x) mm.
+    """
     import h5py
 
     shared, root = Path(shared), Path(root)
@@ -123,8 +156,22 @@ def make_samed2d(shared: str | Path, root: str | Path, *, volume_case: bool = Tr
       the TotalSegmentator CT (8-bit window) with liver/spleen/kidney masks.
     * ``SAMed2D_v1_class_mapping_id.json`` and (``index``) ``SAMed2D_v1.json``.
 
-    Returns ``root``, ``classes`` (name → id), ``slices`` (image stems),
-    ``volume_stems``, ``volume`` (D, H, W uint8) and ``volume_labels`` (D, H, W).
+    Parameters
+    ----------
+    shared : path-like
+        The shared test data folder.
+    root : path-like
+        The dataset root to write (created).
+    volume_case : bool
+        Add the CT slices as a re-stackable case.
+    index : bool
+        Write ``SAMed2D_v1.json``.
+
+    Returns
+    -------
+    dict
+        ``root``, ``classes`` (name -> id), ``slices`` (image stems), ``volume_stems``,
+        ``volume`` ``(D, H, W)`` uint8 and ``volume_labels`` ``(D, H, W)``.
     """
     from PIL import Image
 
@@ -198,8 +245,28 @@ def make_ivdm3seg(shared: str | Path, root: str | Path, *, cases: tuple[str, ...
     Case folders ``root/NN/NN_{fat,inn,opp,wat}.nii`` + ``NN_Labels.nii`` and, with
     ``flat``, ``root/dataset/NN_*.nii`` + ``root/label/NN_Labels.nii``. The four
     "sequences" are intensity transforms of the real MR (water = MR, fat = inverted inside
-    the body, in/opposed phase = their mean / absolute difference), all on the MR's own grid and header; labels are
-    one binary structure of the MR's segmentation. Case ``02`` is case ``01`` mirrored.
+    the body, in/opposed phase = their mean / absolute difference), all on the MR's own
+    grid and header; labels are one binary structure of the MR's segmentation. Case ``02``
+    is case ``01`` mirrored.
+
+    Parameters
+    ----------
+    shared : path-like
+        The shared test data folder.
+    root : path-like
+        Where to write (created).
+    cases : tuple of str
+        Case ids.
+    flat : bool
+        Also write the flat ``dataset/`` + ``label/`` layout.
+    gz : bool
+        Write ``.nii.gz`` instead of ``.nii``.
+
+    Returns
+    -------
+    dict
+        ``root``, ``cases`` (id -> ``sequences_xyz``, ``labels_xyz``: the arrays in file
+        order ``(X, Y, Z)``) and ``affine`` (the MR's).
     """
     import nibabel as nib
 

@@ -81,9 +81,24 @@ def canonical_view(data_ijk: np.ndarray, affine_ras: np.ndarray) -> tuple[np.nda
 
 
 def to_source_order(labels_zyx: np.ndarray, grid: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`canonical_view`: ``(Z, Y, X)`` labels → source ``(I, J, K)`` order.
+    """Inverse of :func:`canonical_view`: ``(Z, Y, X)`` labels -> the source's ``(I, J, K)`` order.
 
-    Raises ``ValueError`` when the labels do not fit the grid.
+    Parameters
+    ----------
+    labels_zyx : np.ndarray
+        Labels as shown, ``(Z, Y, X)``.
+    grid : dict
+        ``meta["grid"]`` of the case: ``shape`` (I, J, K) and ``affine_ras``.
+
+    Returns
+    -------
+    np.ndarray
+        The labels in file order ``(I, J, K)``.
+
+    Raises
+    ------
+    ValueError
+        Not 3D, or the labels do not fit the grid.
     """
     o = _orient()
     shape = tuple(int(s) for s in grid["shape"])
@@ -99,7 +114,18 @@ def to_source_order(labels_zyx: np.ndarray, grid: dict[str, Any]) -> np.ndarray:
 
 
 def affine_lps(grid: dict[str, Any]) -> np.ndarray:
-    """The grid's ``(i, j, k, 1)`` → LPS mm affine."""
+    """The grid's ``(i, j, k, 1)`` -> LPS mm affine.
+
+    Parameters
+    ----------
+    grid : dict
+        ``meta["grid"]``, with ``affine_ras`` (4 x 4, voxel index -> RAS mm).
+
+    Returns
+    -------
+    np.ndarray
+        4 x 4 float.
+    """
     return LPS_TO_RAS @ np.asarray(grid["affine_ras"], dtype=float)
 
 
@@ -108,6 +134,17 @@ def source_grid(case: Any) -> dict[str, Any]:
 
     ``meta["grid"]`` (clinical formats), else the NIfTI affine and shape, else the
     case's ``(Z, Y, X)`` affine or spacing with the array stored as is (file ``(X, Y, Z)``).
+
+    Parameters
+    ----------
+    case : Case
+        A 3D case.
+
+    Returns
+    -------
+    dict
+        ``shape`` (I, J, K) and ``affine_ras`` (4 x 4, voxel index -> RAS mm), plus what
+        ``meta["grid"]`` holds.
     """
     meta = case.meta if isinstance(getattr(case, "meta", None), dict) else {}
     vmeta = case.image.meta

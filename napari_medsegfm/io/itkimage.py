@@ -64,16 +64,44 @@ WRITABLE_EXTENSIONS = (".nrrd", ".mha")
 
 
 def is_itk_path(path: str | os.PathLike[str]) -> bool:
+    """True for an NRRD/MetaImage name (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), not ``.seg.nrrd``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (no file access).
+    """
     n = Path(path).name.lower()
     return n.endswith(ITK_EXTENSIONS) and not n.endswith(".seg.nrrd")
 
 
 def itk_format(path: str | os.PathLike[str]) -> str:
-    """``"nrrd"`` or ``"metaimage"`` by extension."""
+    """``"nrrd"`` or ``"metaimage"`` by extension.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    str
+    """
     return "nrrd" if Path(path).name.lower().endswith((".nrrd", ".nhdr")) else "metaimage"
 
 
 def itk_stem(path: str | os.PathLike[str]) -> str:
+    """The file name without its NRRD/MetaImage (or ``.seg.nrrd``) extension.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    str
+    """
     n = Path(path).name
     for ext in (".seg.nrrd", *ITK_EXTENSIONS):
         if n.lower().endswith(ext):
@@ -170,8 +198,29 @@ def _first_line(exc: Exception) -> str:
 
 
 def labels_from_array(arr: np.ndarray, src: Any, key: str = "voxel data") -> np.ndarray:
-    """Integer labels from a file's voxels: integer dtypes as they are (>= 0), integer-valued
-    floats cast; fractional or negative values refused naming the file and a sample value."""
+    """Integer labels from a file's voxels.
+
+    Integer dtypes pass as they are (>= 0), integer-valued floats are cast; fractional or
+    negative values are refused naming the file and a sample value.
+
+    Parameters
+    ----------
+    arr : np.ndarray
+        The voxels, any shape.
+    src : object
+        The file (for messages).
+    key : str
+        What messages call the data.
+
+    Returns
+    -------
+    np.ndarray
+        Unsigned integer labels, same shape.
+
+    Raises
+    ------
+    ValueError
+    """
     a = np.asarray(arr)
     if a.dtype == bool:
         return a.view(np.uint8)
@@ -200,7 +249,25 @@ def _looks_like_labels(src: Path, dtype: np.dtype) -> bool:
 
 
 def load_itk(path: str | os.PathLike[str], *, as_labels: bool | None = None) -> Case:
-    """Read an NRRD/MetaImage image or label map as a :class:`Case` (see the module docstring)."""
+    """Read an NRRD/MetaImage image or label map as a :class:`Case` (see the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+        ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd``.
+    as_labels : bool, optional
+        ``None`` decides from the file name and dtype.
+
+    Returns
+    -------
+    Case
+        ``image`` ``(Z, Y, X)`` closest canonical (2D: ``(Y, X)``, RGB ``(Y, X, 3)``), spacing in mm.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Naming the file: unreadable, a declared size above the limits, or bad geometry.
+    """
     src = Path(path)
     fmt = itk_format(src)
     arr, aff_lps, sp2d, ncomp = _read(src)
@@ -284,10 +351,30 @@ def _write(img: Any, target: Path) -> None:
 
 def save_itk_labels(labels: np.ndarray, path: str | os.PathLike[str], *, case: Case | None = None,
                     overwrite_gt: bool = False) -> Path:
-    """Write labels ``(Z, Y, X)`` (or ``(Y, X)``) as an NRRD/MHA label map on the case's source grid.
+    """Write labels as an NRRD/MHA label map on the case's source grid.
 
-    Overwriting the case's own label file (``case.meta["labels_source"]``) needs
-    ``overwrite_gt=True`` and keeps a ``.bak`` copy.
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(Z, Y, X)`` (or ``(Y, X)``).
+    path : path-like
+        The file to write (atomically).
+    case : Case, optional
+        Gives the source grid; without one the labels are written as they are.
+    overwrite_gt : bool
+        Overwriting the case's own label file (``case.meta["labels_source"]``) needs it
+        (a ``.bak`` copy is kept).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GroundTruthProtected
+        ``path`` is the ground-truth file and ``overwrite_gt`` is False.
+    ValueError
+        A bad target name, or labels that do not fit the grid.
     """
     target = Path(path)
     _check_target(target)
@@ -310,7 +397,26 @@ def save_itk_labels(labels: np.ndarray, path: str | os.PathLike[str], *, case: C
 
 
 def write_itk_volume(volume: Volume, path: str | os.PathLike[str], case: Case | None = None) -> Path:
-    """Write an image :class:`Volume` as NRRD/MHA on its source grid (RGB only in 2D)."""
+    """Write an image :class:`Volume` as NRRD/MHA on its source grid (RGB only in 2D).
+
+    Parameters
+    ----------
+    volume : Volume
+        ``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)``.
+    path : path-like
+        The file to write (atomically).
+    case : Case, optional
+        Gives the source grid (default the volume's own geometry).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        A target name that is not NRRD/MetaImage.
+    """
     target = Path(path)
     _check_target(target)
     arr = np.asarray(volume.array)

@@ -50,8 +50,20 @@ def _scan(folder: Path) -> dict[str, dict[str, Path]]:
 
 def find_case_files(path: str | os.PathLike[str], case_id: str | None = None
                     ) -> tuple[str, dict[str, Path], Path | None] | None:
-    """``(case_id, {sequence: path}, labels_path)`` for a case folder, a case file or a
-    dataset root (first case, or ``case_id``); ``None`` if nothing matches. Never raises."""
+    """The files of one IVDM3Seg case. Never raises.
+
+    Parameters
+    ----------
+    path : path-like
+        A case folder, a case file, or a dataset root (first case, or ``case_id``).
+    case_id : str, optional
+        The case in a dataset root.
+
+    Returns
+    -------
+    (case_id, {sequence: path}, labels_path) or None
+        ``None`` if nothing matches.
+    """
     p = Path(path)
     try:
         if p.is_file():
@@ -96,17 +108,40 @@ def _assemble(folder: Path, case_id: str) -> tuple[str, dict[str, Path], Path | 
 
 
 def is_ivdm3seg_path(path: str | os.PathLike[str]) -> bool:
+    """True when :func:`find_case_files` finds a case at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        A file or folder.
+    """
     return find_case_files(path) is not None
 
 
 def is_ivdm3seg_root(path: str | os.PathLike[str]) -> bool:
-    """A root with ``dataset/`` or several ``NN/`` case folders (not a single case folder)."""
+    """A root with ``dataset/`` or several ``NN/`` case folders (not a single case folder).
+
+    Parameters
+    ----------
+    path : path-like
+        A folder.
+    """
     p = Path(path)
     return p.is_dir() and not _scan(p) and find_case_files(p) is not None
 
 
 def list_ivdm3seg_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
-    """One :class:`CaseRef` per case of a root (or the single case of a case folder)."""
+    """One :class:`CaseRef` per case of a root (or the single case of a case folder).
+
+    Parameters
+    ----------
+    root : path-like
+        A dataset root or case folder.
+
+    Returns
+    -------
+    list of CaseRef
+    """
     p = Path(root)
     refs: list[CaseRef] = []
     direct = _scan(p)
@@ -126,11 +161,25 @@ def list_ivdm3seg_cases(root: str | os.PathLike[str]) -> list[CaseRef]:
 
 
 def load_ivdm3seg(path: str | os.PathLike[str], case_id: str | None = None) -> Case:
-    """Read one IVDM3Seg case: four sequences (``Case.images``) + labels (``labels["gts"]``).
+    """Read one IVDM3Seg case: four Dixon sequences (``Case.images``) + labels (``labels["gts"]``).
 
-    ``path``: a case folder, one of its files, a ``dataset/`` folder or a dataset root
-    (then ``case_id`` or the first case). Raises ``ValueError`` when the sequences do not
-    share one grid.
+    Parameters
+    ----------
+    path : path-like
+        A case folder, one of its files, a ``dataset/`` folder or a dataset root.
+    case_id : str, optional
+        The case in a root (default the first).
+
+    Returns
+    -------
+    Case
+        ``image``: the primary sequence (``wat``, else ``inn``, ``opp``, ``fat``), ``(Z, Y, X)``
+        with spacing in mm; ``images``: every sequence found, by name.
+
+    Raises
+    ------
+    ValueError
+        No case found, or the sequences do not share one grid.
     """
     p = Path(path)
     found = find_case_files(p, case_id)

@@ -43,10 +43,22 @@ def _count_nonfinite(arr: np.ndarray) -> int:
 
 
 def contrast_limits_for(arr: np.ndarray, name: str = "") -> list[float]:
-    """Display window: full range for uint8, else the 0.5–99.5 % percentiles of a subsample.
+    """Display window: full range for uint8, else the 0.5-99.5 % percentiles of a subsample.
 
     Always finite: NaN/inf voxels are left out (with a warning naming ``name`` and how many
     there are); an image without any finite value gets ``[0, 1]``.
+
+    Parameters
+    ----------
+    arr : np.ndarray
+        The image, any shape.
+    name : str
+        For the warning.
+
+    Returns
+    -------
+    list of 2 float
+        ``[low, high]``, ``low < high``.
     """
     if arr.dtype == np.uint8:
         return [0.0, 255.0]
@@ -187,7 +199,21 @@ def _clicks_layer(case: Case, scale: tuple[float, ...]) -> LayerData | None:
 
 
 def case_to_layers(case: Case) -> list[LayerData]:
-    """The napari layers of a case (image(s) first, then labels, boxes, clicks)."""
+    """The napari layers of a case (image(s) first, then labels, boxes, clicks).
+
+    Layers get ``scale`` = spacing (mm) in array axis order and metadata that lets
+    :func:`~napari_medsegfm.io.save_labels` write labels back to the case's source.
+
+    Parameters
+    ----------
+    case : Case
+        A case from :func:`~napari_medsegfm.io.load_case`.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        napari layer data tuples.
+    """
     layers: list[LayerData] = []
     img = case.image
     scale = tuple(float(s) for s in img.spacing)

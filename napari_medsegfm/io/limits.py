@@ -79,7 +79,24 @@ class ArrayTooLargeError(ValueError):
 
 
 def parse_bytes(text: str, name: str = "size") -> int:
-    """``"512M"`` -> 536870912; plain integers are bytes. ``ValueError`` naming ``name``."""
+    """A size with an optional unit, in bytes: ``"512M"`` -> 536870912; plain integers are bytes.
+
+    Parameters
+    ----------
+    text : str
+        ``<number>[K|M|G|T][i][B]``, binary units (``K`` = 1024).
+    name : str
+        What messages call it (an environment variable's name, say).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: not a size, or below 1 byte.
+    """
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
     if not m:
         raise ValueError(f"{name}={text!r} is not a size; expected bytes such as 1073741824, 512M or 2G")
@@ -90,7 +107,17 @@ def parse_bytes(text: str, name: str = "size") -> int:
 
 
 def format_bytes(n: int | float) -> str:
-    """``21474836480`` -> ``"20.0 GiB"``."""
+    """``21474836480`` -> ``"20.0 GiB"`` (binary units, one decimal; bytes without).
+
+    Parameters
+    ----------
+    n : int or float
+        Bytes.
+
+    Returns
+    -------
+    str
+    """
     n = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(n) < 1024 or unit == "PiB":
@@ -200,8 +227,27 @@ def max_json_bytes() -> int:
 
 
 def array_nbytes(shape: Iterable[Any], itemsize: int, *, what: str = "array") -> int:
-    """``prod(shape) * itemsize`` in exact integers (no int64 wrap-around); negative or
-    non-integer dimensions raise ``ValueError`` naming ``what``."""
+    """``prod(shape) * itemsize`` in exact integers (no int64 wrap-around).
+
+    Parameters
+    ----------
+    shape : iterable
+        Dimensions (ints, or whole floats).
+    itemsize : int
+        Bytes per element.
+    what : str
+        What messages call the array.
+
+    Returns
+    -------
+    int
+        Bytes.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``: a negative or non-integer dimension.
+    """
     dims = []
     for s in shape:
         try:
@@ -217,7 +263,16 @@ def array_nbytes(shape: Iterable[Any], itemsize: int, *, what: str = "array") ->
 
 
 def check_array_bytes(nbytes: int, what: str, *, limit: int | None = None) -> None:
-    """Refuse an allocation of ``nbytes`` for ``what`` (``"FILE: member 'imgs' (shape, dtype)"``).
+    """Refuse an allocation of ``nbytes`` for ``what``.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes about to be allocated.
+    what : str
+        For the message, e.g. ``"FILE: member 'imgs' (shape, dtype)"``.
+    limit : int, optional
+        Instead of :func:`max_array_bytes`.
 
     Raises
     ------
@@ -240,8 +295,29 @@ def check_array_bytes(nbytes: int, what: str, *, limit: int | None = None) -> No
 
 
 def check_shape(shape: Iterable[Any], itemsize: int, what: str, *, copies: int = 1) -> int:
-    """:func:`array_nbytes` then :func:`check_array_bytes` (``copies`` arrays of that size at
-    once); returns the bytes of one array."""
+    """:func:`array_nbytes`, then :func:`check_array_bytes` for ``copies`` arrays of that size at once.
+
+    Parameters
+    ----------
+    shape : iterable
+        Dimensions.
+    itemsize : int
+        Bytes per element.
+    what : str
+        For the message.
+    copies : int
+        Arrays of that size held at once.
+
+    Returns
+    -------
+    int
+        Bytes of one array.
+
+    Raises
+    ------
+    ArrayTooLargeError, ValueError
+        Too large, or a bad dimension.
+    """
     shape = tuple(shape)
     n = array_nbytes(shape, itemsize, what=what)
     check_array_bytes(n * max(1, int(copies)), what)
@@ -254,6 +330,17 @@ def check_declared_size(src: object, shape: Iterable[Any], dtype: Any, what: str
     The entry point of the clinical readers (DICOM, DICOM-SEG, NRRD/MetaImage,
     ``.seg.nrrd``): :func:`check_shape` with a message that names the file, ``what``, the
     declared dimensions (any order, as the header gives them) and the data type.
+
+    Parameters
+    ----------
+    src : object
+        The file (for the message).
+    shape : iterable
+        Declared dimensions.
+    dtype : dtype-like
+        Declared element type.
+    what : str
+        What the header describes.
 
     Returns
     -------

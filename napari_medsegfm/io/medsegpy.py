@@ -19,6 +19,9 @@ JSON sidecar (optional): ``<file stem>.json`` or ``<scan id>.json`` beside the d
 else ``metadata.json`` in the folder, with any of ``categories``, ``category_ids``
 (lists stand for tuples), ``category_colors`` (RGB 0..255), ``category_abbreviations``,
 ``spacing`` (``dH, dW[, dD]`` mm, medsegpy order).
+
+This module reads and writes the 3D ``.h5`` files and lists slice folders; re-stacking
+and writing the 2D slices is :mod:`~napari_medsegfm.io.medsegpy_slices`.
 """
 
 from __future__ import annotations
@@ -52,14 +55,11 @@ __all__ = [
     "list_scans",
     "list_medsegpy_cases",
     "load_medsegpy_h5",
-    "load_medsegpy_scan",
     "read_sidecar",
     "seg_to_labels",
     "labels_to_seg",
     "save_medsegpy_h5_labels",
-    "save_medsegpy_slices",
     "write_medsegpy_h5",
-    "write_medsegpy_slices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,18 @@ def _h5py() -> Any:
 
 
 def parse_slice_name(stem: str) -> tuple[str, int] | None:
-    """``("0123456_V00-Aug00", 999)`` from ``0123456_V00-Aug00_999``; ``None`` if it does not match."""
+    """Scan id and slice number of a medsegpy slice name.
+
+    Parameters
+    ----------
+    stem : str
+        File name without suffix, e.g. ``0123456_V00-Aug00_999``.
+
+    Returns
+    -------
+    (scan_id, slice_no) or None
+        ``("0123456_V00-Aug00", 999)``; ``None`` if it does not match.
+    """
     m = SLICE_RE.match(stem)
     if not m:
         return None
@@ -85,7 +96,13 @@ def parse_slice_name(stem: str) -> tuple[str, int] | None:
 
 
 def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
-    """True if the file starts with the HDF5 signature (at 0, 512, 1024, ... as HDF5 allows)."""
+    """True if the file starts with the HDF5 signature (at 0, 512, 1024, ... as HDF5 allows).
+
+    Parameters
+    ----------
+    path : path-like
+        Any file; unreadable files give False.
+    """
     try:
         with open(path, "rb") as fh:
             for off in (0, 512, 1024, 2048, 4096):
@@ -98,7 +115,18 @@ def is_hdf5_file(path: str | os.PathLike[str]) -> bool:
 
 
 def list_scans(folder: str | os.PathLike[str]) -> dict[str, dict[int, dict[str, Path]]]:
-    """``{scan_id: {slice_no: {"im": path, "seg": path}}}`` for a folder of 2D slices."""
+    """The scans of a folder of 2D medsegpy slices.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder (not searched recursively).
+
+    Returns
+    -------
+    dict
+        ``{scan_id: {slice_no: {"im": path, "seg": path}}}``.
+    """
     scans: dict[str, dict[int, dict[str, Path]]] = {}
     try:
         entries = list(os.scandir(folder))
@@ -118,7 +146,17 @@ def list_scans(folder: str | os.PathLike[str]) -> dict[str, dict[int, dict[str, 
 
 
 def list_medsegpy_cases(path: str | os.PathLike[str]) -> list[CaseRef]:
-    """Scans of a slice folder and ``.h5`` volumes of a folder, as :class:`CaseRef`."""
+    """Scans of a slice folder and ``.h5`` volumes of a folder, as :class:`CaseRef`.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+
+    Returns
+    -------
+    list of CaseRef
+    """
     p = Path(path)
     refs = [CaseRef(name=s, path=p, format="medsegpy_slices", case_id=s) for s in list_scans(p)]
     for h in sorted(p.glob("*.h5")):
@@ -141,7 +179,25 @@ def _norm_cat(c: Any, where: str) -> CategoryId:
 
 
 def read_sidecar(*candidates: str | os.PathLike[str]) -> tuple[dict[str, Any], Path | None]:
-    """Load the first existing JSON file of ``candidates``; ``({}, None)`` if none exists."""
+    """Load the first existing JSON file of ``candidates``.
+
+    Parameters
+    ----------
+    *candidates : path-like
+        Sidecar paths, most specific first.
+
+    Returns
+    -------
+    meta : dict
+        ``{}`` if none exists.
+    path : Path or None
+        The file read.
+
+    Raises
+    ------
+    ValueError
+        A sidecar that is not a JSON object (or not valid JSON).
+    """
     for c in candidates:
         p = Path(c)
         if p.is_file():
@@ -187,8 +243,25 @@ def _categories(
 
 
 def seg_to_labels(seg: np.ndarray, category_ids: list[CategoryId]) -> np.ndarray:
-    """``(..., C)`` binary channels → label image ``(...)``; category ``i`` → label ``i + 1``,
-    the first listed category wins where they overlap."""
+    """Binary channels -> label image; category ``i`` -> label ``i + 1``, the first listed wins on overlap.
+
+    Parameters
+    ----------
+    seg : np.ndarray
+        ``(..., C)`` one channel per class (non-zero: inside).
+    category_ids : list of int or tuple of int
+        Each a channel index or a tuple of channels (their union).
+
+    Returns
+    -------
+    np.ndarray
+        ``(...)`` labels, ``uint8`` (``uint16`` beyond 255 categories).
+
+    Raises
+    ------
+    IndexError
+        A category names a channel ``seg`` does not have.
+    """
     out = np.zeros(seg.shape[:-1], dtype=np.uint8 if len(category_ids) <= 255 else np.uint16)
     overlap = False
     for i in range(len(category_ids) - 1, -1, -1):
@@ -206,8 +279,24 @@ def seg_to_labels(seg: np.ndarray, category_ids: list[CategoryId]) -> np.ndarray
 
 
 def labels_to_seg(labels: np.ndarray, n_channels: int, category_ids: list[CategoryId], dtype: Any = np.uint8) -> np.ndarray:
-    """Label image ``(...)`` → binary channels ``(..., C)``: channel ``c`` is set where the label
-    belongs to any category containing ``c``."""
+    """Label image -> binary channels: channel ``c`` is set where the label's category contains ``c``.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(...)`` labels; label ``i + 1`` is ``category_ids[i]``.
+    n_channels : int
+        C.
+    category_ids : list of int or tuple of int
+        As for :func:`seg_to_labels`.
+    dtype : dtype-like
+        Of the result.
+
+    Returns
+    -------
+    np.ndarray
+        ``(..., C)`` 0/1.
+    """
     out = np.zeros(labels.shape + (n_channels,), dtype=dtype)
     for i, c in enumerate(category_ids):
         m = labels == i + 1
@@ -267,10 +356,25 @@ def _dataset(f: Any, key: str, path: Path, expect: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- 3D volumes
 def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | None = None) -> Case:
-    """Read a 3D medsegpy ``.h5`` (``volume`` H×W×D, optional ``seg`` H×W×D×C).
+    """Read a 3D medsegpy ``.h5`` (``volume`` H x W x D, optional ``seg`` H x W x D x C).
 
-    Returns a :class:`Case` with ``image.array`` ``(D, H, W)``, ``labels["gts"]`` from
-    ``seg`` (see module docstring for channels), names/colors/spacing from the sidecar.
+    Parameters
+    ----------
+    path : path-like
+        The ``.h5`` file.
+    category_ids : list, optional
+        Categories to show (see the module docstring); default the sidecar's, else every channel.
+
+    Returns
+    -------
+    Case
+        ``image.array`` ``(D, H, W)`` = ``(Z, Y, X)`` (``volume.transpose(2, 0, 1)``),
+        ``labels["gts"]`` from ``seg``, names/colours/spacing (mm) from the sidecar.
+
+    Raises
+    ------
+    ValueError
+        Missing or malformed datasets, shapes that disagree, or sizes above the limits.
     """
     src = Path(path)
     meta_json, side = read_sidecar(src.with_suffix(".json"), src.parent / "metadata.json")
@@ -309,7 +413,21 @@ def load_medsegpy_h5(path: str | os.PathLike[str], *, category_ids: list[Any] | 
 
 
 def write_medsegpy_h5(case: Case, path: str | os.PathLike[str], *, labels_key: str | None = None) -> Path:
-    """Write a case as a 3D medsegpy ``.h5`` (``volume`` H×W×D, ``seg`` H×W×D×C one-hot) + JSON sidecar."""
+    """Write a case as a 3D medsegpy ``.h5`` (``volume`` H x W x D, ``seg`` H x W x D x C one-hot) + JSON sidecar.
+
+    Parameters
+    ----------
+    case : Case
+        3D, ``(Z, Y, X)`` with spacing in mm.
+    path : path-like
+        The ``.h5`` to write (atomically).
+    labels_key : str, optional
+        Which of ``case.labels`` to write (default ``gts``, else ``segs``; none: no ``seg``).
+
+    Returns
+    -------
+    Path
+    """
     h5py = _h5py()
     target = Path(path)
     if case.image.ndim != 3 or case.image.is_rgb:
@@ -373,13 +491,36 @@ def save_medsegpy_h5_labels(
     labels: np.ndarray, path: str | os.PathLike[str], *, case: Case | None = None, overwrite_gt: bool = False,
     label_names: dict[int, str] | None = None,
 ) -> Path:
-    """Write labels ``(D, H, W)`` as the ``seg`` dataset (H×W×D×C) of a medsegpy ``.h5``, atomically.
+    """Write labels as the ``seg`` dataset (H x W x D x C) of a medsegpy ``.h5``, atomically.
 
     The target is a copy of the source file (``case.source``, or ``path`` itself) with
-    ``seg`` replaced; every other dataset/attribute is copied unchanged. Replacing the
-    ``seg`` of the case's own file needs ``overwrite_gt=True`` and keeps ``.bak``. Labels
-    beyond the case's categories get new channels, and a ``<target>.json`` sidecar records
-    the categories (names from ``label_names``) whenever the reader could not tell them.
+    ``seg`` replaced; every other dataset/attribute is copied unchanged. Labels beyond the
+    case's categories get new channels, and a ``<target>.json`` sidecar records the
+    categories (names from ``label_names``) whenever the reader could not tell them.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(D, H, W)`` = ``(Z, Y, X)`` integer labels.
+    path : path-like
+        The ``.h5`` to write.
+    case : Case, optional
+        The case read from the source file.
+    overwrite_gt : bool
+        Replacing the ``seg`` of the case's own file needs it (a ``.bak`` is kept).
+    label_names : dict of int to str, optional
+        Names for the sidecar.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GroundTruthProtected
+        The case's own file without ``overwrite_gt``.
+    ValueError
+        Labels that do not fit the volume.
     """
     h5py = _h5py()
     target = Path(path)
@@ -434,216 +575,3 @@ def save_medsegpy_h5_labels(
     _write_category_sidecar((target.with_suffix(".json"), target.parent / "metadata.json"), base, side, ids,
                             label_names)
     return target
-
-
-# -------------------------------------------------------------------------- 2D slices
-def _gaps(nums: list[int], first: int = 10) -> tuple[list[int], int]:
-    """The first ``first`` slice numbers missing from sorted ``nums`` (expected ``1..max``), and how
-    many are missing, from the numbers present (never a range as long as the largest number)."""
-    out: list[int] = []
-    n = 0
-    prev = 0
-    for k in nums:
-        if k > prev + 1:
-            n += k - prev - 1
-            out.extend(range(prev + 1, min(k, prev + 1 + first - len(out))))
-        prev = k
-    return out[:first], n
-
-
-def load_medsegpy_scan(
-    path: str | os.PathLike[str], scan_id: str | None = None, *, category_ids: list[Any] | None = None
-) -> Case:
-    """Re-stack one scan of 2D medsegpy slices into a volume ``(D, H, W)``.
-
-    ``path`` is the folder, or one ``.im``/``.seg`` file of the scan (then ``scan_id``
-    comes from its name). With several scans in the folder and no ``scan_id``, the
-    first (sorted) is read. Slices must be numbered ``1..D`` without gaps.
-    """
-    p = Path(path)
-    if p.is_file():
-        parsed = parse_slice_name(p.name.rsplit(".", 1)[0])
-        if parsed is None:
-            raise ValueError(f"{p}: name does not follow %07d_V%02d-Aug%02d_%03d")
-        scan_id = scan_id or parsed[0]
-        folder = p.parent
-    else:
-        folder = p
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder of medsegpy slices")
-    scans = list_scans(folder)
-    if not scans:
-        raise ValueError(f"{folder}: no medsegpy slice files (%07d_V%02d-Aug%02d_%03d.im)")
-    if scan_id is None:
-        scan_id = next(iter(scans))
-        if len(scans) > 1:
-            logger.warning("%s holds %d scans; opening %s (list them with list_cases)", folder, len(scans), scan_id)
-    if scan_id not in scans:
-        raise ValueError(f"{folder}: no scan {scan_id!r} (scans: {', '.join(scans)})")
-    slices = scans[scan_id]
-    nums = sorted(k for k, v in slices.items() if "im" in v)
-    if not nums:
-        raise ValueError(f"{folder}: scan {scan_id} has .seg files but no .im images")
-    missing, n_missing = _gaps(nums)
-    if n_missing:
-        more = f" and {n_missing - len(missing)} more" if n_missing > len(missing) else ""
-        raise ValueError(f"{folder}: scan {scan_id} lacks slice(s) {missing}{more} (.im); expected slices "
-                         f"1..{nums[-1]}")
-    meta_json, side = read_sidecar(folder / f"{scan_id}.json", folder / "metadata.json")
-    images = []
-    segs: list[np.ndarray | None] = []
-    seg_dtypes: list[str] = []
-    h5py = _h5py()
-    for k in nums:
-        im_path = slices[k]["im"]
-        with _h5_open(im_path) as f:
-            im = _dataset(f, "data", im_path, "an H x W x 1 image")
-        if im.ndim == 3 and im.shape[-1] == 1:
-            im = im[..., 0]
-        if im.ndim != 2:
-            raise ValueError(f"{im_path}: 'data' has shape {im.shape}; expected H x W x 1")
-        if images and im.shape != images[0].shape:
-            raise ValueError(f"{im_path}: 'data' has shape {im.shape}; slice 1 of the scan has {images[0].shape}")
-        if not images:  # the stacked volume (and the list of slices) must fit before the rest is read
-            check_shape((len(nums), *im.shape), im.dtype.itemsize,
-                        f"{folder}: scan {scan_id} ({len(nums)} slices of {im.shape} {im.dtype})", copies=2)
-        images.append(im)
-        seg_path = slices[k].get("seg")
-        if seg_path is not None:
-            with _h5_open(seg_path) as f:
-                s = _dataset(f, "data", seg_path, "an H x W x 1 x C mask")
-            if s.ndim == 4 and s.shape[2] == 1:
-                s = s[:, :, 0, :]
-            elif s.ndim == 3 and s.shape[-1] == 1:
-                s = s[..., 0][..., None]
-            elif s.ndim == 2:
-                s = s[..., None]
-            if s.ndim != 3 or s.shape[:2] != im.shape:
-                raise ValueError(f"{seg_path}: 'data' has shape {s.shape}; expected H x W x 1 x C with H x W = {im.shape}")
-            seg_dtypes.append(str(s.dtype))
-            segs.append(integer_labels(s, seg_path, "data"))
-        else:
-            segs.append(None)
-    del h5py
-    vol = np.stack(images, axis=0)
-    spacing = _spacing_zyx(meta_json, side or folder)
-    meta: dict[str, Any] = {"source": str(folder), "format": "medsegpy_slices", "scan_id": scan_id,
-                            "slice_numbers": nums, "sidecar": str(side) if side else None}
-    case = Case(image=Volume(array=vol, spacing=spacing, meta=meta), source=folder, format="medsegpy_slices",
-                name=scan_id, meta=meta)
-    present = [s for s in segs if s is not None]
-    if present:
-        n_ch = present[0].shape[-1]
-        for k, s in zip(nums, segs):
-            if s is not None and s.shape[-1] != n_ch:
-                raise ValueError(f"{slices[k]['seg']}: {s.shape[-1]} channels; slice {nums[0]} has {n_ch}")
-        ids, names, colors = _categories(meta_json, n_ch, category_ids, side or folder)
-        check_shape(vol.shape + (n_ch,), present[0].dtype.itemsize,
-                    f"{folder}: scan {scan_id} masks ({len(nums)} slices x {n_ch} channels)")
-        full = np.zeros(vol.shape + (n_ch,), dtype=present[0].dtype)
-        for i, s in enumerate(segs):
-            if s is not None:
-                full[i] = s
-        case.labels["gts"] = seg_to_labels(full, ids)
-        case.label_names = names
-        meta.update(category_ids=ids, n_channels=int(n_ch), seg_dtype=seg_dtypes[0], label_colors=colors,
-                    labels_source=str(folder))
-    return case
-
-
-def save_medsegpy_slices(
-    labels: np.ndarray,
-    folder: str | os.PathLike[str],
-    *,
-    case: Case | None = None,
-    scan_id: str | None = None,
-    overwrite_gt: bool = False,
-    label_names: dict[int, str] | None = None,
-) -> list[Path]:
-    """Write labels ``(D, H, W)`` as one ``.seg`` file per slice (``data`` H×W×1×C), each atomically.
-
-    Writing into the folder the scan was read from replaces its ground truth: that needs
-    ``overwrite_gt=True`` and keeps a ``.bak`` of every replaced file. A ``<scan>.json``
-    sidecar records the categories whenever the reader could not tell them.
-    """
-    h5py = _h5py()
-    out = Path(folder)
-    if out.suffix == ".seg":
-        out = out.parent
-    out.mkdir(parents=True, exist_ok=True)
-    arr = as_label_array(labels, f"labels for {out}")
-    if arr.ndim == 2:
-        arr = arr[None]
-    scan_id = scan_id or (case.meta.get("scan_id") if case is not None else None)
-    if scan_id is None:
-        raise ValueError(f"{out}: saving medsegpy slices needs the scan id (pass case= or scan_id=)")
-    nums = list(case.meta.get("slice_numbers", [])) if case is not None else []
-    if not nums:
-        nums = list(range(1, arr.shape[0] + 1))
-    if len(nums) != arr.shape[0]:
-        raise ValueError(f"{out}: labels have {arr.shape[0]} slices; scan {scan_id} has {len(nums)}")
-    ids: list[CategoryId] = list(case.meta.get("category_ids", [])) if case is not None else []
-    n_ch = int(case.meta.get("n_channels", 0)) if case is not None else 0
-    dtype = np.dtype(case.meta.get("seg_dtype", "uint8")) if case is not None else np.dtype(np.uint8)
-    maxl = int(arr.max())
-    if not ids:
-        ids = list(range(max(n_ch, maxl)))
-    if maxl > len(ids):
-        ids = ids + list(range(n_ch, n_ch + maxl - len(ids)))
-    n_ch = max(n_ch, max((max(c) if isinstance(c, tuple) else c) for c in ids) + 1 if ids else 1)
-    own = case is not None and case.source is not None and same_file(out, case.meta.get("labels_source", case.source))
-    written = []
-    for z, k in enumerate(nums):
-        p = out / f"{scan_id}_{k:03d}.seg"
-        if p.exists() and own:
-            if not overwrite_gt:
-                raise GroundTruthProtected(f"{p}: refusing to overwrite the scan's ground-truth .seg files; pass "
-                                           "overwrite_gt=True (.bak copies are kept) or choose another folder")
-            backup_file(p)
-        seg = labels_to_seg(arr[z], n_ch, ids, dtype=dtype)[:, :, None, :]
-        with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("data", data=seg)
-        written.append(p)
-    src_dir = Path(case.source) if case is not None and case.source is not None else out
-    base, side = read_sidecar(src_dir / f"{scan_id}.json", src_dir / "metadata.json")
-    _write_category_sidecar((out / f"{scan_id}.json", out / "metadata.json"), base, side, ids, label_names)
-    return written
-
-
-def write_medsegpy_slices(case: Case, folder: str | os.PathLike[str], *, scan_id: str | None = None,
-                          labels_key: str | None = None) -> list[Path]:
-    """Write a whole 3D case as 2D medsegpy slices ``<scan>_%03d.im`` (+ ``.seg``) and ``metadata.json``.
-
-    ``scan_id`` must follow ``%07d_V%02d-Aug%02d`` (default ``0000001_V00-Aug00``).
-    """
-    h5py = _h5py()
-    out = Path(folder)
-    scan = scan_id or "0000001_V00-Aug00"
-    if parse_slice_name(f"{scan}_001") is None:
-        raise ValueError(f"scan id {scan!r} does not follow %07d_V%02d-Aug%02d")
-    if case.image.ndim != 3 or case.image.is_rgb:
-        raise ValueError(f"{out}: medsegpy slices need a 3D grey volume; case {case.name!r} has shape "
-                         f"{case.image.array.shape}")
-    out.mkdir(parents=True, exist_ok=True)
-    img = np.asarray(case.image.array)
-    key = labels_key or ("gts" if "gts" in case.labels else "segs" if "segs" in case.labels else None)
-    lab = as_label_array(case.labels[key], f"labels '{key}'") if key else None
-    n = int(lab.max()) if lab is not None else 0
-    ids: list[CategoryId] = list(range(n))
-    written = []
-    for z in range(img.shape[0]):
-        p = out / f"{scan}_{z + 1:03d}.im"
-        with atomic_path(p) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("data", data=img[z][..., None])
-        written.append(p)
-        if lab is not None:
-            q = out / f"{scan}_{z + 1:03d}.seg"
-            with atomic_path(q) as tmp, h5py.File(tmp, "w") as f:
-                f.create_dataset("data", data=labels_to_seg(lab[z], n, ids)[:, :, None, :])
-            written.append(q)
-    dz, dy, dx = case.image.spacing
-    side = {"spacing": [dy, dx], "slice_thickness": dz, "category_ids": ids,
-            "categories": [case.label_names.get(i + 1, f"label {i + 1}") for i in range(n)]}
-    with atomic_writer(out / "metadata.json", "w") as fh:
-        json.dump(side, fh, indent=1)
-    return written

@@ -55,12 +55,29 @@ _LABEL_TOKENS = {"seg", "segs", "label", "labels", "mask", "masks", "gt", "gts",
 
 
 def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    """True for a ``.nii`` or ``.nii.gz`` name (no file access).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    """
     n = Path(path).name.lower()
     return n.endswith(".nii") or n.endswith(".nii.gz")
 
 
 def nifti_stem(path: str | os.PathLike[str]) -> str:
-    """``case`` from ``case.nii.gz`` / ``case.nii``."""
+    """``case`` from ``case.nii.gz`` / ``case.nii``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    str
+    """
     n = Path(path).name
     for ext in (".nii.gz", ".nii", ".NII.GZ", ".NII"):
         if n.endswith(ext):
@@ -69,7 +86,19 @@ def nifti_stem(path: str | os.PathLike[str]) -> str:
 
 
 def looks_like_labels(path: str | os.PathLike[str], dtype: np.dtype | None = None) -> bool:
-    """File-name heuristic: a token like ``seg``/``label``/``mask``/``gt`` and an integer dtype."""
+    """File-name heuristic for a label map: a token like ``seg``/``label``/``mask``/``gt`` and an integer dtype.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (its stem is split at ``_``, ``-``, ``.`` and spaces).
+    dtype : np.dtype, optional
+        The voxel dtype; ``None`` decides by the name only.
+
+    Returns
+    -------
+    bool
+    """
     toks = {t.lower() for t in re.split(r"[_\-.\s]+", nifti_stem(path)) if t}
     if not toks & _LABEL_TOKENS:
         return False
@@ -126,9 +155,26 @@ def _check_data_size(img: Any, shape: tuple[int, ...], src: Path, labels: bool) 
 def read_nifti_volume(path: str | os.PathLike[str], *, labels: bool = False) -> tuple[Volume, Any]:
     """Read one NIfTI as a :class:`Volume` in canonical ``(Z, Y, X)`` order.
 
-    Returns ``(volume, nibabel_image)``. With ``labels=True`` the voxel data are checked
-    to be integer labels (no scaling applied). Raises ``ValueError``/``FileNotFoundError``
-    naming the file and the problem (truncated gzip, 4D data, NaN/zero zooms, ...).
+    Parameters
+    ----------
+    path : path-like
+        ``.nii`` or ``.nii.gz``.
+    labels : bool
+        Check that the voxel data are integer labels (no scaling applied).
+
+    Returns
+    -------
+    volume : Volume
+        ``(Z, Y, X)`` (2D files: ``(Y, X)``) with spacing in mm in that order and the affine
+        of array indices to RAS mm; ``meta["grid"]`` the source orientation.
+    image : nibabel.Nifti1Image
+        The file's image (header, source affine).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Naming the file and the problem (truncated gzip, 4D data, NaN/zero zooms, a size
+        above the limits, non-label values with ``labels=True``).
     """
     nib = _nib()
     src = Path(path)
@@ -186,9 +232,24 @@ def read_nifti_volume(path: str | os.PathLike[str], *, labels: bool = False) -> 
 def load_nifti(path: str | os.PathLike[str], *, as_labels: bool | None = None) -> Case:
     """Read a NIfTI image or label map as a :class:`Case`.
 
-    ``as_labels=None`` decides from the file name (``*seg*``, ``*label*``, ``*mask*``,
-    ``*gt*`` with an integer dtype). A label map becomes ``labels["gts"]`` and also the
-    case's (geometry-only) image with ``meta["labels_only"] = True``.
+    Parameters
+    ----------
+    path : path-like
+        ``.nii`` or ``.nii.gz``.
+    as_labels : bool, optional
+        ``None`` decides from the file name (:func:`looks_like_labels`). A label map becomes
+        ``labels["gts"]`` and also the case's (geometry-only) image with
+        ``meta["labels_only"] = True``.
+
+    Returns
+    -------
+    Case
+        ``image`` ``(Z, Y, X)`` (see :func:`read_nifti_volume`).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`read_nifti_volume`.
     """
     src = Path(path)
     float_named = False  # named like a label map but stored as floats: labels if every value is whole
@@ -268,10 +329,31 @@ def save_nifti_labels(
     Geometry comes from ``case`` when it was read from NIfTI (the labels are in canonical
     order and go back into the source orientation, affine and header) or, without a case,
     from the existing ``path`` (same); for other cases from ``case.image.affine`` /
-    spacing with the array stored as is (``(Z, Y, X)`` → file ``(X, Y, Z)``); else identity.
+    spacing with the array stored as is (``(Z, Y, X)`` -> file ``(X, Y, Z)``); else identity.
 
-    Overwriting the case's own label file (``gt_path``, default
-    ``case.meta["labels_source"]``) needs ``overwrite_gt=True`` and keeps ``.bak``.
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels ``(Z, Y, X)`` (or ``(Y, X)``).
+    path : path-like
+        ``.nii`` or ``.nii.gz`` to write.
+    case : Case, optional
+        The case the labels belong to.
+    overwrite_gt : bool
+        Overwriting the case's own label file needs it (a ``.bak`` is kept).
+    gt_path : path-like, optional
+        That label file (default ``case.meta["labels_source"]``).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    GroundTruthProtected
+        ``path`` is the ground-truth file and ``overwrite_gt`` is False.
+    ValueError
+        Labels that do not fit the geometry, or values that are not labels.
     """
     nib = _nib()
     target = Path(path)
@@ -337,8 +419,23 @@ def write_nifti_volume(volume: Volume, path: str | os.PathLike[str]) -> Path:
     """Write an image :class:`Volume` (``(Z, Y, X)``) as NIfTI, atomically.
 
     A volume read from NIfTI goes back into its source orientation and header; others
-    get ``volume.affine`` (array order) or a diagonal affine from ``volume.spacing``.
-    RGB images are refused.
+    get ``volume.affine`` (array order) or a diagonal affine from ``volume.spacing`` (mm).
+
+    Parameters
+    ----------
+    volume : Volume
+        Grey ``(Z, Y, X)`` or ``(Y, X)``.
+    path : path-like
+        ``.nii`` or ``.nii.gz`` to write.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        An RGB image.
     """
     nib = _nib()
     target = Path(path)

@@ -6,11 +6,10 @@ An ``.npz`` is a zip archive of ``<key>.npy`` members, stored or deflated. This 
 * reads a member into a fresh writable array in one pass, with the zip CRC checked
   (:meth:`NpzReader.read`); pickled object members go through
   :mod:`~napari_medsegfm.io.safe_pickle`, never through ``pickle`` itself;
-* writes a new npz where the members that are not replaced are copied **as raw zip
-  entries** (local header, compressed bytes, data descriptor): no decompression, no
-  re-compression, no re-pickling, so they stay byte-for-byte identical
-  (:func:`rewrite_npz`). The zip writer is self-contained (zip64 aware) and does not
-  rely on private parts of :mod:`zipfile`.
+* and, in :mod:`~napari_medsegfm.io.npzwrite`, writes a new npz where the members that
+  are not replaced are copied **as raw zip entries** (local header, compressed bytes,
+  data descriptor): no decompression, no re-compression, no re-pickling, so they stay
+  byte-for-byte identical (:func:`~napari_medsegfm.io.npzwrite.rewrite_npz`).
 
 Errors are ``ValueError`` naming the file, the member and what was expected.
 """
@@ -21,10 +20,8 @@ import io
 import logging
 import os
 import struct
-import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -34,7 +31,7 @@ import numpy as np
 from .limits import array_nbytes, check_array_bytes, format_bytes, max_pickle_bytes
 from .safe_pickle import UnsafePickleError, safe_loads
 
-__all__ = ["NpzReader", "NpyHeader", "read_npy_header", "rewrite_npz", "write_npz", "npz_keys"]
+__all__ = ["NpzReader", "NpyHeader", "read_npy_header", "npz_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +56,19 @@ MAX_NPY_HEADER_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class NpyHeader:
-    """What an ``.npy`` header says: ``shape``, ``dtype``, ``fortran_order``; ``offset``
-    is where the array bytes start inside the (uncompressed) member."""
+    """What an ``.npy`` header says.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape.
+    dtype : np.dtype
+        Element type.
+    fortran_order : bool
+        Column-major data.
+    offset : int
+        Where the array bytes start inside the (uncompressed) member.
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -78,7 +86,21 @@ def read_npy_header(fp: IO[bytes]) -> NpyHeader:
 
     The header length field is checked against :data:`MAX_NPY_HEADER_BYTES` *before* the
     header is read (numpy reads whatever length a file declares, up to 4 GiB), and the
-    shape must be non-negative integers. ``ValueError`` otherwise.
+    shape must be non-negative integers.
+
+    Parameters
+    ----------
+    fp : binary file
+        Positioned at the start of the ``.npy`` data.
+
+    Returns
+    -------
+    NpyHeader
+
+    Raises
+    ------
+    ValueError
+        Not an ``.npy`` header, an unknown version, an oversized header, or a bad shape.
     """
     magic = fp.read(8)
     if len(magic) != 8 or magic[:6] != b"\x93NUMPY":
@@ -178,6 +200,7 @@ class NpzReader:
         self.close()
 
     def close(self) -> None:
+        """Close the archive and its file."""
         self._zf.close()
         self._fh.close()
 
@@ -190,7 +213,24 @@ class NpzReader:
         return key in self.infos
 
     def header(self, key: str) -> NpyHeader:
-        """The ``.npy`` header of ``key`` (reads only the first bytes of the member)."""
+        """The ``.npy`` header of ``key`` (reads only the first bytes of the member; cached).
+
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+
+        Returns
+        -------
+        NpyHeader
+
+        Raises
+        ------
+        KeyError
+            No such member.
+        ValueError
+            The member is not a valid ``.npy`` array.
+        """
         if key not in self._headers:
             info = self._info(key)
             try:
@@ -233,11 +273,24 @@ class NpzReader:
         Object (pickled) members go through the restricted unpickler; with
         ``allow_object=False`` they are refused. The zip CRC is verified.
 
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+        allow_object : bool
+            Accept pickled object members.
+
+        Returns
+        -------
+        np.ndarray
+
         Raises
         ------
+        KeyError
+            No such member.
         ValueError
-            Truncated/corrupt member, CRC mismatch, refused pickle (the message names
-            the file and the member).
+            Truncated/corrupt member, CRC mismatch, a size above the limits, refused pickle
+            (the message names the file and the member).
         """
         info = self._info(key)
         hdr = self.header(key)
@@ -352,301 +405,43 @@ class NpzReader:
         return crc
 
     def raw_entry(self, key: str) -> tuple[zipfile.ZipInfo, int, int]:
-        """``(info, start, end)``: the byte range of the whole zip entry of ``key``."""
+        """The byte range of the whole zip entry of ``key`` (for raw copies).
+
+        Parameters
+        ----------
+        key : str
+            Member name without ``.npy``.
+
+        Returns
+        -------
+        (info, start, end)
+            The ``zipfile.ZipInfo`` and the entry's start and end offsets in the file
+            (local header to end of data descriptor).
+        """
         info = self._info(key)
         _, end = self._data_span(info)
         return info, info.header_offset, end
 
     @property
     def fileno(self) -> int:
+        """The open file's descriptor."""
         return self._fh.fileno()
 
 
 def npz_keys(path: str | os.PathLike[str]) -> list[str] | None:
-    """Member keys of an npz, or ``None`` if it is not a readable zip (never raises)."""
+    """Member keys of an npz (``.npy`` stripped), or ``None`` if it is not a readable zip. Never raises.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    list of str or None
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             return [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return None
-
-
-# ----------------------------------------------------------------------------- writing
-@dataclass
-class _Entry:
-    name: bytes
-    flag_bits: int
-    compress_type: int
-    dostime: int
-    dosdate: int
-    crc: int
-    compress_size: int
-    file_size: int
-    offset: int
-    create_version: int = 45
-    create_system: int = 3
-    extract_version: int = 45
-    internal_attr: int = 0
-    external_attr: int = 0o600 << 16
-    extra: bytes = b""
-    comment: bytes = b""
-
-
-def _dos_datetime(t: float | None = None) -> tuple[int, int]:
-    y, mo, d, h, mi, s = time.localtime(t)[:6]
-    y = max(y, 1980)
-    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
-
-
-def _copy_range(src_fd: int, dst: IO[bytes], start: int, length: int) -> None:
-    """Copy ``length`` bytes at ``start`` of ``src_fd`` to the current position of ``dst``."""
-    dst.flush()
-    pos = dst.tell()
-    done = 0
-    dst_fd = dst.fileno()
-    cfr = getattr(os, "copy_file_range", None)
-    if cfr is not None:
-        try:
-            while done < length:
-                n = cfr(src_fd, dst_fd, length - done, start + done, pos + done)
-                if n <= 0:
-                    break
-                done += n
-        except OSError:
-            pass  # cross-device, unsupported file system, ...: fall back to read/write
-    while done < length:
-        chunk = os.pread(src_fd, min(_IO_CHUNK, length - done), start + done)
-        if not chunk:
-            raise EOFError(f"source ends at {start + done}, expected {start + length}")
-        os.pwrite(dst_fd, chunk, pos + done)
-        done += len(chunk)
-    dst.seek(pos + length)
-
-
-class _NpzWriter:
-    """Minimal zip64-aware writer for npz members (stored or deflated)."""
-
-    def __init__(self, fh: IO[bytes], *, compresslevel: int = 6) -> None:
-        self.fh = fh
-        self.entries: list[_Entry] = []
-        self.compresslevel = compresslevel
-        self.names: set[bytes] = set()
-
-    def _check_name(self, name: bytes) -> None:
-        if name in self.names:
-            raise ValueError(f"duplicate npz member {name.decode(errors='replace')!r}")
-        self.names.add(name)
-
-    def copy_raw(self, reader: NpzReader, key: str) -> None:
-        info, start, end = reader.raw_entry(key)
-        name = info.filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
-        self._check_name(name)
-        offset = self.fh.tell()
-        _copy_range(reader.fileno, self.fh, start, end - start)
-        dt = info.date_time
-        self.entries.append(
-            _Entry(
-                name=name,
-                flag_bits=info.flag_bits,
-                compress_type=info.compress_type,
-                dostime=(dt[3] << 11) | (dt[4] << 5) | (dt[5] // 2),
-                dosdate=((dt[0] - 1980) << 9) | (dt[1] << 5) | dt[2],
-                crc=info.CRC,
-                compress_size=info.compress_size,
-                file_size=info.file_size,
-                offset=offset,
-                create_version=info.create_version,
-                create_system=info.create_system,
-                extract_version=info.extract_version,
-                internal_attr=info.internal_attr,
-                external_attr=info.external_attr,
-                extra=_strip_zip64(info.extra),
-                comment=info.comment,
-            )
-        )
-
-    def add_array(self, key: str, arr: np.ndarray, *, compress: bool, allow_pickle: bool = False) -> None:
-        name = f"{key}.npy".encode()
-        self._check_name(name)
-        arr = np.asanyarray(arr)
-        buf = io.BytesIO()
-        if arr.dtype.hasobject:
-            if not allow_pickle:
-                raise ValueError(f"refusing to write object array '{key}' without allow_pickle")
-            np.lib.format.write_array(buf, arr, allow_pickle=True)
-            chunks: Iterable[bytes | memoryview] = [buf.getvalue()]
-        else:
-            chunks = [_npy_header_bytes(arr), *self._array_chunks(arr)]
-        self._write_member(name, chunks, compress)
-
-    @staticmethod
-    def _array_chunks(arr: np.ndarray) -> list[memoryview]:
-        """The array's bytes in the order its .npy header announces (C, or F for F-contiguous)."""
-        fortran = arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
-        flat = (arr.T if fortran else np.ascontiguousarray(arr)).reshape(-1).view(np.uint8)
-        mv = memoryview(flat)
-        step = _OUT_CHUNK
-        return [mv[i : i + step] for i in range(0, len(mv), step)] or [mv]
-
-    def _write_member(self, name: bytes, chunks: Iterable[bytes | memoryview], compress: bool) -> None:
-        fh = self.fh
-        offset = fh.tell()
-        dostime, dosdate = _dos_datetime()
-        ctype = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        extra = struct.pack("<HHQQ", 1, 16, 0, 0)
-        fh.write(struct.pack(_LOCAL_FMT, _LOCAL_SIG, 45, 0, 0, ctype, dostime, dosdate, 0,
-                             _ZIP64_LIMIT, _ZIP64_LIMIT, len(name), len(extra)))
-        fh.write(name)
-        fh.write(extra)
-        crc = 0
-        usize = 0
-        csize = 0
-        comp = zlib.compressobj(self.compresslevel, zlib.DEFLATED, -zlib.MAX_WBITS) if compress else None
-        for ch in chunks:
-            crc = zlib.crc32(ch, crc)
-            usize += len(ch)
-            if comp is not None:
-                out = comp.compress(ch)
-                if out:
-                    fh.write(out)
-                    csize += len(out)
-            else:
-                fh.write(ch)
-                csize += len(ch)
-        if comp is not None:
-            out = comp.flush()
-            fh.write(out)
-            csize += len(out)
-        end = fh.tell()
-        fh.seek(offset + 14)
-        fh.write(struct.pack("<L", crc))
-        fh.seek(offset + 30 + len(name) + 4)
-        fh.write(struct.pack("<QQ", usize, csize))
-        fh.seek(end)
-        self.entries.append(_Entry(name=name, flag_bits=0, compress_type=ctype, dostime=dostime, dosdate=dosdate,
-                                   crc=crc, compress_size=csize, file_size=usize, offset=offset))
-
-    def finish(self) -> None:
-        fh = self.fh
-        cd_start = fh.tell()
-        for e in self.entries:
-            z64: list[int] = []
-            fsize, csize, off = e.file_size, e.compress_size, e.offset
-            if fsize >= _ZIP64_LIMIT or csize >= _ZIP64_LIMIT:
-                z64 += [fsize, csize]
-                fsize = csize = _ZIP64_LIMIT
-            if off >= _ZIP64_LIMIT:
-                z64.append(off)
-                off = _ZIP64_LIMIT
-            extra = e.extra
-            ext_ver = e.extract_version
-            if z64:
-                extra = struct.pack("<HH" + "Q" * len(z64), 1, 8 * len(z64), *z64) + extra
-                ext_ver = max(ext_ver, 45)
-            fh.write(struct.pack(_CENTRAL_FMT, _CENTRAL_SIG, e.create_version, e.create_system, ext_ver, 0,
-                                 e.flag_bits, e.compress_type, e.dostime, e.dosdate, e.crc, csize, fsize,
-                                 len(e.name), len(extra), len(e.comment), 0, e.internal_attr, e.external_attr, off))
-            fh.write(e.name)
-            fh.write(extra)
-            fh.write(e.comment)
-        cd_end = fh.tell()
-        n = len(self.entries)
-        cd_size = cd_end - cd_start
-        if n >= _ZIP64_COUNT_LIMIT or cd_start >= _ZIP64_LIMIT or cd_size >= _ZIP64_LIMIT:
-            fh.write(struct.pack(_END64_FMT, b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_start))
-            fh.write(struct.pack(_LOC64_FMT, b"PK\x06\x07", 0, cd_end, 1))
-            n16 = min(n, _ZIP64_COUNT_LIMIT)
-            fh.write(struct.pack(_END_FMT, b"PK\x05\x06", 0, 0, n16, n16,
-                                 min(cd_size, _ZIP64_LIMIT), min(cd_start, _ZIP64_LIMIT), 0))
-        else:
-            fh.write(struct.pack(_END_FMT, b"PK\x05\x06", 0, 0, n, n, cd_size, cd_start, 0))
-
-
-def _npy_header_bytes(arr: np.ndarray) -> bytes:
-    """The exact ``.npy`` header ``np.save`` would write for ``arr``."""
-    buf = io.BytesIO()
-    d = np.lib.format.header_data_from_array_1_0(arr)
-    try:
-        np.lib.format.write_array_header_1_0(buf, d)
-    except ValueError:  # header too long for v1
-        buf = io.BytesIO()
-        np.lib.format.write_array_header_2_0(buf, d)
-    return buf.getvalue()
-
-
-def write_npz(
-    fh: IO[bytes],
-    arrays: Mapping[str, np.ndarray],
-    *,
-    source: NpzReader | None = None,
-    replace: Mapping[str, np.ndarray] | None = None,
-    drop: Iterable[str] = (),
-    compress: bool = True,
-    compresslevel: int = 6,
-    allow_pickle: bool = False,
-) -> None:
-    """Write an npz to the open binary file ``fh``.
-
-    Members of ``source`` are copied raw (byte-identical zip entries), in their order,
-    except those in ``replace`` (written from the given array at the same position) and
-    ``drop`` (omitted). ``arrays`` are appended after them. New members are deflated
-    when ``compress``.
-    """
-    w = _NpzWriter(fh, compresslevel=compresslevel)
-    replace = dict(replace or {})
-    drop = set(drop)
-    written: set[str] = set()
-    if source is not None:
-        for key in source.keys():
-            if key in drop:
-                continue
-            if key in replace:
-                w.add_array(key, replace[key], compress=compress, allow_pickle=allow_pickle)
-                written.add(key)
-            else:
-                w.copy_raw(source, key)
-                written.add(key)
-    for key, arr in {**replace, **dict(arrays)}.items():
-        if key not in written:
-            w.add_array(key, arr, compress=compress, allow_pickle=allow_pickle)
-            written.add(key)
-    w.finish()
-
-
-def rewrite_npz(
-    path: str | os.PathLike[str],
-    replace: Mapping[str, np.ndarray],
-    *,
-    source: str | os.PathLike[str] | None = "self",
-    drop: Iterable[str] = (),
-    compress: bool | None = None,
-    compresslevel: int = 6,
-    allow_pickle: bool = False,
-) -> Path:
-    """Atomically write ``path`` = ``source`` with ``replace`` members set and ``drop``
-    members removed; every other member is copied raw.
-
-    ``source="self"`` (default) keeps the members of ``path`` itself when it exists;
-    ``source=None`` writes a fresh archive. ``compress=None`` follows the source
-    (deflated if any source member is).
-    """
-    from .atomic import atomic_writer
-
-    target = Path(path)
-    if isinstance(source, str) and source == "self":
-        src_path = target if target.exists() else None
-    else:
-        src_path = Path(source) if source is not None else None
-    reader = NpzReader(src_path) if src_path is not None else None
-    try:
-        if compress is None:
-            compress = True if reader is None else any(
-                i.compress_type != zipfile.ZIP_STORED for i in reader.infos.values()
-            )
-        with atomic_writer(target) as fh:
-            write_npz(fh, {}, source=reader, replace=replace, drop=drop, compress=compress,
-                      compresslevel=compresslevel, allow_pickle=allow_pickle)
-    finally:
-        if reader is not None:
-            reader.close()
-    return target

@@ -39,7 +39,18 @@ def _paths(path: PathLike | Sequence[PathLike]) -> list[Path] | None:
 
 
 def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
-    """A reader for ``path`` (or every path of a list), or ``None`` if one is not ours."""
+    """The npe2 reader hook: a reader for ``path`` (or every path of a list), or ``None`` if one is not ours.
+
+    Parameters
+    ----------
+    path : path-like or sequence of path-like
+        What napari was asked to open.
+
+    Returns
+    -------
+    callable or None
+        ``reader(path) -> list of layer data tuples``.
+    """
     paths = _paths(path)
     if not paths:
         return None
@@ -91,7 +102,26 @@ def _dicom_with_seg(p: Path, segs: list[Path]) -> tuple[list[LayerData], Path | 
 
 
 def read_layers(path: PathLike, fmt: str | None = None, **options: Any) -> list[LayerData]:
-    """Read one case (every series of a multi-series DICOM folder) and return its napari layer data tuples."""
+    """Read one case (every series of a multi-series DICOM folder) as napari layer data tuples.
+
+    Parameters
+    ----------
+    path : path-like
+        A file or case folder.
+    fmt : str, optional
+        Reader name (default detected).
+    **options
+        Passed to :func:`~napari_medsegfm.io.load_case`.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        From the reader, naming the file.
+    """
     p = Path(path)
     fmt = fmt or detect_format(p)
     if fmt == "dicom" and p.is_dir() and "series" not in options and "case_id" not in options:

@@ -42,11 +42,29 @@ __all__ = ["is_slicer_seg_path", "load_slicer_seg", "save_slicer_seg", "default_
 logger = logging.getLogger(__name__)
 
 def is_slicer_seg_path(path: str | os.PathLike[str]) -> bool:
+    """True for a ``.seg.nrrd`` name (no file access).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    """
     return Path(path).name.lower().endswith(".seg.nrrd")
 
 
 def default_color(label: int) -> tuple[float, float, float]:
-    """A distinct colour (0..1 RGB) for a label without one (golden-angle hues)."""
+    """A distinct colour for a label without one (golden-angle hues).
+
+    Parameters
+    ----------
+    label : int
+        Label id.
+
+    Returns
+    -------
+    tuple of 3 float
+        RGB in 0..1.
+    """
     h = (label * 0.618033988749895) % 1.0
     return colorsys.hsv_to_rgb(h, 0.65, 0.95)
 
@@ -60,6 +78,23 @@ def load_slicer_seg(path: str | os.PathLike[str]) -> Case:
 
     ``label_names`` and ``meta["label_colors"]`` (0..255 RGB) come from the segments;
     ``meta["segments"]`` keeps each segment's id, name, label, layer and terminology.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.seg.nrrd`` file.
+
+    Returns
+    -------
+    Case
+        Labels ``(Z, Y, X)`` closest canonical (spacing in mm), on a geometry-only image.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Naming the file: unreadable, not 3D (or 4D with layers), a segment in a layer the
+        file lacks, or a declared size above the limits (overlapping layers are merged with
+        a warning: the last segment listed wins).
     """
     import nrrd
     import slicerio

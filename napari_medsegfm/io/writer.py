@@ -65,7 +65,29 @@ _CLINICAL_EXT = (".dcm", ".seg.nrrd", ".nrrd", ".mha")
 
 
 def napari_write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Save one Labels layer; returns the written path(s)."""
+    """The npe2 writer hook: save one Labels layer.
+
+    A ``gts`` layer is saved as ``segs`` unless its metadata sets ``medsegfm_overwrite_gt``.
+
+    Parameters
+    ----------
+    path : str
+        The file napari's save dialog chose.
+    data : array-like
+        The labels ``(Z, Y, X)`` or ``(Y, X)``.
+    meta : dict
+        The layer's attributes (``metadata``, ``name``, ``scale``, ``features``/``properties``).
+
+    Returns
+    -------
+    list of str
+        The written path(s).
+
+    Raises
+    ------
+    ValueError
+        A layer that did not come from this plugin, saved to a format that needs its case.
+    """
     md = dict(meta.get("metadata") or {})
     arr = np.asarray(data)
     names = _label_names(meta)

@@ -34,7 +34,21 @@ __all__ = ["SimulatedClick", "largest_error_component", "click_position", "simul
 
 @dataclass(frozen=True)
 class SimulatedClick:
-    """One simulated click: array indices ``(z, y, x)`` / ``(y, x)`` and its kind."""
+    """One simulated click and where it came from.
+
+    Parameters
+    ----------
+    label : int
+        The class (label id) it corrects.
+    position : tuple of int
+        Array indices ``(z, y, x)`` or ``(y, x)``.
+    kind : str
+        ``"fg"`` (a missed region: add) or ``"bg"`` (a false region: remove).
+    component_size : int
+        Voxels of the error component it was placed in.
+    distance : float
+        Distance-transform value at the click, in voxels (its depth inside the component).
+    """
 
     label: int
     position: tuple[int, ...]
@@ -54,11 +68,16 @@ def largest_error_component(error: np.ndarray) -> tuple[np.ndarray, tuple[slice,
     Connectivity is 26 in 3D and 8 in 2D. The work is done in the bounding box of the
     error voxels.
 
+    Parameters
+    ----------
+    error : np.ndarray
+        Bool ``(Z, Y, X)`` or ``(Y, X)``: the voxels where prediction and ground truth differ.
+
     Returns
     -------
     (component, roi, size) or None
-        ``component`` is a bool array of the shape of ``error[roi]``; ``None`` if
-        there is no error.
+        ``component`` is a bool array of the shape of ``error[roi]``, ``roi`` a tuple of
+        slices, ``size`` its voxel count; ``None`` if there is no error.
     """
     roi = _bbox(error)
     if roi is None:
@@ -73,11 +92,30 @@ def largest_error_component(error: np.ndarray) -> tuple[np.ndarray, tuple[slice,
 
 
 def click_position(component: np.ndarray, seed: int = 42) -> tuple[tuple[int, ...], float]:
-    """Distance-transform maximum of a bool ``component`` (indices into ``component``).
+    """Distance-transform maximum of a bool ``component``, where the challenge clicks.
 
     The transform (unit voxels) is computed on the component's bounding box padded by
     25 % per axis (at least 1 voxel). Ties are broken by a draw with ``seed`` among the
     maxima in raster order, as the challenge does.
+
+    Parameters
+    ----------
+    component : np.ndarray
+        Bool ``(Z, Y, X)`` or ``(Y, X)``, non-empty.
+    seed : int
+        Seed of the tie-breaking draw (``numpy.random.RandomState``).
+
+    Returns
+    -------
+    position : tuple of int
+        Indices into ``component``, array axis order.
+    distance : float
+        The transform's value there, in voxels.
+
+    Raises
+    ------
+    ValueError
+        ``component`` is empty.
     """
     box = _bbox(component)
     if box is None:
@@ -130,7 +168,20 @@ def simulate_click(gt: np.ndarray, seg: np.ndarray, label: int) -> SimulatedClic
 
 
 def empty_clicks(n_classes: int) -> tuple[list[dict[str, list[list[int]]]], list[list[str]]]:
-    """Fresh ``(clicks, clicks_order)`` for ``n_classes`` classes."""
+    """Fresh ``(clicks, clicks_order)`` for ``n_classes`` classes.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    clicks : list of dict
+        ``[{"fg": [], "bg": []}, ...]``, one per class.
+    clicks_order : list of list of str
+        One empty list per class (filled with ``"fg"``/``"bg"`` as clicks are added).
+    """
     return [{"fg": [], "bg": []} for _ in range(n_classes)], [[] for _ in range(n_classes)]
 
 

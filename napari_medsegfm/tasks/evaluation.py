@@ -28,14 +28,11 @@ the challenge's rule (tight z range, the median labelled slice's xy box grown by
 from __future__ import annotations
 
 import copy
-import csv
 import logging
-import math
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ import numpy as np
 from ..io.cvpr import read_cvpr_members
 from . import metrics
 from .clicks import empty_clicks, simulate_clicks
+from .eval_results import CaseResult, EvalCase, format_table, summarize, write_csv
 from .predict import predict_case
 
 __all__ = [
@@ -64,80 +62,6 @@ log = logging.getLogger(__name__)
 
 #: file-name parts of the kinds of cases the challenge evaluates without boxes
 BOXLESS_NAME_MARKERS = ("vessel", "brats")
-
-
-@dataclass
-class EvalCase:
-    """One case: the image npz and where its ground truth is (``None``: inside the image file)."""
-
-    name: str
-    image_path: Path
-    gt_path: Path | None = None
-
-
-@dataclass
-class CaseResult:
-    """Scores of one case over the steps (index 0 is the box step)."""
-
-    name: str
-    n_classes: int = 0
-    box_source: str = ""  # "file" | "synthesized" | "none"
-    dsc: list[float] = field(default_factory=list)
-    nsd: list[float] = field(default_factory=list)  # official spacing order
-    nsd_physical: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    clicks: list[dict[str, list[list[int]]]] = field(default_factory=list)
-    clicks_order: list[list[str]] = field(default_factory=list)
-    n_clicks: int = 5
-    error: str = ""
-
-    @property
-    def dsc_auc(self) -> float:
-        return metrics.auc(self.dsc, self.n_clicks) if self.dsc else float("nan")
-
-    @property
-    def nsd_auc(self) -> float:
-        return metrics.auc(self.nsd, self.n_clicks) if self.nsd else float("nan")
-
-    @property
-    def nsd_auc_physical(self) -> float:
-        return metrics.auc(self.nsd_physical, self.n_clicks) if self.nsd_physical else float("nan")
-
-    @property
-    def dsc_final(self) -> float:
-        return self.dsc[-1] if self.dsc else float("nan")
-
-    @property
-    def nsd_final(self) -> float:
-        return self.nsd[-1] if self.nsd else float("nan")
-
-    @property
-    def nsd_final_physical(self) -> float:
-        return self.nsd_physical[-1] if self.nsd_physical else float("nan")
-
-    @property
-    def seconds_per_step(self) -> float:
-        """Mean over the steps that ran (a box-less case's step 0 did not)."""
-        ran = [s for i, s in enumerate(self.seconds) if not (i == 0 and self.box_source == "none")]
-        return float(np.mean(ran)) if ran else float("nan")
-
-    def row(self) -> dict[str, Any]:
-        """Flat dict for CSV/JSON."""
-        r: dict[str, Any] = {"case": self.name, "n_classes": self.n_classes, "boxes": self.box_source}
-        r.update(DSC_AUC=self.dsc_auc, NSD_AUC=self.nsd_auc, DSC_Final=self.dsc_final,
-                 NSD_Final=self.nsd_final, NSD_AUC_physical=self.nsd_auc_physical,
-                 NSD_Final_physical=self.nsd_final_physical, sec_per_step=self.seconds_per_step,
-                 TotalRunningTime=float(np.sum(self.seconds)) if self.seconds else float("nan"))
-        for i, v in enumerate(self.dsc):
-            r[f"DSC_{i + 1}"] = v
-        for i, v in enumerate(self.nsd):
-            r[f"NSD_{i + 1}"] = v
-        for i, v in enumerate(self.nsd_physical):
-            r[f"NSDphys_{i + 1}"] = v
-        for i, v in enumerate(self.seconds):
-            r[f"RunningTime_{i + 1}"] = v
-        r["error"] = self.error
-        return r
 
 
 # ------------------------------------------------------------------------- loading
@@ -198,7 +122,28 @@ def find_cases(cases: str | Path, gts: str | Path | None = None) -> list[EvalCas
 
 
 def load_case_arrays(case: EvalCase) -> tuple[dict[str, Any], np.ndarray]:
-    """(image-file members without ``gts``, ground-truth labels) of a case."""
+    """The image file's members and the ground truth of a case, checked by the CVPR parser.
+
+    Parameters
+    ----------
+    case : EvalCase
+        Where the files are.
+
+    Returns
+    -------
+    members : dict
+        The image file's members without ``gts`` (``spacing`` and ``boxes`` taken from the
+        ground-truth file when the image file lacks them).
+    gts : np.ndarray
+        Integer labels ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Raises
+    ------
+    ValueError
+        A file without ``imgs``/``gts``, or members the parser refuses.
+    FileNotFoundError
+        No ground truth anywhere.
+    """
     members = _load_npz(case.image_path)
     if "imgs" not in members:
         raise ValueError(f"{case.image_path} has no 'imgs' member")
@@ -222,11 +167,31 @@ def load_case_arrays(case: EvalCase) -> tuple[dict[str, Any], np.ndarray]:
 
 
 def synthesize_boxes(gts: np.ndarray, labels: Sequence[int], seed: int = 0) -> np.ndarray:
-    """CVPR 2025-style box dicts for 3D ``gts`` (object array, ``boxes[i]`` for label ``i + 1``).
+    """CVPR 2025-style box dicts for 3D ``gts``.
 
     Per label: the tight inclusive z range; ``z_mid`` the middle labelled slice; the
     tight xy box on that slice grown on each side by ``s * H/256`` (y) and ``s * W/256``
     (x) pixels, ``s`` drawn from ``0..5`` with a generator seeded by ``seed``.
+
+    Parameters
+    ----------
+    gts : np.ndarray
+        Integer labels ``(Z, Y, X)``.
+    labels : sequence of int
+        The labels to box, in order.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    np.ndarray
+        1D object array of dicts (``z_min``, ``z_max``, ``z_mid``, ``z_mid_x_min``, ...,
+        voxel indices, inclusive); ``boxes[i]`` for ``labels[i]``.
+
+    Raises
+    ------
+    ValueError
+        ``gts`` is not 3D, or a label is empty.
     """
     if gts.ndim != 3:
         raise ValueError(f"synthesize_boxes needs a 3D label image; got shape {gts.shape}")
@@ -427,7 +392,29 @@ def evaluate(
 ) -> list[CaseResult]:
     """Run :func:`run_case` on each case; a failing case is recorded with its error.
 
-    ``progress`` shows a tqdm bar over all steps of all cases (on stderr).
+    Parameters
+    ----------
+    cases : iterable of EvalCase
+        The cases.
+    backend : SegmentationBackend
+        The model.
+    n_clicks : int
+        Click steps after the box step.
+    boxes : {"auto", "file", "gt", "none"}
+        Where the box step's boxes come from (see :func:`run_case`).
+    tolerance : float
+        NSD tolerance in mm.
+    physical_nsd : bool
+        Also compute NSD with the physically correct spacing order.
+    progress : bool
+        Show a tqdm bar over all steps of all cases (on stderr).
+    stop_on_error : bool
+        Raise the first case's error instead of recording it.
+
+    Returns
+    -------
+    list of CaseResult
+        One per case, in order; failed cases have ``error`` set.
     """
     cases = list(cases)
     bar = None
@@ -470,77 +457,3 @@ def evaluate(
     return out
 
 
-# -------------------------------------------------------------------------- reports
-_SUMMARY_KEYS = ("DSC_AUC", "NSD_AUC", "DSC_Final", "NSD_Final", "NSD_Final_physical", "sec_per_step")
-
-
-def summarize(results: Sequence[CaseResult]) -> dict[str, float]:
-    """Mean of the case scores over the cases that ran (errors excluded)."""
-    ok = [r for r in results if not r.error]
-    out: dict[str, float] = {"n_cases": float(len(ok)), "n_failed": float(len(results) - len(ok))}
-    rows = [r.row() for r in ok]
-    for k in _SUMMARY_KEYS:
-        vals = [float(row[k]) for row in rows if not math.isnan(float(row[k]))]
-        out[k] = float(np.mean(vals)) if vals else float("nan")
-    n = max((len(r.dsc) for r in ok), default=0)
-    for i in range(n):
-        vals = [r.dsc[i] for r in ok if i < len(r.dsc)]
-        out[f"DSC_{i + 1}"] = float(np.mean(vals))
-    return out
-
-
-def _fmt(v: Any, nd: int = 3) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{nd}f}"
-    return str(v)
-
-
-def format_table(results: Sequence[CaseResult], title: str = "") -> str:
-    """Plain-text table: per case and mean DSC per step, AUCs, finals, seconds per step."""
-    n = max((len(r.dsc) for r in results), default=0)
-    head = ["case", "cls", "box"] + [f"DSC{i}" for i in range(n)] + [
-        "DSC_AUC", "NSD_AUC", "DSC_fin", "NSD_fin", "NSDphys", "s/step"]
-    rows = []
-    for r in results:
-        if r.error:
-            rows.append([r.name, "-", "-"] + ["-"] * n + ["error: " + r.error[:60]] + [""] * 5)
-            continue
-        rows.append([r.name, str(r.n_classes), r.box_source] + [_fmt(v) for v in r.dsc] + [
-            _fmt(r.dsc_auc), _fmt(r.nsd_auc), _fmt(r.dsc_final), _fmt(r.nsd_final),
-            _fmt(r.nsd_final_physical), _fmt(r.seconds_per_step, 2)])
-    s = summarize(results)
-    if s["n_cases"]:
-        rows.append(["MEAN", "", ""] + [_fmt(s.get(f"DSC_{i + 1}", float("nan"))) for i in range(n)] + [
-            _fmt(s["DSC_AUC"]), _fmt(s["NSD_AUC"]), _fmt(s["DSC_Final"]), _fmt(s["NSD_Final"]),
-            _fmt(s["NSD_Final_physical"]), _fmt(s["sec_per_step"], 2)])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
-    lines = []
-    if title:
-        lines.append(title)
-    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
-    return "\n".join(lines)
-
-
-def write_csv(results: Sequence[CaseResult], path: str | Path) -> Path:
-    """Per-case rows plus a MEAN row, written atomically."""
-    from ..io.atomic import atomic_writer
-
-    rows = [r.row() for r in results]
-    keys: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in keys:
-                keys.append(k)
-    s = summarize(results)
-    mean_row = {k: s.get(k, "") for k in keys}
-    mean_row["case"] = "MEAN"
-    path = Path(path)
-    with atomic_writer(path, "w") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for row in rows + [mean_row]:
-            w.writerow(row)
-    return path

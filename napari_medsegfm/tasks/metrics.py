@@ -48,7 +48,23 @@ NSD_DSC_THRESHOLD = 0.2
 
 # ----------------------------------------------------------------------------- DSC
 def dsc(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Dice coefficient ``2|G∩P| / (|G| + |P|)`` of two binary masks (NaN if both are empty)."""
+    """Dice coefficient ``2|G∩P| / (|G| + |P|)`` of two binary masks.
+
+    Parameters
+    ----------
+    gt, pred : np.ndarray
+        Masks of one shape (any dtype; non-zero is inside), ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; NaN when both masks are empty.
+
+    Raises
+    ------
+    ValueError
+        The shapes differ.
+    """
     g = np.asarray(gt, dtype=bool)
     p = np.asarray(pred, dtype=bool)
     if g.shape != p.shape:
@@ -66,7 +82,25 @@ def _gt_labels(gt: np.ndarray, labels: Sequence[int] | None) -> list[int]:
 
 
 def per_class_dsc(gt: np.ndarray, seg: np.ndarray, labels: Sequence[int] | None = None) -> dict[int, float]:
-    """DSC of each label of ``gt`` (or of ``labels``) between two label images."""
+    """DSC of each label of ``gt`` (or of ``labels``) between two label images.
+
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer label images of one shape, ``(Z, Y, X)`` or ``(Y, X)``; 0 is background.
+    labels : sequence of int, optional
+        The labels to score; default the non-zero labels present in ``gt``.
+
+    Returns
+    -------
+    dict of int to float
+        Label -> DSC (NaN where the label is in neither image).
+
+    Raises
+    ------
+    ValueError
+        The shapes differ.
+    """
     gt = np.asarray(gt)
     seg = np.asarray(seg)
     if gt.shape != seg.shape:
@@ -88,7 +122,20 @@ def per_class_dsc(gt: np.ndarray, seg: np.ndarray, labels: Sequence[int] | None 
 
 
 def multi_class_dsc(gt: np.ndarray, seg: np.ndarray, labels: Sequence[int] | None = None) -> float:
-    """Mean DSC over the labels present in ``gt`` (the challenge's case DSC)."""
+    """Mean DSC over the labels present in ``gt`` (the challenge's case DSC).
+
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer label images of one shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    labels : sequence of int, optional
+        The labels to average; default the non-zero labels of ``gt``.
+
+    Returns
+    -------
+    float
+        NaN when there is no label to score.
+    """
     vals = list(per_class_dsc(gt, seg, labels).values())
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -219,7 +266,29 @@ def nsd(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance: f
 
 def per_class_nsd(gt: np.ndarray, seg: np.ndarray, spacing: Sequence[float], tolerance: float = 2.0,
                   labels: Sequence[int] | None = None) -> dict[int, float]:
-    """NSD of each label of ``gt`` (or ``labels``), each in an ROI around both masks."""
+    """NSD of each label of ``gt`` (or ``labels``), each computed in an ROI around both masks.
+
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer label images of one shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    spacing : sequence of float
+        Voxel size in mm in array axis order (see :func:`scorer_spacing`).
+    tolerance : float
+        Surface tolerance in mm.
+    labels : sequence of int, optional
+        The labels to score; default the non-zero labels of ``gt``.
+
+    Returns
+    -------
+    dict of int to float
+        Label -> NSD in ``[0, 1]``: 0 when the label is in only one image, NaN when in neither.
+
+    Raises
+    ------
+    ValueError
+        The shapes differ.
+    """
     gt = np.asarray(gt)
     seg = np.asarray(seg)
     if gt.shape != seg.shape:
@@ -245,7 +314,24 @@ def per_class_nsd(gt: np.ndarray, seg: np.ndarray, spacing: Sequence[float], tol
 
 def multi_class_nsd(gt: np.ndarray, seg: np.ndarray, spacing: Sequence[float], tolerance: float = 2.0,
                     labels: Sequence[int] | None = None) -> float:
-    """Mean NSD over the labels present in ``gt`` (spacing in array axis order)."""
+    """Mean NSD over the labels present in ``gt``.
+
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer label images of one shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    spacing : sequence of float
+        Voxel size in mm in array axis order.
+    tolerance : float
+        Surface tolerance in mm.
+    labels : sequence of int, optional
+        The labels to average; default the non-zero labels of ``gt``.
+
+    Returns
+    -------
+    float
+        NaN when there is no label to score.
+    """
     vals = list(per_class_nsd(gt, seg, spacing, tolerance, labels).values())
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -277,7 +363,20 @@ def scorer_spacing(npz_spacing: Sequence[float] | None, ndim: int, order: str = 
 
 
 def auc(values: Sequence[float], n_last: int = 5) -> float:
-    """Trapezoid area under the last ``n_last`` values at x = 0, 1, ... (CVPR 2025 DSC_AUC/NSD_AUC)."""
+    """Trapezoid area under the last ``n_last`` values at x = 0, 1, ... (CVPR 2025 DSC_AUC/NSD_AUC).
+
+    Parameters
+    ----------
+    values : sequence of float
+        One score per step, in step order.
+    n_last : int
+        How many of the last steps count (the challenge: the 5 click steps).
+
+    Returns
+    -------
+    float
+        0.0 with fewer than two values.
+    """
     v = np.asarray(list(values), dtype=float)[-n_last:]
     if v.size < 2:
         return 0.0
@@ -286,7 +385,23 @@ def auc(values: Sequence[float], n_last: int = 5) -> float:
 
 def step_scores(gt: np.ndarray, seg: np.ndarray, spacing: Sequence[float], tolerance: float = 2.0,
                 labels: Sequence[int] | None = None) -> tuple[float, float]:
-    """(DSC, NSD) of one step; NSD is 0 unless DSC > :data:`NSD_DSC_THRESHOLD`."""
+    """(DSC, NSD) of one step; NSD is 0 unless DSC > :data:`NSD_DSC_THRESHOLD`.
+
+    Parameters
+    ----------
+    gt, seg : np.ndarray
+        Integer label images of one shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    spacing : sequence of float
+        Voxel size in mm in array axis order.
+    tolerance : float
+        NSD tolerance in mm.
+    labels : sequence of int, optional
+        The labels to score; default the non-zero labels of ``gt``.
+
+    Returns
+    -------
+    dsc, nsd : float
+    """
     d = multi_class_dsc(gt, seg, labels)
     if not d > NSD_DSC_THRESHOLD:
         return d, 0.0

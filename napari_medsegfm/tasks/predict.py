@@ -83,7 +83,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PredictInfo:
-    """What :func:`predict_case` did (for logs and the evaluator)."""
+    """What :func:`predict_case` did (for logs and the evaluator).
+
+    Parameters
+    ----------
+    mode : str
+        ``"boxes"``, ``"clicks"`` or ``"text"``.
+    predicted : list of int
+        Labels re-predicted this step.
+    kept : list of int
+        Labels copied from ``prev_pred``.
+    seconds : dict of int to float
+        Label -> seconds its prediction took.
+    """
 
     mode: str = ""  # "boxes" | "clicks" | "text"
     predicted: list[int] = field(default_factory=list)  # labels re-predicted this step
@@ -94,12 +106,29 @@ class PredictInfo:
 def object_prompts(case: Case, backend: Any = None) -> tuple[str, dict[int, list[Prompt]]]:
     """Which objects to predict this step and with what prompts (the challenge's rule).
 
+    Clicks win over boxes, boxes over text.
+
+    Parameters
+    ----------
+    case : Case
+        With ``boxes``, ``clicks`` or ``text_prompts``.
+    backend : object, optional
+        Checked for the TEXT capability when only text prompts are present.
+
     Returns
     -------
-    mode, prompts
-        ``mode`` is ``"clicks"`` (objects with clicks, each with its box if any,
-        then its points oldest first), ``"boxes"`` (one box per object) or
-        ``"text"``; ``prompts`` maps label -> prompts.
+    mode : str
+        ``"clicks"`` (objects with clicks, each with its box if any, then its points oldest
+        first), ``"boxes"`` (one box per object) or ``"text"``.
+    prompts : dict of int to list of Prompt
+        Label -> prompts.
+
+    Raises
+    ------
+    UnsupportedPromptError
+        Only text prompts and a backend without TEXT capability.
+    ValueError
+        The case has no prompts.
     """
     clicks = click_prompts(case)
     box_of = {b.object_id: b for b in case.boxes}
@@ -134,13 +163,38 @@ def predict_masks(
     """One bool mask per object: ``backend.set_image(volume)`` once, then one ``predict`` each.
 
     Every prompt is validated against the volume and the backend's capabilities before
-    any work. ``prev`` (labels, the volume's spatial shape) hands each object its previous
-    mask (``prev == label``) as ``prev_mask``.
+    any work. In a box step of a backend with ``nested`` and ``predict_nested``, objects
+    go smallest box first and an object whose box holds others' boxes gets their masks.
+
+    Parameters
+    ----------
+    volume : Volume
+        ``(Z, Y, X)``, ``(Y, X)`` or ``(Y, X, 3)``.
+    prompts : mapping of int to list of Prompt
+        Label -> that object's prompts.
+    backend : SegmentationBackend
+        The model.
+    prev : np.ndarray, optional
+        Previous labels in the volume's spatial shape; each object gets ``prev == label``
+        as its ``prev_mask``.
+    cancel : CancelToken, optional
+        Checked between objects (and by the backend inside).
+    progress : callable, optional
+        ``progress(done, total)`` after each object.
+    info : PredictInfo, optional
+        Filled with the predicted labels and per-object seconds.
 
     Returns
     -------
-    dict
-        label -> bool mask of the volume's spatial shape ``(D, H, W)`` / ``(H, W)``.
+    dict of int to np.ndarray
+        Label -> bool mask of the volume's spatial shape ``(Z, Y, X)`` / ``(Y, X)``.
+
+    Raises
+    ------
+    ValueError, UnsupportedPromptError
+        A prompt outside the volume or of a kind the backend cannot serve (before any work).
+    Cancelled
+        ``cancel`` was set.
     """
     cancel = cancel or CancelToken()
     shape = volume.spatial_shape
@@ -215,16 +269,30 @@ def merge_masks(
 ) -> np.ndarray:
     """One label image from per-object masks (see the module docstring for the order).
 
-    Objects of ``prev`` without a mask keep their region (listed in ``info.kept``); a
-    positive :class:`Point` of ``prompts`` keeps its voxel for its own object when that
-    object's mask holds it. With ``prev`` and ``prompts`` (a click step), a mask's voxels
-    that belong to another object of ``prev`` are dropped from it unless they are connected to
-    one of its positive clicks (see :func:`_pointed_reach`).
+    Re-predicted objects are written larger first, so smaller ones lie on top; objects of
+    ``prev`` without a mask keep their region and are written last. With ``prev`` and
+    ``prompts`` (a click step), a mask's voxels that belong to another object of ``prev`` are
+    dropped from it unless they are connected to one of its positive clicks
+    (:func:`_pointed_reach`).
+
+    Parameters
+    ----------
+    masks : mapping of int to np.ndarray
+        Label -> bool mask of ``shape``.
+    shape : tuple of int
+        Spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+    prev : np.ndarray, optional
+        Previous labels of ``shape``; its objects without a mask are kept (listed in ``info.kept``).
+    prompts : mapping of int to list of Prompt, optional
+        A positive :class:`Point` keeps its voxel for its own object when that object's mask
+        holds it, and marks where the object may take voxels from another object of ``prev``.
+    info : PredictInfo, optional
+        ``kept`` is extended.
 
     Returns
     -------
     np.ndarray
-        uint8 labels of ``shape`` (uint16/uint32 beyond 255/65535 labels).
+        Labels of ``shape``, ``uint8`` (``uint16``/``uint32`` beyond 255/65535 labels).
     """
     masks = dict(masks)
     if prev is not None and prompts:

@@ -50,6 +50,7 @@ from ...types import (
 from ..base import BackendStatus, BackendUnavailableError, check_capabilities
 from . import weights as W
 from .clicks import refine_with_click
+from .intensity import to_uint8
 from .propagate import (
     PropagationParams,
     SlicePoint,
@@ -110,43 +111,6 @@ def _set_threads(threads: int | None) -> int:
             torch.set_num_threads(threads)
         _threads_set = True
         return threads
-
-
-CT_WINDOW = (-160.0, 240.0)  # soft-tissue window (level 40, width 400), as in MedSAM's CT preprocessing
-
-
-def to_uint8(arr: np.ndarray, modality: str = "") -> np.ndarray:
-    """The model's 0..255 input range.
-
-    uint8 stays as it is (CVPR npz images are already normalised). CT in Hounsfield
-    units (``modality`` "CT", or values spanning below -500 and above 500) gets the
-    soft-tissue window -160..240 HU; anything else is clipped to its 0.5-99.5
-    percentiles (from a strided sample of at most ~2 M values) and rescaled.
-    """
-    a = np.asarray(arr)
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == bool:
-        return a.astype(np.uint8) * 255
-    step = max(1, a.size // 2_000_000)
-    sample = a.reshape(-1)[::step].astype(np.float32)
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return np.zeros(a.shape, dtype=np.uint8)
-    smin, smax = float(sample.min()), float(sample.max())
-    if modality.upper() == "CT" or (smin <= -500 and smax >= 500 and np.issubdtype(a.dtype, np.signedinteger)):
-        lo, hi = CT_WINDOW
-    else:
-        lo, hi = np.percentile(sample, [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = smin, smax
-    scale = 255.0 / max(float(hi - lo), 1e-6)
-    out = np.empty(a.shape, dtype=np.uint8)
-    for i in range(a.shape[0]) if a.ndim == 3 else [None]:
-        src = a if i is None else a[i]
-        v = (np.nan_to_num(src.astype(np.float32)) - lo) * scale
-        (out if i is None else out[i])[...] = np.clip(v, 0, 255).round().astype(np.uint8)
-    return out
 
 
 def _precision_from_env(precision: str | None) -> str:
@@ -347,7 +311,14 @@ class LiteMedSAMBackend:
 
     # ------------------------------------------------------------------ protocol
     def set_image(self, volume: Volume) -> None:
-        """Take an image: 3D ``(Z, Y, X)``, 2D grey ``(Y, X)`` or RGB ``(Y, X, 3)``. No encoding yet."""
+        """Take an image; nothing is encoded yet (slices are encoded on demand or by :meth:`warm`).
+
+        Parameters
+        ----------
+        volume : Volume
+            3D ``(Z, Y, X)``, 2D grey ``(Y, X)`` or RGB ``(Y, X, 3)``; scaled by :func:`to_uint8`
+            with ``meta["modality"]``. The same object again is a no-op.
+        """
         with self._lock:
             if self._vol is volume:
                 return
@@ -378,8 +349,17 @@ class LiteMedSAMBackend:
     def warm(self, zs: Sequence[int], cancel: CancelToken | None = None) -> int:
         """Encode and cache the slices ``zs`` of the current image ahead of a prompt.
 
-        Slices already cached are skipped; stops between slices when ``cancel`` is set.
-        Returns the number of slices encoded here (0 without an image).
+        Parameters
+        ----------
+        zs : sequence of int
+            Slice indices (axis 0 of ``(Z, Y, X)``; 0 for a 2D image); out-of-range ones are skipped.
+        cancel : CancelToken, optional
+            Stops between slices when set.
+
+        Returns
+        -------
+        int
+            The number of slices encoded here (cached ones skipped; 0 without an image).
         """
         if self._stack is None:
             return 0
@@ -474,8 +454,30 @@ class LiteMedSAMBackend:
                 cancel: CancelToken | None = None) -> np.ndarray:
         """Bool mask of one object in the image's spatial shape.
 
-        ``prompts`` are all prompts of the object so far, oldest first; with ``prev_mask``
-        and a point as the newest prompt, only that point is applied to ``prev_mask``.
+        A box step segments the box's mid slice and propagates slice by slice; with
+        ``prev_mask`` and a point as the newest prompt, only that point is applied to
+        ``prev_mask``. Without any box and ``boxless="classic"``, the classic backend answers.
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            All prompts of the object so far, oldest first (boxes and points).
+        prev_mask : np.ndarray or None
+            The object's current bool mask ``(Z, Y, X)`` / ``(Y, X)``.
+        cancel : CancelToken, optional
+            Checked between slices.
+
+        Returns
+        -------
+        np.ndarray
+            ``bool``, spatial shape ``(Z, Y, X)`` or ``(Y, X)``.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        ValueError, UnsupportedPromptError
+            A prompt outside the image or of a kind it does not serve; ``prev_mask`` of another shape.
         """
         with self._lock:
             if self._vol is None or self._stack is None:

@@ -56,7 +56,20 @@ _OFF = {"off", "0", "none", "no", "false", "disable", "disabled"}
 
 
 def slice_key(slice_array: np.ndarray, tag: str) -> str:
-    """Hex key of one slice's content (bytes, shape, dtype) and the model/preprocessing ``tag``."""
+    """Hex key of one slice's content (bytes, shape, dtype) and the model/preprocessing ``tag``.
+
+    Parameters
+    ----------
+    slice_array : np.ndarray
+        One slice ``(Y, X)`` (or ``(Y, X, 3)``) as the encoder gets it.
+    tag : str
+        Model and preprocessing identifier (a different checkpoint gives other keys).
+
+    Returns
+    -------
+    str
+        40 hex digits (BLAKE2b, 20 bytes).
+    """
     a = np.ascontiguousarray(slice_array)
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{tag}|{a.shape}|{a.dtype.str}|".encode())
@@ -96,7 +109,13 @@ def _env_mb(name: str, default: float) -> int:
 
 
 class MemoryLRU:
-    """Thread-safe LRU of float16 ``(256, 64, 64)`` numpy arrays bounded by ``max_bytes``."""
+    """Thread-safe LRU of float16 ``(256, 64, 64)`` numpy arrays bounded by ``max_bytes``.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Bound on the arrays' ``nbytes``; least recently used entries are evicted past it.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
@@ -107,6 +126,13 @@ class MemoryLRU:
         self.misses = 0
 
     def get(self, key: str) -> np.ndarray | None:
+        """The array stored under ``key`` (now most recently used), or ``None``.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`.
+        """
         with self._lock:
             v = self._d.get(key)
             if v is None:
@@ -117,6 +143,15 @@ class MemoryLRU:
             return v
 
     def put(self, key: str, value: np.ndarray) -> None:
+        """Store ``value`` under ``key``, evicting the oldest entries past the bound.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`.
+        value : np.ndarray
+            Kept as given (not copied); an array larger than the whole bound is not stored.
+        """
         if value.nbytes > self.max_bytes:
             return
         with self._lock:
@@ -130,6 +165,7 @@ class MemoryLRU:
                 self._bytes -= ev.nbytes
 
     def clear(self) -> None:
+        """Drop every entry."""
         with self._lock:
             self._d.clear()
             self._bytes = 0
@@ -139,11 +175,20 @@ class MemoryLRU:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held (sum of the arrays' ``nbytes``)."""
         return self._bytes
 
 
 class DiskCache:
-    """Embeddings as ``.npy`` files under ``root``, bounded by ``max_bytes`` (LRU by mtime)."""
+    """Embeddings as ``.npy`` files under ``root``, bounded by ``max_bytes`` (LRU by mtime).
+
+    Parameters
+    ----------
+    root : Path
+        The cache folder (``<root>/<key[:2]>/<key>.npy``).
+    max_bytes : int
+        Bound on the folder's size; <= 0 disables writing.
+    """
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = Path(root)
@@ -158,6 +203,15 @@ class DiskCache:
         return self.root / key[:2] / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
+        """The float16 ``(256, 64, 64)`` embedding stored under ``key``, or ``None``.
+
+        An unreadable file, or one of another shape or dtype, is deleted and counts as a miss.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`.
+        """
         p = self._path(key)
         try:
             arr = np.load(p, allow_pickle=False)
@@ -189,6 +243,17 @@ class DiskCache:
             pass
 
     def put(self, key: str, value: np.ndarray) -> None:
+        """Write ``value`` under ``key`` atomically (temp file, fsync, rename), then prune if over the bound.
+
+        A failed write (full or read-only disk) is logged and ignored.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`; an existing entry is kept.
+        value : np.ndarray
+            Stored as float16.
+        """
         if self.max_bytes <= 0:
             return
         p = self._path(key)
@@ -240,7 +305,15 @@ class DiskCache:
     def prune(self, target_fraction: float = 0.8) -> int:
         """Delete least recently used files until the folder holds ``target_fraction`` of the bound.
 
-        Returns the number of files removed.
+        Parameters
+        ----------
+        target_fraction : float
+            Fraction of ``max_bytes`` to keep.
+
+        Returns
+        -------
+        int
+            The number of files removed.
         """
         with self._lock:
             files = sorted(self._files())
@@ -259,6 +332,7 @@ class DiskCache:
             return n
 
     def size_bytes(self) -> int:
+        """Bytes of the cache files now on disk (scans the folder)."""
         return self._scan_bytes()
 
 
@@ -288,7 +362,15 @@ class EmbeddingCache:
                 self.disk = DiskCache(root, _env_mb(DISK_MB_ENV, 2048) if disk_bytes is None else disk_bytes)
 
     def get(self, key: str) -> np.ndarray | None:
-        """float16 ``(256, 64, 64)`` embedding or ``None``."""
+        """The float16 ``(256, 64, 64)`` embedding under ``key`` (memory first, then disk), or ``None``.
+
+        A disk hit is copied into the memory LRU.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`.
+        """
         v = self.memory.get(key)
         if v is not None:
             return v
@@ -300,12 +382,29 @@ class EmbeddingCache:
         return None
 
     def put(self, key: str, value: np.ndarray) -> None:
+        """Store an embedding in memory and (when enabled) on disk.
+
+        Parameters
+        ----------
+        key : str
+            A :func:`slice_key`.
+        value : np.ndarray
+            ``(256, 64, 64)`` (or anything of that size), stored as float16.
+        """
         v = np.ascontiguousarray(value, dtype=np.float16).reshape(EMB_SHAPE)
         self.memory.put(key, v)
         if self.disk is not None:
             self.disk.put(key, v)
 
     def stats(self) -> dict[str, int]:
+        """Hit, miss and size counters.
+
+        Returns
+        -------
+        dict of str to int
+            ``memory_items``, ``memory_bytes``, ``memory_hits``, ``memory_misses`` and, with a
+            disk cache, ``disk_hits``, ``disk_misses``, ``disk_writes``.
+        """
         d = {"memory_items": len(self.memory), "memory_bytes": self.memory.nbytes,
              "memory_hits": self.memory.hits, "memory_misses": self.memory.misses}
         if self.disk is not None:

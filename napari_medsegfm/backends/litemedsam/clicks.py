@@ -259,8 +259,30 @@ def refine_with_click(
       the walk extends the object (up to ``z_limits``, or further when the click lies
       outside them) until it vanishes.
 
-    ``points_by_z`` must hold every click so far (including this one). Slices that hold
-    other clicks are anchors: re-propagation does not overwrite them.
+    Parameters
+    ----------
+    seg : SliceSegmenter
+        The model on the current image.
+    prev : np.ndarray
+        The object's mask ``(Z, Y, X)`` bool (not modified).
+    click : (z, y, x, positive)
+        The new click, voxel indices.
+    points_by_z : dict of int to list of SlicePoint
+        Every click so far (including this one), per slice. Slices that hold other clicks
+        are anchors: re-propagation does not overwrite them.
+    cancel : CancelToken
+        Checked between slices.
+    params : PropagationParams
+        Tuning.
+    z_limits : (z_lo, z_hi), optional
+        Inclusive slice range the object may extend to (its box's, say); default all slices.
+    box_hint : (y0, x0, y1, x1), optional
+        A box to segment from when a positive click on an empty mask finds nothing by itself.
+
+    Returns
+    -------
+    np.ndarray
+        The new ``(Z, Y, X)`` bool mask.
     """
     Z, H, W = prev.shape
     z, y, x, positive = click

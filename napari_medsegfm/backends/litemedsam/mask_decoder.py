@@ -92,7 +92,21 @@ class TwoWayBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """Stack of :class:`TwoWayBlock` and a final token->image attention."""
+    """Stack of :class:`TwoWayBlock` and a final token->image attention.
+
+    Parameters
+    ----------
+    depth : int
+        Number of two-way blocks.
+    dim : int
+        Token and image channel width.
+    heads : int
+        Attention heads.
+    mlp_dim : int
+        Hidden width of the blocks' feed-forward layers.
+    downsample : int
+        Channel reduction of the token<->image attentions' projections.
+    """
 
     def __init__(self, depth: int = 2, dim: int = 256, heads: int = 8, mlp_dim: int = 2048, downsample: int = 2) -> None:
         super().__init__()
@@ -103,7 +117,24 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image`` and ``image_pe`` ``(B, C, H, W)``, ``tokens`` ``(B, N, C)`` -> tokens, image ``(B, HW, C)``."""
+        """Attend tokens to image and image to tokens.
+
+        Parameters
+        ----------
+        image : torch.Tensor
+            ``(B, C, H, W)`` image embedding.
+        image_pe : torch.Tensor
+            ``(B, C, H, W)`` (or broadcastable ``(1, C, H, W)``) positional code of the image.
+        tokens : torch.Tensor
+            ``(B, N, C)`` output and prompt tokens.
+
+        Returns
+        -------
+        tokens : torch.Tensor
+            ``(B, N, C)``.
+        image : torch.Tensor
+            ``(B, H*W, C)``.
+        """
         image = image.flatten(2).transpose(1, 2)
         image_pe = image_pe.flatten(2).transpose(1, 2)
         token_pe = tokens
@@ -130,7 +161,19 @@ class HeadMLP(nn.Module):
 
 
 class MaskDecoder(nn.Module):
-    """Predict mask logits ``(B, M, 256, 256)`` and IoU estimates ``(B, M)`` from embeddings and prompts."""
+    """Predict mask logits ``(B, M, 256, 256)`` and IoU estimates ``(B, M)`` from embeddings and prompts.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding width (256 for the released checkpoint).
+    num_multimask : int
+        Alternative masks besides the single-mask output.
+    iou_depth : int
+        Layers of the IoU head.
+    iou_hidden : int
+        Hidden width of the IoU head.
+    """
 
     def __init__(self, dim: int = 256, num_multimask: int = 3, iou_depth: int = 3, iou_hidden: int = 256) -> None:
         super().__init__()

@@ -36,7 +36,18 @@ class LiteMedSAM(nn.Module):
         self.mask_decoder = MaskDecoder(256, 3, 3, 256)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 256, 256)`` in ``[0, 1]`` -> ``(B, 256, 64, 64)``."""
+        """Image embeddings of a batch of model-frame slices.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(B, 3, 256, 256)`` float in ``[0, 1]`` (resized, padded slices).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 256, 64, 64)``.
+        """
         return self.image_encoder(images)
 
     def decode(
@@ -47,19 +58,51 @@ class LiteMedSAM(nn.Module):
         masks: torch.Tensor | None = None,
         multimask: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompted decoding in the 256 frame; returns logits ``(B, M, 256, 256)`` and IoU ``(B, M)``."""
+        """Prompted decoding in the 256 frame.
+
+        Parameters
+        ----------
+        embeddings : torch.Tensor
+            ``(B, 256, 64, 64)`` from :meth:`encode`.
+        boxes : torch.Tensor, optional
+            ``(B, 4)`` or ``(B, 1, 4)``, ``(x_min, y_min, x_max, y_max)`` in model-frame pixels.
+        points : (coords, labels), optional
+            ``coords`` ``(B, N, 2)`` as ``(x, y)`` model-frame pixels; ``labels`` ``(B, N)``:
+            1 positive, 0 negative, -1 padding.
+        masks : torch.Tensor, optional
+            ``(B, 1, 256, 256)`` logits of a previous mask.
+        multimask : bool
+            Return the three alternative masks instead of the single one.
+
+        Returns
+        -------
+        logits : torch.Tensor
+            ``(B, M, 256, 256)``, M = 1 or 3 (> 0: inside).
+        iou : torch.Tensor
+            ``(B, M)`` predicted IoU.
+        """
         sparse, dense = self.prompt_encoder(points, boxes, masks)
         return self.mask_decoder(embeddings, self.prompt_encoder.dense_pe(), sparse, dense, multimask)
 
 
 def optimize_for_inference(model: LiteMedSAM) -> LiteMedSAM:
-    """Fold batch norms into convolutions, use channels-last convolutions and oneDNN's fused
-    conv/linear + GELU kernels on float32 CPU input (CPU: ~0.84 -> ~0.6 s per slice in all).
+    """Fold batch norms, use channels-last convolutions and oneDNN's fused kernels (CPU inference).
 
+    Fuses conv/linear + GELU on float32 CPU input (CPU: ~0.84 -> ~0.6 s per slice in all).
     Folding and channels-last leave the masks bit-identical; the fused GELU differs from
     ``F.gelu`` by < 1e-6 and the masks agree with the plain float32 ones (Dice on 17 real
     objects in benchmarks/model_bench.py, encoder section). The state dict no longer matches
     the checkpoint afterwards, so load first.
+
+    Parameters
+    ----------
+    model : LiteMedSAM
+        With the checkpoint loaded; changed in place.
+
+    Returns
+    -------
+    LiteMedSAM
+        ``model`` itself, with ``optimized = True``.
     """
     from .tinyvit import ConvBN
 
@@ -73,7 +116,17 @@ def optimize_for_inference(model: LiteMedSAM) -> LiteMedSAM:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of learnable parameters."""
+    """Number of learnable parameters.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module.
+
+    Returns
+    -------
+    int
+    """
     return sum(p.numel() for p in model.parameters())
 
 

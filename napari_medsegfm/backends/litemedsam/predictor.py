@@ -33,24 +33,40 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SliceGeometry:
-    """Original ``(H, W)`` and resized ``(h, w)`` (longest side 256) of a slice."""
+    """Original ``(H, W)`` and resized ``(h, w)`` (longest side 256) of a slice.
+
+    Parameters
+    ----------
+    H, W : int
+        The slice's rows and columns in pixels.
+    """
 
     H: int
     W: int
 
     @property
     def scale(self) -> float:
+        """Resize factor to the model frame: ``256 / max(H, W)``."""
         return IMAGE_SIZE / max(self.H, self.W)
 
     @property
     def resized(self) -> tuple[int, int]:
+        """``(h, w)`` after resizing by :attr:`scale` (rounded); the rest of the 256 x 256 frame is padding."""
         s = self.scale
         return int(self.H * s + 0.5), int(self.W * s + 0.5)
 
 
 @dataclass(frozen=True)
 class PointPrompt:
-    """A click in original pixel coordinates of one slice (``y``, ``x``)."""
+    """A click in original pixel coordinates of one slice.
+
+    Parameters
+    ----------
+    y, x : float
+        Row and column in pixels of the original slice.
+    positive : bool
+        Foreground (True) or background click.
+    """
 
     y: float
     x: float
@@ -134,9 +150,19 @@ class LiteMedSAMPredictor:
 
     @torch.inference_mode()
     def encode(self, slices: np.ndarray, check: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
-        """Yield float32 embeddings ``(b, 256, 64, 64)`` for consecutive batches of ``slices``.
+        """Yield float32 embeddings for consecutive batches of ``slices``.
 
-        ``check`` is called before each batch (cancellation).
+        Parameters
+        ----------
+        slices : np.ndarray
+            ``(N, H, W)`` uint8 grey or ``(N, H, W, 3)`` uint8 RGB slices.
+        check : callable, optional
+            Called before each batch (raises to cancel).
+
+        Yields
+        ------
+        torch.Tensor
+            ``(b, 256, 64, 64)`` float32 on the predictor's device, ``b <= batch_size``.
         """
         n = len(slices)
         for i in range(0, n, self.batch_size):
@@ -211,10 +237,23 @@ class LiteMedSAMPredictor:
         Same as :meth:`decode` per box (logits agree to ~1e-5), but the decoder runs once
         with a batch: ~20 % less time than separate calls for two boxes on CPU.
 
+        Parameters
+        ----------
+        embedding : torch.Tensor
+            ``(256, 64, 64)`` or ``(1, 256, 64, 64)`` image embedding of the slice.
+        geom : SliceGeometry
+            The slice's original and resized size.
+        boxes : sequence of (y0, x0, y1, x1)
+            Boxes in original pixel coordinates.
+        points : sequence of PointPrompt
+            Clicks added to every box's prompt.
+
         Returns
         -------
-        logits : (B, H, W) float32 at the original size
-        iou : (B,) predicted IoU
+        logits : torch.Tensor
+            ``(B, H, W)`` float32 at the original size (> 0: inside).
+        iou : torch.Tensor
+            ``(B,)`` predicted IoU.
         """
         emb = embedding if embedding.ndim == 4 else embedding[None]
         emb = emb.to(self.device, torch.float32)
@@ -231,6 +270,19 @@ class LiteMedSAMPredictor:
 
     @staticmethod
     def upsample(low: torch.Tensor, geom: SliceGeometry) -> torch.Tensor:
-        """``(B, M, 256, 256)`` model-frame logits -> ``(B, M, H, W)`` at the original size."""
+        """Model-frame logits -> logits at the slice's original size (bilinear, padding cropped first).
+
+        Parameters
+        ----------
+        low : torch.Tensor
+            ``(B, M, 256, 256)`` logits.
+        geom : SliceGeometry
+            The slice's original and resized size.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, M, H, W)``.
+        """
         h, w = geom.resized
         return F.interpolate(low[..., :h, :w], size=(geom.H, geom.W), mode="bilinear", align_corners=False)

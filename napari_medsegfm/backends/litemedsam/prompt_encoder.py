@@ -25,20 +25,48 @@ __all__ = ["PromptEncoder", "FourierPositions"]
 
 
 class FourierPositions(nn.Module):
-    """Positional code of normalised ``(x, y)`` coordinates in ``[0, 1]``."""
+    """Positional code of normalised ``(x, y)`` coordinates in ``[0, 1]`` (random Fourier features).
+
+    Parameters
+    ----------
+    half_dim : int
+        Frequencies; the code has ``2 * half_dim`` channels (sin and cos).
+    """
 
     def __init__(self, half_dim: int = 128) -> None:
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, half_dim))
 
     def encode(self, xy01: torch.Tensor) -> torch.Tensor:
-        """``(..., 2)`` in ``[0, 1]`` -> ``(..., 2 * half_dim)``."""
+        """Code of coordinates.
+
+        Parameters
+        ----------
+        xy01 : torch.Tensor
+            ``(..., 2)`` as ``(x, y)`` in ``[0, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., 2 * half_dim)``.
+        """
         proj = (2.0 * xy01 - 1.0).to(self.positional_encoding_gaussian_matrix.dtype)
         proj = 2.0 * math.pi * (proj @ self.positional_encoding_gaussian_matrix)
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
     def grid(self, h: int, w: int) -> torch.Tensor:
-        """Dense code of an ``h x w`` grid of cell centres: ``(2 * half_dim, h, w)``."""
+        """Dense code of an ``h x w`` grid of cell centres.
+
+        Parameters
+        ----------
+        h, w : int
+            Grid rows and columns.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(2 * half_dim, h, w)``.
+        """
         dev = self.positional_encoding_gaussian_matrix.device
         ys = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h
         xs = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w
@@ -47,7 +75,19 @@ class FourierPositions(nn.Module):
 
 
 class PromptEncoder(nn.Module):
-    """Encode points, boxes and a mask into sparse ``(B, N, 256)`` and dense ``(B, 256, 64, 64)`` codes."""
+    """Encode points, boxes and a mask into sparse ``(B, N, 256)`` and dense ``(B, 256, 64, 64)`` codes.
+
+    Parameters
+    ----------
+    embed_dim : int
+        Code width.
+    grid : (h, w)
+        The image-embedding grid (64 x 64).
+    input_size : (h, w)
+        The model frame in pixels (256 x 256); prompt coordinates are normalised by it.
+    mask_chans : int
+        Hidden channels of the mask downscaling.
+    """
 
     def __init__(self, embed_dim: int = 256, grid: tuple[int, int] = (64, 64), input_size: tuple[int, int] = (256, 256),
                  mask_chans: int = 16) -> None:

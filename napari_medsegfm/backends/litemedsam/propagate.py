@@ -64,7 +64,15 @@ Box2 = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class SlicePoint:
-    """A click on one slice: ``(y, x)`` and its polarity."""
+    """A click on one slice.
+
+    Parameters
+    ----------
+    y, x : int
+        Row and column (pixels).
+    positive : bool
+        Foreground (True) or background click.
+    """
 
     y: int
     x: int
@@ -77,10 +85,28 @@ class SliceSegmenter(Protocol):
     shape: tuple[int, int, int]  # (Z, Y, X)
 
     def segment(self, z: int, box: Box2 | None, points: Sequence[SlicePoint]) -> tuple[np.ndarray, float]:
-        """Bool mask ``(Y, X)`` of slice ``z`` and the model's quality estimate in ``[0, 1]``."""
+        """Bool mask ``(Y, X)`` of slice ``z`` and the model's quality estimate in ``[0, 1]``.
+
+        Parameters
+        ----------
+        z : int
+            Slice index (axis 0 of ``(Z, Y, X)``).
+        box : (y0, x0, y1, x1) or None
+            Inclusive box in pixels; ``None``: points only.
+        points : sequence of SlicePoint
+            Clicks on this slice.
+        """
 
     def prefetch(self, zs: Sequence[int], cancel: CancelToken) -> None:
-        """Prepare slices ``zs`` (e.g. encode them in one batch)."""
+        """Prepare slices ``zs`` (e.g. encode them in one batch).
+
+        Parameters
+        ----------
+        zs : sequence of int
+            Slice indices.
+        cancel : CancelToken
+            Checked between batches.
+        """
 
     # optional: ``segment_many(z, boxes, points) -> [(mask, quality), ...]``, several boxes
     # in one model call (used for the two candidate boxes of a propagation step)
@@ -90,6 +116,8 @@ class SliceSegmenter(Protocol):
 class PropagationParams:
     """Tuning of the slice-by-slice logic.
 
+    Parameters
+    ----------
     margin : float
         Growth of a box derived from a neighbour's mask, in model-input pixels (256 frame);
         the released LiteMedSAM pipeline uses 3.
@@ -104,13 +132,32 @@ class PropagationParams:
         A slice whose mask area exceeds ``max_growth`` times its neighbour's (plus a small
         allowance) is treated as a leak: re-segmented with the neighbour's tight box, and
         the walk stops there if the leak persists.
-    accept : float
-        A re-segmentation of a clicked slice is used when its Dice with the locally edited
-        previous mask reaches this value; otherwise the local edit itself is used.
     box_memory : float
         Weight of the box used on the neighbour slice in the next slice's box (the rest
         comes from the neighbour's mask box grown by ``margin``): keeps the box from
         collapsing when the model under-segments a few slices in a row.
+    accept : float
+        A re-segmentation of a clicked slice is used when its Dice with the locally edited
+        previous mask reaches this value; otherwise the local edit itself is used.
+    consistency : bool
+        During re-propagation, stop where the old mask continues the corrected neighbour
+        slice better (Dice) than the new one.
+    local : bool
+        A click close to the mask border (within ``local_depth`` x margin) may only change
+        the mask near the click.
+    local_depth : float
+        In margins: how far from the mask a positive click counts as a missed part (segmented
+        from the click and added) rather than a border correction.
+    model_points : bool
+        Pass clicks to the model together with a box (LiteMedSAM's point prompts tend to hurt,
+        so by default only boxes are decoded).
+    dual_box : bool
+        Decode both the neighbour-derived box and the remembered box and keep the better one.
+    dual_margin : float
+        The remembered box wins only when its quality estimate is higher by this much.
+    split_deep : bool
+        A negative click deep inside a slice's mask cuts the click's part off at the narrowest
+        neck (watershed) instead of re-segmenting.
     """
 
     margin: float = 3.0
@@ -131,7 +178,18 @@ class PropagationParams:
 
 # ----------------------------------------------------------------------------- helpers
 def bbox2d(mask: np.ndarray) -> Box2 | None:
-    """Tight inclusive box of a 2D bool mask, ``None`` when empty."""
+    """Tight inclusive box of a 2D bool mask.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        ``(Y, X)`` bool.
+
+    Returns
+    -------
+    (y0, x0, y1, x1) or None
+        Inclusive pixel indices; ``None`` when the mask is empty.
+    """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
@@ -140,7 +198,21 @@ def bbox2d(mask: np.ndarray) -> Box2 | None:
 
 
 def grow_box(box: Box2, margin: float, shape: tuple[int, int]) -> Box2:
-    """Grow ``box`` by ``margin`` pixels on every side, clipped to ``shape`` ``(Y, X)``."""
+    """Grow ``box`` by ``margin`` pixels on every side, clipped to ``shape``.
+
+    Parameters
+    ----------
+    box : (y0, x0, y1, x1)
+        Inclusive pixel indices.
+    margin : float
+        Pixels (rounded).
+    shape : (Y, X)
+        The slice's shape.
+
+    Returns
+    -------
+    (y0, x0, y1, x1)
+    """
     m = int(round(margin))
     y0, x0, y1, x1 = box
     return max(y0 - m, 0), max(x0 - m, 0), min(y1 + m, shape[0] - 1), min(x1 + m, shape[1] - 1)
@@ -155,7 +227,18 @@ def union_box(a: Box2 | None, b: Box2 | None) -> Box2 | None:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two bool arrays (1.0 when both are empty)."""
+    """Dice of two bool arrays (1.0 when both are empty).
+
+    Parameters
+    ----------
+    a, b : np.ndarray
+        Bool arrays of one shape.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``.
+    """
     sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
     if sa + sb == 0:
         return 1.0
@@ -257,8 +340,29 @@ def segment_slice_from_point(seg: SliceSegmenter, z: int, point: SlicePoint, poi
     decoded (boxes only: LiteMedSAM's point prompts tend to hurt); a candidate must
     contain the click and stay under ``max_area`` pixels. The score is the model's
     quality estimate, lowered when the mask touches three or four sides of its box (box
-    too small) or is tiny against the box (box too large). Returns the best mask
-    (possibly empty).
+    too small) or is tiny against the box (box too large).
+
+    Parameters
+    ----------
+    seg : SliceSegmenter
+        The model on the current image (``shape`` ``(Z, Y, X)``).
+    z : int
+        The slice.
+    point : SlicePoint
+        The positive click.
+    points : sequence of SlicePoint
+        Every click on the slice.
+    params : PropagationParams
+        Tuning.
+    sizes256 : iterable of float
+        Candidate half-sizes in pixels of the 256 frame.
+    max_area : float, optional
+        Largest acceptable mask, in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        ``(Y, X)`` bool, the best candidate (possibly empty).
     """
     _, H, W = seg.shape
     f = max(H, W) / 256.0
@@ -406,7 +510,28 @@ def segment_box3d(
     cancel: CancelToken,
     params: PropagationParams,
 ) -> np.ndarray:
-    """Box step: ``box = (z_min, z_max, y_min, x_min, y_max, x_max)`` inclusive -> ``(Z, Y, X)`` mask."""
+    """Box step: segment the box's mid slice, then propagate up and down to its z range.
+
+    Parameters
+    ----------
+    seg : SliceSegmenter
+        The model on the current image (``shape`` ``(Z, Y, X)``).
+    box : (z_min, z_max, y_min, x_min, y_max, x_max)
+        Inclusive voxel indices.
+    z_mid : int
+        The slice the rectangle was drawn on.
+    points_by_z : dict of int to list of SlicePoint
+        Clicks per slice.
+    cancel : CancelToken
+        Checked between slices.
+    params : PropagationParams
+        Tuning.
+
+    Returns
+    -------
+    np.ndarray
+        ``(Z, Y, X)`` bool, empty outside ``z_min..z_max``.
+    """
     Z, H, W = seg.shape
     z0, z1, y0, x0, y1, x1 = box
     out = np.zeros((Z, H, W), dtype=bool)

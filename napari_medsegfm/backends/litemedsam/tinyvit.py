@@ -43,7 +43,18 @@ _LOW_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def mixed_precision(dtype: torch.dtype | None = torch.bfloat16) -> Iterator[None]:
-    """Run the :data:`MIXED_STAGES` parts of any TinyViT encoder called inside in ``dtype`` (autocast)."""
+    """Run the :data:`MIXED_STAGES` parts of any TinyViT encoder called inside in ``dtype`` (autocast).
+
+    Parameters
+    ----------
+    dtype : torch.dtype or None
+        ``torch.bfloat16`` (default) or ``torch.float16``; ``None``: everything in float32.
+
+    Yields
+    ------
+    None
+        A context manager; the setting is per thread/task (a context variable).
+    """
     tok = _LOW_DTYPE.set(dtype)
     try:
         yield
@@ -95,7 +106,15 @@ def linear(mod: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a ``(B, C, H, W)`` map."""
+    """LayerNorm over the channel axis of a ``(B, C, H, W)`` map.
+
+    Parameters
+    ----------
+    channels : int
+        C.
+    eps : float
+        Added to the variance.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -104,6 +123,18 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each pixel's channels, then scale and shift per channel.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, C, H, W)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, C, H, W)``.
+        """
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).square().mean(dim=1, keepdim=True)
         y = (x - mean) * torch.rsqrt(var + self.eps)
@@ -378,7 +409,29 @@ class AttentionStage(nn.Module):
 
 
 class TinyViTEncoder(nn.Module):
-    """LiteMedSAM image encoder: ``(B, 3, 256, 256)`` -> ``(B, 256, 64, 64)``."""
+    """LiteMedSAM image encoder: ``(B, 3, 256, 256)`` -> ``(B, 256, 64, 64)``.
+
+    The defaults are the released checkpoint's architecture.
+
+    Parameters
+    ----------
+    dims : tuple of int
+        Channel width of each stage.
+    depths : tuple of int
+        Blocks per stage.
+    heads : tuple of int
+        Attention heads per stage (stage 0 is convolutional and ignores it).
+    windows : tuple of int
+        Attention window side per stage, in tokens.
+    strides : tuple of int
+        Downsampling between consecutive stages.
+    mlp_ratio : float
+        Hidden width of the attention stages' MLPs, relative to the stage width.
+    expand : float
+        Expansion of the convolutional stage's inverted residuals.
+    out_chans : int
+        Channels of the neck's output.
+    """
 
     def __init__(
         self,
@@ -425,12 +478,29 @@ class TinyViTEncoder(nn.Module):
 
         Inference only, after the batch norms were folded (:meth:`ConvBN.fuse_`); masks
         agree with the unfused float32 path (see benchmarks/model_bench.py, encoder section).
+
+        Parameters
+        ----------
+        on : bool
+            Turn the fused kernels on or off.
         """
         for mod in self.modules():
             if isinstance(mod, (ConvBN, nn.Linear)):
                 mod.fused_ok = on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode a batch of model-frame images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, 3, 256, 256)`` float in ``[0, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, 256, 64, 64)`` image embeddings.
+        """
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)

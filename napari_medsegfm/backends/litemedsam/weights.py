@@ -91,7 +91,17 @@ def locate_weights() -> tuple[Path | None, str]:
 
 
 def verify_weights(path: Path) -> str:
-    """Check size and SHA-256 of ``path`` (cached per path/size/mtime); return the digest.
+    """Check size and SHA-256 of the LiteMedSAM checkpoint ``path`` (cached per path/size/mtime).
+
+    Parameters
+    ----------
+    path : Path
+        The checkpoint file.
+
+    Returns
+    -------
+    str
+        Its SHA-256 (hex).
 
     Raises
     ------

@@ -1,36 +1,21 @@
-"""Plain data shared by every layer: volumes, prompts, capabilities, objects, cases.
+"""Prompts (boxes, points, scribbles, text), backend capabilities and box geometry.
 
-Axis conventions (the classic bug of this field, fixed here once):
-
-* A 3D array is ``(Z, Y, X) = (D, H, W)``; a 2D grey image is ``(Y, X)``; a 2D RGB
-  image is ``(Y, X, 3)``.
-* ``Volume.spacing`` is in millimetres **in array axis order** (``(dz, dy, dx)`` for 3D,
-  ``(dy, dx)`` for 2D). File formats that store spacing in another order (CVPR npz
-  stores ``(x, y, z)``) are converted at the io boundary, never later.
-* Prompt coordinates are integer voxel indices in array axis order, inclusive.
-
-Nothing here imports Qt, napari or torch. Prompt constructors validate what they can
-know alone (ordering, non-negativity, kinds); :func:`validate_prompt` checks a prompt
-against a volume shape.
+Coordinates are integer voxel indices in array axis order ``(Z, Y, X)`` / ``(Y, X)``,
+inclusive. Constructors validate what they can know alone (ordering, non-negativity,
+kinds); :func:`validate_prompt` checks a prompt against a volume shape. All names are
+importable from :mod:`napari_medsegfm.types`.
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "Volume",
-    "box_volume",
-    "boxes_extent",
-    "extent_nested",
-    "nested_inner",
     "Box3D",
     "Box2D",
     "Point",
@@ -38,95 +23,16 @@ __all__ = [
     "TextPrompt",
     "Prompt",
     "Capability",
-    "ObjectInfo",
-    "ObjectStatus",
-    "Case",
-    "CancelToken",
-    "Cancelled",
-    "validate_prompt",
     "prompt_kind",
+    "required_capability",
+    "validate_prompt",
     "prompt_to_dict",
     "prompt_from_dict",
-    "required_capability",
+    "box_volume",
+    "boxes_extent",
+    "extent_nested",
+    "nested_inner",
 ]
-
-
-# --------------------------------------------------------------------------- volume
-@dataclass
-class Volume:
-    """An image with its geometry.
-
-    Parameters
-    ----------
-    array : np.ndarray
-        ``(Z, Y, X)`` for 3D, ``(Y, X)`` for 2D grey, ``(Y, X, 3)`` for 2D RGB.
-    spacing : tuple of float
-        Voxel size in mm, one value per *spatial* axis, in array axis order.
-    affine : np.ndarray or None
-        4x4 matrix mapping homogeneous voxel indices **in array axis order** to world
-        coordinates (mm, RAS+), where the source has one.
-    meta : dict
-        Anything needed to write results back exactly: ``source`` (path), ``modality``,
-        ``format``, original orientation/affine/header, ...
-    """
-
-    array: np.ndarray
-    spacing: tuple[float, ...] = ()
-    affine: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        arr = np.asarray(self.array)
-        if arr.ndim not in (2, 3):
-            raise ValueError(
-                f"Volume.array must be 2D (Y, X), 2D RGB (Y, X, 3) or 3D (Z, Y, X); got shape {arr.shape}"
-            )
-        self.array = arr
-        nsp = len(self.spatial_shape)
-        if not self.spacing:
-            self.spacing = (1.0,) * nsp
-        sp = tuple(float(s) for s in self.spacing)
-        if len(sp) != nsp:
-            raise ValueError(
-                f"Volume.spacing {sp} has {len(sp)} values; expected {nsp} for spatial shape {self.spatial_shape}"
-            )
-        if not all(np.isfinite(s) and s > 0 for s in sp):
-            raise ValueError(f"Volume.spacing {sp} must be finite and positive (mm)")
-        self.spacing = sp
-        if self.affine is not None:
-            aff = np.asarray(self.affine, dtype=float)
-            if aff.shape != (4, 4):
-                raise ValueError(f"Volume.affine must be 4x4; got shape {aff.shape}")
-            self.affine = aff
-
-    @property
-    def is_rgb(self) -> bool:
-        """True for a 2D colour image ``(Y, X, 3|4)``."""
-        return self.array.ndim == 3 and self.array.shape[-1] in (3, 4) and bool(self.meta.get("rgb", False))
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        """Shape without a trailing RGB channel: ``(Z, Y, X)`` or ``(Y, X)``."""
-        if self.is_rgb:
-            return tuple(self.array.shape[:2])
-        return tuple(self.array.shape)
-
-    @property
-    def ndim(self) -> int:
-        """Number of spatial dimensions (2 or 3)."""
-        return len(self.spatial_shape)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        """Volume of one voxel in millilitres (area in cm^2 x 1 for 2D images)."""
-        return float(np.prod(self.spacing)) / 1000.0
-
-    @classmethod
-    def rgb(cls, array: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0), **kw: Any) -> Volume:
-        """Build a 2D RGB volume ``(Y, X, 3)``."""
-        meta = dict(kw.pop("meta", {}) or {})
-        meta["rgb"] = True
-        return cls(array=array, spacing=spacing, meta=meta, **kw)
 
 
 # -------------------------------------------------------------------------- prompts
@@ -149,10 +55,25 @@ def _check_object_id(object_id: Any) -> int:
 
 @dataclass(frozen=True)
 class Box3D:
-    """A 3D box, inclusive voxel indices, array axis order.
+    """A 3D box, inclusive voxel indices, array axis order ``(Z, Y, X)``.
 
-    ``z_mid`` (optional) is the slice on which the xy rectangle was drawn (CVPR 2025
-    boxes give it); ``None`` means the middle of ``[z_min, z_max]``.
+    Parameters
+    ----------
+    z_min, z_max : int
+        First and last slice (inclusive, ``z_min <= z_max``).
+    y_min, x_min, y_max, x_max : int
+        Rows and columns of the rectangle (inclusive, ``y_min <= y_max``, ``x_min <= x_max``).
+    object_id : int
+        Label id of the object the box prompts (>= 1).
+    z_mid : int, optional
+        The slice on which the xy rectangle was drawn (CVPR 2025 boxes give it), within
+        ``[z_min, z_max]``; ``None`` means the middle of ``[z_min, z_max]``.
+
+    Raises
+    ------
+    ValueError
+        A negative or non-integer index, ``min > max`` on an axis, ``z_mid`` outside the
+        box, or ``object_id < 1``.
     """
 
     z_min: int
@@ -182,12 +103,28 @@ class Box3D:
 
     @property
     def mid_slice(self) -> int:
+        """The slice the rectangle was drawn on: ``z_mid``, else ``(z_min + z_max) // 2``."""
         return self.z_mid if self.z_mid is not None else (self.z_min + self.z_max) // 2
 
 
 @dataclass(frozen=True)
 class Box2D:
-    """A 2D box, inclusive pixel indices. ``z`` is the slice of a 3D volume (None for 2D images)."""
+    """A 2D box, inclusive pixel indices ``(Y, X)``, optionally on one slice of a 3D volume.
+
+    Parameters
+    ----------
+    y_min, x_min, y_max, x_max : int
+        Rows and columns (inclusive, ``y_min <= y_max``, ``x_min <= x_max``).
+    z : int, optional
+        The slice of a 3D volume (axis 0 of ``(Z, Y, X)``); ``None`` for a 2D image.
+    object_id : int
+        Label id of the object the box prompts (>= 1).
+
+    Raises
+    ------
+    ValueError
+        A negative or non-integer index, ``min > max`` on an axis, or ``object_id < 1``.
+    """
 
     y_min: int
     x_min: int
@@ -215,7 +152,22 @@ class Box2D:
 
 @dataclass(frozen=True)
 class Point:
-    """A click. ``zyx`` is ``(z, y, x)`` in a 3D volume or ``(y, x)`` in a 2D image."""
+    """A click at one voxel.
+
+    Parameters
+    ----------
+    zyx : tuple of int
+        ``(z, y, x)`` in a 3D volume or ``(y, x)`` in a 2D image (voxel indices, array order).
+    positive : bool
+        True: the voxel belongs to the object; False: it does not (a background click).
+    object_id : int
+        Label id of the object (>= 1).
+
+    Raises
+    ------
+    ValueError
+        Not 2 or 3 coordinates, a negative or non-integer coordinate, or ``object_id < 1``.
+    """
 
     zyx: tuple[int, ...]
     positive: bool = True
@@ -234,7 +186,24 @@ class Point:
 
 @dataclass(frozen=True, eq=False)
 class Scribble:
-    """A painted stroke: ``voxels`` is an ``(N, ndim)`` int array of voxel indices."""
+    """A painted stroke: the voxels the brush covered.
+
+    Parameters
+    ----------
+    voxels : np.ndarray
+        ``(N, 3)`` rows of ``(z, y, x)`` (3D) or ``(N, 2)`` rows of ``(y, x)`` (2D) voxel
+        indices, N >= 1; stored as a read-only ``int64`` array.
+    positive : bool
+        True: the stroke marks the object; False: it marks background.
+    object_id : int
+        Label id of the object (>= 1).
+
+    Raises
+    ------
+    ValueError
+        ``voxels`` is not a non-empty ``(N, 2|3)`` array of non-negative integers, or
+        ``object_id < 1``.
+    """
 
     voxels: np.ndarray
     positive: bool = True
@@ -269,7 +238,22 @@ class Scribble:
 
 @dataclass(frozen=True)
 class TextPrompt:
-    """A free-text prompt (``"left kidney"``). ``instance`` asks for one label per component."""
+    """A free-text prompt such as ``"left kidney"``.
+
+    Parameters
+    ----------
+    text : str
+        The class description (stripped; must not be empty).
+    instance : bool
+        True asks for one label per connected component (instance segmentation).
+    object_id : int
+        Label id the result is written to (>= 1).
+
+    Raises
+    ------
+    ValueError
+        Empty ``text`` or ``object_id < 1``.
+    """
 
     text: str
     instance: bool = False
@@ -287,7 +271,12 @@ Prompt = Box3D | Box2D | Point | Scribble | TextPrompt
 
 
 class Capability(enum.Flag):
-    """What a backend can serve."""
+    """What a backend can serve (flags, combined with ``|``).
+
+    ``BOX3D``, ``BOX2D``, ``POINTS``, ``SCRIBBLE`` and ``TEXT`` are the prompt kinds
+    (:func:`required_capability` maps a prompt to its flag); ``MULTI_OBJECT``: several
+    objects per image; ``LASSO``: polygon prompts.
+    """
 
     NONE = 0
     BOX3D = enum.auto()
@@ -300,7 +289,23 @@ class Capability(enum.Flag):
 
 
 def prompt_kind(prompt: Prompt) -> str:
-    """Short kind name: ``box3d``, ``box2d``, ``point``, ``scribble``, ``text``."""
+    """Short kind name of a prompt.
+
+    Parameters
+    ----------
+    prompt : Box3D, Box2D, Point, Scribble or TextPrompt
+        The prompt.
+
+    Returns
+    -------
+    str
+        ``"box3d"``, ``"box2d"``, ``"point"``, ``"scribble"`` or ``"text"``.
+
+    Raises
+    ------
+    ValueError
+        ``prompt`` is not one of the prompt types.
+    """
     kinds = {Box3D: "box3d", Box2D: "box2d", Point: "point", Scribble: "scribble", TextPrompt: "text"}
     try:
         return kinds[type(prompt)]
@@ -309,7 +314,23 @@ def prompt_kind(prompt: Prompt) -> str:
 
 
 def required_capability(prompt: Prompt) -> Capability:
-    """The capability flag a backend needs to serve ``prompt``."""
+    """The capability flag a backend needs to serve ``prompt``.
+
+    Parameters
+    ----------
+    prompt : Box3D, Box2D, Point, Scribble or TextPrompt
+        The prompt.
+
+    Returns
+    -------
+    Capability
+        ``BOX3D``, ``BOX2D``, ``POINTS``, ``SCRIBBLE`` or ``TEXT``.
+
+    Raises
+    ------
+    ValueError
+        ``prompt`` is not one of the prompt types.
+    """
     return {
         "box3d": Capability.BOX3D,
         "box2d": Capability.BOX2D,
@@ -320,9 +341,21 @@ def required_capability(prompt: Prompt) -> Capability:
 
 
 def validate_prompt(prompt: Prompt, shape: tuple[int, ...]) -> None:
-    """Raise ``ValueError`` naming the bad value if ``prompt`` does not fit a spatial ``shape``.
+    """Check that ``prompt`` fits a volume of spatial shape ``shape``.
 
-    ``shape`` is the spatial shape ``(Z, Y, X)`` or ``(Y, X)`` (no RGB channel).
+    Parameters
+    ----------
+    prompt : Box3D, Box2D, Point, Scribble or TextPrompt
+        The prompt, in voxel indices of that volume.
+    shape : tuple of int
+        The spatial shape ``(Z, Y, X)`` or ``(Y, X)`` (no RGB channel).
+
+    Raises
+    ------
+    ValueError
+        Naming the field and value: a :class:`Box3D` on a 2D image, a :class:`Box2D` without
+        ``z`` on a 3D volume, a coordinate count that does not match ``len(shape)``, or an
+        index outside ``0 .. shape[axis] - 1``.
     """
     shape = tuple(int(s) for s in shape)
     nd = len(shape)
@@ -372,7 +405,19 @@ def validate_prompt(prompt: Prompt, shape: tuple[int, ...]) -> None:
 
 
 def prompt_to_dict(prompt: Prompt) -> dict[str, Any]:
-    """JSON-ready dict of a prompt (inverse: :func:`prompt_from_dict`)."""
+    """JSON-ready dict of a prompt (inverse: :func:`prompt_from_dict`).
+
+    Parameters
+    ----------
+    prompt : Box3D, Box2D, Point, Scribble or TextPrompt
+        The prompt.
+
+    Returns
+    -------
+    dict
+        ``{"kind": <prompt_kind>, <field>: <value>, ...}``; tuples and the scribble's voxel
+        array become lists.
+    """
     kind = prompt_kind(prompt)
     if isinstance(prompt, Scribble):
         return {"kind": kind, "voxels": prompt.voxels.tolist(), "positive": prompt.positive,
@@ -384,7 +429,26 @@ def prompt_to_dict(prompt: Prompt) -> dict[str, Any]:
 
 
 def prompt_from_dict(d: dict[str, Any]) -> Prompt:
-    """Rebuild a prompt from :func:`prompt_to_dict` output; ``ValueError`` on an unknown kind."""
+    """Rebuild a prompt from :func:`prompt_to_dict` output.
+
+    Parameters
+    ----------
+    d : dict
+        ``{"kind": ..., <field>: <value>, ...}``; ``voxels`` of a scribble as a list of
+        ``[z, y, x]`` (or ``[y, x]``) rows.
+
+    Returns
+    -------
+    Box3D, Box2D, Point, Scribble or TextPrompt
+        The prompt, checked as its constructor checks it.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``kind`` or a field value the prompt's constructor refuses.
+    TypeError
+        A field the prompt does not have.
+    """
     d = dict(d)
     kind = d.pop("kind", None)
     cls = {"box3d": Box3D, "box2d": Box2D, "point": Point, "scribble": Scribble, "text": TextPrompt}.get(kind)
@@ -397,90 +461,20 @@ def prompt_from_dict(d: dict[str, Any]) -> Prompt:
     return cls(**d)
 
 
-# -------------------------------------------------------------------------- objects
-class ObjectStatus(str, enum.Enum):
-    EMPTY = "empty"
-    PROMPTED = "prompted"
-    EDITED = "edited"
-    ACCEPTED = "accepted"
-
-
-@dataclass
-class ObjectInfo:
-    """One object of a session: one label id, a name, an RGBA colour in 0..1."""
-
-    label_id: int
-    name: str = ""
-    color: tuple[float, float, float, float] | None = None
-    status: ObjectStatus = ObjectStatus.EMPTY
-    overwrite: bool = False
-    instance: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- cases
-@dataclass
-class Case:
-    """Everything a reader found in one case (one file or one case folder).
-
-    ``labels`` maps a role to a label image in the image's spatial shape: ``"gts"``
-    (ground truth), ``"segs"`` (a saved prediction/correction), ``"prev_pred"``.
-    ``images`` holds extra co-registered images (e.g. the four Dixon sequences of an
-    IVDM3Seg case, keyed by sequence name); ``image`` is the primary one.
-    ``label_names`` maps label id to a class name (from ``text_prompts``, metadata,
-    mask file names). ``boxes`` are prompts in array coordinates, ``boxes[i]`` for
-    label ``boxes[i].object_id``.
-    """
-
-    image: Volume
-    source: Path | None = None
-    format: str = ""
-    name: str = ""
-    labels: dict[str, np.ndarray] = field(default_factory=dict)
-    images: dict[str, Volume] = field(default_factory=dict)
-    label_names: dict[int, str] = field(default_factory=dict)
-    boxes: list[Box3D | Box2D] = field(default_factory=list)
-    text_prompts: dict[int, str] = field(default_factory=dict)
-    instance_label: int | None = None
-    clicks: list[dict[str, list[list[int]]]] | None = None
-    clicks_order: list[Any] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------- cancellation
-class Cancelled(Exception):
-    """Raised inside a backend when its :class:`CancelToken` was set."""
-
-
-class CancelToken:
-    """A thread-safe cancellation flag; backends call :meth:`check` between slices/iterations."""
-
-    __slots__ = ("_event", "reason")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        self.reason = reason
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        """Raise :class:`Cancelled` if cancellation was requested."""
-        if self._event.is_set():
-            raise Cancelled(self.reason or "cancelled")
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` s, waking early on cancel; returns True when cancelled."""
-        return self._event.wait(timeout)
-
-
+# ------------------------------------------------------------------ box geometry
 def box_volume(prompts: Sequence[Prompt]) -> int:
-    """Voxels of the largest box among ``prompts`` (0 without a box)."""
+    """Voxel count of the largest box among ``prompts`` (its area for a :class:`Box2D`).
+
+    Parameters
+    ----------
+    prompts : sequence of prompts
+        Any prompts; those that are not boxes are ignored.
+
+    Returns
+    -------
+    int
+        Voxels (inclusive extents multiplied), 0 when there is no box.
+    """
     best = 0
     for p in prompts:
         if isinstance(p, Box3D):
@@ -494,9 +488,18 @@ def box_volume(prompts: Sequence[Prompt]) -> int:
 
 
 def boxes_extent(prompts: Sequence[Any]) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """Inclusive ``(z, y, x)`` corners of the union of the :class:`Box3D`/:class:`Box2D` in ``prompts``.
+    """Inclusive ``(z, y, x)`` corners of the union of the boxes in ``prompts``.
 
-    A 2D image's boxes get ``z = 0``. ``None`` when ``prompts`` hold no box.
+    Parameters
+    ----------
+    prompts : sequence
+        Any prompts; only :class:`Box3D` and :class:`Box2D` count (a 2D image's boxes get
+        ``z = 0``; a :class:`Box2D` on a slice gets its ``z``).
+
+    Returns
+    -------
+    tuple of two (z, y, x) tuples, or None
+        ``(lo, hi)`` voxel indices, inclusive; ``None`` when ``prompts`` hold no box.
     """
     los: list[tuple[int, int, int]] = []
     his: list[tuple[int, int, int]] = []
@@ -517,7 +520,20 @@ def boxes_extent(prompts: Sequence[Any]) -> tuple[tuple[int, int, int], tuple[in
 
 def extent_nested(inner: tuple[tuple[int, ...], tuple[int, ...]], outer: tuple[tuple[int, ...], tuple[int, ...]],
                   slack: int = 2) -> bool:
-    """``inner`` lies in ``outer`` (every side within ``slack`` voxels) and is not the same box."""
+    """True when box ``inner`` lies inside box ``outer`` and is not the same box.
+
+    Parameters
+    ----------
+    inner, outer : (lo, hi) pair of index tuples
+        Inclusive corners as :func:`boxes_extent` gives them, ``(z, y, x)``.
+    slack : int
+        Voxels ``inner`` may stick out of ``outer`` on every side.
+
+    Returns
+    -------
+    bool
+        False when both boxes are identical.
+    """
     if tuple(inner[0]) == tuple(outer[0]) and tuple(inner[1]) == tuple(outer[1]):
         return False
     return all(a >= b - slack for a, b in zip(inner[0], outer[0])) and \
@@ -526,7 +542,23 @@ def extent_nested(inner: tuple[tuple[int, ...], tuple[int, ...]], outer: tuple[t
 
 def nested_inner(lab: int, objects: Mapping[int, Sequence[Any]],
                  done: Mapping[int, np.ndarray]) -> np.ndarray | None:
-    """Union of the masks in ``done`` whose objects' boxes nest in object ``lab``'s box (``None``: none)."""
+    """Union of the masks of the objects whose boxes nest inside object ``lab``'s box.
+
+    Parameters
+    ----------
+    lab : int
+        The outer object's label id.
+    objects : mapping of int to sequence of prompts
+        Each object's prompts (its boxes give its extent).
+    done : mapping of int to np.ndarray
+        Boolean masks (same spatial shape) of the objects already segmented.
+
+    Returns
+    -------
+    np.ndarray or None
+        Boolean mask, the union of the non-empty nested objects' masks; ``None`` when no
+        object of ``done`` nests in ``lab`` (or ``lab`` has no box).
+    """
     outer = boxes_extent(objects[lab])
     if outer is None:
         return None
