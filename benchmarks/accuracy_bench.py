@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k for k in a.cases.split(",") if k]
     cases = [c for c in CASES if not keys or any(k in c.name for k in keys)]
     results["cases"] = [c.__dict__ for c in CASES]
-    results["data"] = str(data)
+    results["data"] = os.path.relpath(data, REPO)  # where the data was, from the checkout (no machine path)
     opts = _parse_options(a.set)
 
     def save() -> None:

@@ -621,7 +621,7 @@ def bench_eval(backends: tuple[str, ...] = ("litemedsam", "classic", "boxfill"))
                          "click-only objects segmented by LiteMedSAM itself (not the default)"))
     return {"title": "medsegfm evaluate: box + 5 clicks (CVPR 2025 protocol)", "rows": rows,
             "data": {"cases": per, "seconds": secs, "litemedsam_boxless_model": model_boxless,
-                     "commands": [f"medsegfm evaluate --cases {f} --backend <name> --device cpu --json "
+                     "commands": [f"medsegfm evaluate --cases {os.path.relpath(f, REPO)} --backend <name> --device cpu --json "
                                   + " ".join(e) for f, e in EVAL_SETS]}}
 
 
