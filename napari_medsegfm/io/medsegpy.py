@@ -451,6 +451,34 @@ def write_medsegpy_h5(case: Case, path: str | os.PathLike[str], *, labels_key: s
     return target
 
 
+def _channels_for(max_label: int, ids: list[CategoryId], n_ch: int, empty: int) -> tuple[list[CategoryId], int]:
+    """The category ids and the number of seg channels to write labels up to ``max_label`` with.
+
+    Parameters
+    ----------
+    max_label : int
+        The largest label to write.
+    ids : list of CategoryId
+        The case's category ids (label ``i + 1`` -> ``ids[i]``: a channel or a tuple of channels);
+        empty: one channel per label.
+    n_ch : int
+        The channels the source file has (0: unknown).
+    empty : int
+        The channel count when there are no ids at all.
+
+    Returns
+    -------
+    (list of CategoryId, int)
+        ``ids`` extended with new channels for labels it does not cover, and the channel count.
+    """
+    if not ids:
+        ids = list(range(max(n_ch, max_label)))
+    if max_label > len(ids):
+        ids = ids + list(range(n_ch, n_ch + max_label - len(ids)))
+    n_ch = max(n_ch, max((max(c) if isinstance(c, tuple) else c) for c in ids) + 1 if ids else empty)
+    return ids, n_ch
+
+
 def _write_category_sidecar(candidates: tuple[Path, Path], base: dict[str, Any], base_path: Path | None,
                             ids: list[CategoryId], names: dict[int, str] | None) -> Path | None:
     """Keep label ``i + 1`` <-> category ``ids[i]`` readable beside saved segs.
@@ -541,12 +569,7 @@ def save_medsegpy_h5_labels(
     if tuple(arr.shape) != (vshape[2], vshape[0], vshape[1]):
         raise ValueError(f"{target}: labels have shape {arr.shape}; the volume H x W x D {tuple(vshape)} needs "
                          f"(D, H, W) = {(vshape[2], vshape[0], vshape[1])}")
-    maxl = int(arr.max())
-    if not ids:
-        ids = list(range(max(n_ch, maxl)))
-    if maxl > len(ids):
-        ids = ids + list(range(n_ch, n_ch + maxl - len(ids)))
-    n_ch = max(n_ch, max((max(c) if isinstance(c, tuple) else c) for c in ids) + 1 if ids else 0)
+    ids, n_ch = _channels_for(int(arr.max()), ids, n_ch, empty=0)
     if target.exists() and same_file(target, source):
         if not overwrite_gt:
             raise GroundTruthProtected(f"{target}: refusing to overwrite the ground-truth 'seg' of the source file; "

@@ -27,6 +27,7 @@ from .limits import check_shape
 from .medsegpy import (
     CategoryId,
     _categories,
+    _channels_for,
     _dataset,
     _h5_open,
     _h5py,
@@ -233,12 +234,7 @@ def save_medsegpy_slices(
     ids: list[CategoryId] = list(case.meta.get("category_ids", [])) if case is not None else []
     n_ch = int(case.meta.get("n_channels", 0)) if case is not None else 0
     dtype = np.dtype(case.meta.get("seg_dtype", "uint8")) if case is not None else np.dtype(np.uint8)
-    maxl = int(arr.max())
-    if not ids:
-        ids = list(range(max(n_ch, maxl)))
-    if maxl > len(ids):
-        ids = ids + list(range(n_ch, n_ch + maxl - len(ids)))
-    n_ch = max(n_ch, max((max(c) if isinstance(c, tuple) else c) for c in ids) + 1 if ids else 1)
+    ids, n_ch = _channels_for(int(arr.max()), ids, n_ch, empty=1)
     own = case is not None and case.source is not None and same_file(out, case.meta.get("labels_source", case.source))
     written = []
     for z, k in enumerate(nums):
