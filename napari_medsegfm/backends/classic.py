@@ -88,7 +88,67 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------- backend
 class ClassicBackend(BoxStepMixin, ClickEditMixin):
-    """Weight-free interactive segmentation by seeded graph cuts (see module docstring)."""
+    """Weight-free interactive segmentation by seeded graph cuts (see the module docstring).
+
+    Every option has a measured default (benchmarks/results/accuracy_sweeps.md,
+    accuracy_nested.md); unknown keyword options are ignored (logged at debug level), so a
+    command line may pass options meant for another backend.
+
+    Parameters
+    ----------
+    device : str, optional
+        Ignored: the cut runs on the CPU (``device`` is always ``"cpu"``).
+    lam : float
+        Weight of the contrast-sensitive smoothness term of the box step's cuts.
+    lam_click : float
+        The same weight for the cuts of a click or scribble edit.
+    prior_strength : float
+        How far (0..0.5) the spatial prior leans from 0.5 towards the neighbouring slice's mask
+        (propagation) or the current mask (clicks).
+    margin : float
+        The box's ROI margin per side, as a fraction of the box's size (at least 4 pixels).
+    max_roi_voxels : int
+        Largest cut in nodes; larger ROIs are cut at a reduced in-plane resolution (block means).
+    iterations : int
+        GrabCut iterations of the box's slice (intensity models re-estimated from the mask).
+    join_3d : bool
+        After propagation, one 3D cut over the ROI with the stacked slices as prior.
+    click_radius_min_mm, click_radius_max_mm : float
+        Bounds (mm) of the error radius a click marks (the distance from the click to the
+        nearest voxel of the other label).
+    click_roi_factor : float
+        The edit window's half-size in error radii.
+    core_fraction : float
+        Radius (in error radii) of the click's core: hard to its class, its intensity model.
+    click_mix : float
+        Weight (0..1) of the click's core against the whole mask/background in the edit's
+        intensity models.
+    click_influence : float
+        Width (in error radii) of the Gaussian over which the prior leans to the click's class.
+    click_lean : float
+        How far (0..0.5) the prior leans to the click's class at the click.
+    homog_tol : float
+        Intensity tolerance (0..255 grey levels) of the homogeneous region that sizes a first
+        click on an empty mask.
+    box_prior, box_prior_k : float
+        Height (0..0.5) and steepness of the ellipse prior inscribed in a box.
+    box_slack : float
+        Expected slack of a drawn/simulated box per side, in pixels of a 256-pixel image
+        (scaled with the image size).
+    change_limit : float
+        Only voxels within this many error radii of the click may change.
+    first_click_min_mm : float
+        Smallest radius (mm) of the blob a lone positive click grows.
+    mode_width : float
+        Width (in units of the mode's spread) of the window around the box's main intensity
+        mode, tried as a second foreground model (0: off).
+    fit_fill : float
+        Weight of the fill term (the mask's share of the box) subtracted from the bounding-box
+        IoU when choosing between the box step's models.
+    nested : bool
+        Use :meth:`predict_nested` on box steps of objects whose boxes hold other boxes (on by
+        default: measured on the development set).
+    """
 
     name = "classic"
     capabilities = Capability.BOX3D | Capability.BOX2D | Capability.POINTS | Capability.SCRIBBLE
@@ -153,6 +213,13 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
 
     @classmethod
     def status(cls) -> BackendStatus:
+        """Whether the backend can run here.
+
+        Returns
+        -------
+        BackendStatus
+            ``ready`` on the CPU (no weights needed), or ``package missing`` naming PyMaxflow.
+        """
         try:
             load_maxflow()
         except ImportError as exc:
@@ -163,6 +230,18 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
 
     # -- protocol ---------------------------------------------------------------
     def set_image(self, volume: Volume) -> None:
+        """Take the image the next predictions segment.
+
+        The cuts work on an 8-bit grey copy: RGB is converted to luminance, non-uint8 images
+        are windowed to their 0.5-99.5 percentiles. Setting the same ``Volume`` object again
+        is free.
+
+        Parameters
+        ----------
+        volume : Volume
+            ``(Z, Y, X)`` or ``(Y, X)`` grey, or ``(Y, X, 3)`` RGB, with spacing in mm in array
+            axis order.
+        """
         if self._vol is volume:
             return
         self._vol = volume
@@ -178,12 +257,44 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self._grey = np.asarray(grey)
 
     def reset(self) -> None:
+        """Forget the image (the next prediction needs :meth:`set_image`)."""
         self._vol = None
         self._grey = None
 
     def predict(self, prompts: Sequence[Prompt], prev_mask: np.ndarray | None,
                 cancel: CancelToken | None = None) -> np.ndarray:
-        """Bool mask in the volume's spatial shape (see the module docstring)."""
+        """One object's mask from its prompts (see the module docstring for the method).
+
+        A box as the newest prompt (or boxes without a current mask) runs the box step, then
+        the clicks given with it; otherwise the newest click or scribble edits ``prev_mask``
+        locally (all of them, in order, when there is no current mask).
+
+        Parameters
+        ----------
+        prompts : sequence of Prompt
+            The object's prompts in the order given: :class:`Box3D`, :class:`Box2D`,
+            :class:`Point`, :class:`Scribble` (voxel indices of the spatial shape).
+        prev_mask : np.ndarray of bool, optional
+            The object's current mask, the spatial shape ``(Z, Y, X)`` / ``(Y, X)``.
+        cancel : CancelToken, optional
+            Checked between the steps of the work.
+
+        Returns
+        -------
+        np.ndarray of bool
+            The spatial shape ``(Z, Y, X)`` / ``(Y, X)``.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`set_image` was not called.
+        UnsupportedPromptError
+            A prompt kind this backend does not take (text).
+        ValueError
+            A prompt outside the image, or ``prev_mask`` of another shape.
+        Cancelled
+            ``cancel`` was set.
+        """
         shape = self._check_inputs(prompts, "predict")
         cancel = cancel or CancelToken()
         if prev_mask is not None and prev_mask.shape != shape:
