@@ -26,10 +26,7 @@ PACKAGES = ("io", "dataset", "tasks", "cli", "backends", "types")
 MODULES = ("utils",)
 
 #: whole modules left out, with the reason
-EXEMPT_MODULES = {
-    f"{ROOT}.backends.classic": "lead",  # the lead rewrites classic.py now and documents it
-    f"{ROOT}.backends.classic_ops": "lead",
-}
+EXEMPT_MODULES: dict[str, str] = {}
 
 #: single callables left out ("module:qualname"), with the reason
 EXEMPT: dict[str, str] = {}

@@ -23,6 +23,18 @@ _HARD = 1e6
 
 # ------------------------------------------------------------------------ graph cut
 def load_maxflow():
+    """Import PyMaxflow on first use.
+
+    Returns
+    -------
+    module
+        The ``maxflow`` module (PyMaxflow).
+
+    Raises
+    ------
+    ImportError
+        When PyMaxflow is not installed.
+    """
     import maxflow  # PyMaxflow; light, imported on first use
 
     return maxflow
@@ -104,7 +116,26 @@ def graph_cut(
 # ----------------------------------------------------------------------- utilities
 def hist_costs(fg_vals: np.ndarray, bg_vals: np.ndarray, fg_w: np.ndarray | None = None,
                 bins: int = 64, smooth: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-intensity (0..255) costs ``-log p(I | fg)``, ``-log p(I | bg)`` from samples."""
+    """Per-intensity costs ``-log p(I | fg)`` and ``-log p(I | bg)`` from intensity samples.
+
+    Parameters
+    ----------
+    fg_vals, bg_vals : np.ndarray
+        Foreground / background intensity samples on the 0..255 scale, any shape (flattened);
+        values outside are clipped.
+    fg_w : np.ndarray of float, optional
+        Per-sample weights of ``fg_vals`` (same shape); default equal weights.
+    bins : int
+        Histogram bins over 0..255 (each ``256 // bins`` grey levels wide).
+    smooth : float
+        Standard deviation, in bins, of the Gaussian smoothing of each histogram (0: none).
+
+    Returns
+    -------
+    lut_f, lut_b : np.ndarray of float32
+        Shape ``(256,)``: the cost (-log probability) of grey level ``i`` under the foreground /
+        background histogram. An empty sample gives a uniform histogram.
+    """
     scale = 256 // bins
 
     def hist(v: np.ndarray, w: np.ndarray | None) -> np.ndarray:
@@ -124,7 +155,22 @@ def hist_costs(fg_vals: np.ndarray, bg_vals: np.ndarray, fg_w: np.ndarray | None
 
 
 def mix_costs(a: np.ndarray, b: np.ndarray, w: float, bins: int = 64) -> np.ndarray:
-    """``-log`` of the mixture ``w * hist(a) + (1 - w) * hist(b)`` per intensity 0..255."""
+    """Costs (-log probability) of the histogram mixture ``w * hist(a) + (1 - w) * hist(b)``.
+
+    Parameters
+    ----------
+    a, b : np.ndarray
+        Intensity samples on the 0..255 scale, any shape; an empty one is replaced by the other.
+    w : float
+        Weight of ``a``'s histogram, in [0, 1].
+    bins : int
+        Histogram bins over 0..255 (see :func:`hist_costs`).
+
+    Returns
+    -------
+    np.ndarray of float32
+        Shape ``(256,)``: the mixture's cost per grey level.
+    """
     la, _ = hist_costs(a if a.size else b, b if b.size else a, bins=bins)
     lb, _ = hist_costs(b if b.size else a, a if a.size else b, bins=bins)
     p = w * np.exp(-la) + (1 - w) * np.exp(-lb)
@@ -132,7 +178,25 @@ def mix_costs(a: np.ndarray, b: np.ndarray, w: float, bins: int = 64) -> np.ndar
 
 
 def mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
-    """Re-weight a likelihood LUT (costs) towards its main mode (Gaussian window of ``width`` x spread)."""
+    """Re-weight a cost LUT towards the main mode of its distribution.
+
+    The distribution ``exp(-lut)`` is multiplied by ``0.05 + 0.95 * window``, a Gaussian window
+    centred on its (smoothed) mode with standard deviation ``width`` times the mode's spread
+    (half the width of the contiguous run above a quarter of the mode's height, at least 6
+    grey levels), and renormalised.
+
+    Parameters
+    ----------
+    lut : np.ndarray of float
+        Shape ``(256,)``: costs (-log probabilities) per grey level.
+    width : float
+        Window width in units of the mode's spread.
+
+    Returns
+    -------
+    np.ndarray of float32
+        Shape ``(256,)``: the re-weighted costs (-log probabilities).
+    """
     p = np.exp(-lut.astype(np.float64))
     p = p / p.sum()
     ps = ndimage.gaussian_filter1d(p, 4.0)
@@ -159,7 +223,25 @@ def mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
 
 def box_fit(mask: np.ndarray, target: tuple[float, float, float, float], inside: np.ndarray,
              fill_weight: float = 0.1) -> float:
-    """How well ``mask`` spans a tight box: IoU of its bounding box with ``target``, minus a fill term."""
+    """Score how well a 2D mask spans a tight box.
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool
+        Shape ``(Y, X)``: the candidate mask.
+    target : tuple of float
+        ``(y0, x0, y1, x1)``, inclusive, in voxels: the box the object is expected to span.
+    inside : np.ndarray of bool
+        Shape ``(Y, X)``: the drawn box's voxels (normalises the fill term).
+    fill_weight : float
+        Weight of the fill term (the mask's share of ``inside``).
+
+    Returns
+    -------
+    float
+        IoU of the mask's bounding box with ``target`` minus ``fill_weight`` times the fill
+        fraction; -1.0 for an empty mask. Higher is better.
+    """
     if not mask.any():
         return -1.0
     ys = np.flatnonzero(mask.any(axis=1))
@@ -177,11 +259,35 @@ def box_fit(mask: np.ndarray, target: tuple[float, float, float, float], inside:
 
 
 def prior_costs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Costs of a foreground probability map, clipped to [0.02, 0.98].
+
+    Parameters
+    ----------
+    p : np.ndarray of float
+        Foreground probability per voxel, any shape (``(Z, Y, X)`` or ``(Y, X)``).
+
+    Returns
+    -------
+    cost_fg, cost_bg : np.ndarray of float32
+        Same shape: ``-log p`` and ``-log (1 - p)``.
+    """
     p = np.clip(p, 0.02, 0.98)
     return (-np.log(p)).astype(np.float32), (-np.log1p(-p)).astype(np.float32)
 
 
 def largest_cc(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a mask (face connectivity).
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool
+        Shape ``(Z, Y, X)`` or ``(Y, X)``.
+
+    Returns
+    -------
+    np.ndarray of bool
+        Same shape; ``mask`` itself when it has at most one component.
+    """
     lab, n = ndimage.label(mask)
     if n <= 1:
         return mask
@@ -191,7 +297,20 @@ def largest_cc(mask: np.ndarray) -> np.ndarray:
 
 
 def keep_touching(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Components of ``mask`` that intersect ``keep``."""
+    """The connected components of ``mask`` that intersect ``keep``.
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool
+        Shape ``(Z, Y, X)`` or ``(Y, X)``.
+    keep : np.ndarray of bool
+        Same shape: the voxels a kept component must touch.
+
+    Returns
+    -------
+    np.ndarray of bool
+        Same shape; ``mask`` itself when it is empty.
+    """
     lab, n = ndimage.label(mask)
     if n == 0:
         return mask
@@ -201,6 +320,18 @@ def keep_touching(mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes slice by slice.
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool
+        Shape ``(Y, X)``, or ``(Z, Y, X)`` (each Z slice filled in 2D).
+
+    Returns
+    -------
+    np.ndarray of bool
+        Same shape, a new array.
+    """
     if mask.ndim == 2:
         return ndimage.binary_fill_holes(mask)
     out = mask.copy()
@@ -211,7 +342,21 @@ def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
 
 
 def down(img: np.ndarray, f: int) -> np.ndarray:
-    """Block-mean in-plane (last two axes) by ``f``, cropping the remainder."""
+    """Downsample in-plane by block means.
+
+    Parameters
+    ----------
+    img : np.ndarray
+        Shape ``(..., Y, X)``, e.g. ``(Z, Y, X)`` or ``(Y, X)``.
+    f : int
+        Block size in voxels along Y and X (1: no downsampling).
+
+    Returns
+    -------
+    np.ndarray of float32
+        Shape ``(..., Y // f, X // f)``: the mean of each ``f x f`` block; the remainder
+        rows/columns are cropped.
+    """
     if f == 1:
         return img.astype(np.float32)
     *lead, h, w = img.shape
@@ -221,7 +366,23 @@ def down(img: np.ndarray, f: int) -> np.ndarray:
 
 
 def smooth_up(mask_small: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Upsample a low-resolution mask with a smooth boundary (linear interpolation of 0/1)."""
+    """Upsample a mask made by :func:`down`'s resolution, with a smooth boundary.
+
+    Parameters
+    ----------
+    mask_small : np.ndarray of bool
+        Shape ``(..., Y', X')``: the low-resolution mask.
+    f : int
+        In-plane factor of the downsampling (1: returned unchanged).
+    shape : tuple of int
+        Full-resolution shape ``(..., Y, X)`` of the result.
+
+    Returns
+    -------
+    np.ndarray of bool
+        Shape ``shape``: linear interpolation of the 0/1 mask thresholded at 0.5; voxels beyond
+        the upsampled extent (the cropped remainder) are False.
+    """
     if f == 1:
         return mask_small
     zoom = [1.0] * (mask_small.ndim - 2) + [f, f]
@@ -233,12 +394,43 @@ def smooth_up(mask_small: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndar
 
 
 def dist_mm(shape: tuple[int, ...], center: Sequence[float], spacing: Sequence[float]) -> np.ndarray:
+    """Euclidean distance in mm of every voxel to a point.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape, ``(Z, Y, X)`` or ``(Y, X)``.
+    center : sequence of float
+        The point, in voxel coordinates in the same axis order.
+    spacing : sequence of float
+        Voxel size in mm in the same axis order.
+
+    Returns
+    -------
+    np.ndarray of float32
+        Shape ``shape``: distances in mm.
+    """
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     d2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, center, spacing))
     return np.sqrt(d2).astype(np.float32)
 
 
 def signed_distance(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Signed Euclidean distance map of a mask in mm, positive inside.
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool
+        Shape ``(Z, Y, X)`` or ``(Y, X)``.
+    spacing : sequence of float
+        Voxel size in mm in the same axis order.
+
+    Returns
+    -------
+    np.ndarray of float32
+        Same shape: inside, the distance to the nearest background voxel; outside, minus the
+        distance to the nearest mask voxel. An empty mask gives -1000 everywhere.
+    """
     if not mask.any():
         return np.full(mask.shape, -1e3, dtype=np.float32)
     din = ndimage.distance_transform_edt(mask, sampling=spacing)

@@ -1,0 +1,295 @@
+"""Click and scribble editing of :class:`~napari_medsegfm.backends.classic.ClassicBackend` (a mixin).
+
+Each click or scribble edits the current mask locally with a seeded graph cut; see
+the module docstring of :mod:`napari_medsegfm.backends.classic` for the method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..types import Box2D, Box3D, CancelToken, Point, Scribble
+from .classic_ops import (
+    dist_mm,
+    down,
+    fill_holes_2d,
+    graph_cut,
+    hist_costs,
+    keep_touching,
+    mix_costs,
+    prior_costs,
+    smooth_up,
+)
+
+__all__ = ["ClickEditMixin"]
+
+
+class ClickEditMixin:
+    """Click and scribble editing of ``ClassicBackend``: local graph-cut edits of a mask.
+
+    Uses the backend's ``_vol``, ``_grey`` and its tuning attributes; not usable on its own.
+    """
+    def _refine(self, mask: np.ndarray, edits: Sequence[Point | Scribble], boxes: Sequence[Box3D | Box2D],
+                cancel: CancelToken, all_edits: bool) -> np.ndarray:
+        """Apply clicks/scribbles to ``mask``: the newest one (or all, in order)."""
+        todo = list(edits) if all_edits else [edits[-1]]
+        for e in todo:
+            cancel.check()
+            mask = self._apply_edit(mask, e, edits, boxes)
+        return mask
+
+    def _seed_sets(self, edits: Sequence[Point | Scribble], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        fg = np.zeros(shape, dtype=bool)
+        bg = np.zeros(shape, dtype=bool)
+        for e in edits:
+            tgt = fg if e.positive else bg
+            if isinstance(e, Point):
+                tgt[e.zyx] = True
+            else:
+                tgt[tuple(e.voxels.T)] = True
+        return fg, bg
+
+    def _apply_edit(self, mask: np.ndarray, edit: Point | Scribble, edits: Sequence[Point | Scribble],
+                    boxes: Sequence[Box3D | Box2D]) -> np.ndarray:
+        assert self._vol is not None and self._grey is not None
+        shape = mask.shape
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        nd = len(shape)
+        pts = np.array([edit.zyx]) if isinstance(edit, Point) else edit.voxels
+        center = pts.mean(axis=0)
+        c_int = tuple(int(round(v)) for v in center)
+        pos = edit.positive
+        # How big is the error this click marks? The distance from the click to the
+        # nearest voxel of the other label bounds the error region around it. It is
+        # measured in plane (pixels) and through the slices (voxels) separately, as
+        # thick slices make error regions thin in z.
+        radii = self._error_radius(mask, c_int, pos)
+        if radii is None:  # nothing to measure against (first click on an empty mask)
+            if isinstance(edit, Point):
+                return mask | self._first_click(c_int)
+            radii = self._homogeneous_radius(c_int)
+        r_p, r_z = radii
+        s_in = float(min(sp[-2:]))
+        r_p = float(np.clip(r_p, self.click_radius_min_mm / s_in, self.click_radius_max_mm / s_in))
+        if nd == 3:
+            r_z = float(np.clip(r_z, min(self.click_radius_min_mm / sp[0], 1.0), self.click_radius_max_mm / sp[0]))
+        half = np.empty(nd, dtype=int)
+        hp = np.clip(self.click_roi_factor * r_p, 2 * self.click_radius_min_mm / s_in,
+                     2.5 * self.click_radius_max_mm / s_in)
+        half[-2:] = int(math.ceil(hp))
+        if nd == 3:
+            half[0] = int(math.ceil(max(self.click_roi_factor * r_z, 2.0)))
+        lo = np.maximum(pts.min(axis=0) - half, 0)
+        hi = np.minimum(pts.max(axis=0) + half + 1, np.asarray(shape))
+        for b in boxes:  # a 3D box's z range bounds the object
+            if isinstance(b, Box3D) and nd == 3:
+                lo[0] = max(lo[0], b.z_min)
+                hi[0] = min(hi[0], b.z_max + 1)
+                if lo[0] >= hi[0]:
+                    lo[0], hi[0] = b.z_min, b.z_max + 1
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        sub_img = self._grey[roi]
+        sub_mask = mask[roi]
+        f = 1
+        if nd == 3:
+            f = self._roi_factor(sub_img.size, *sub_img.shape[1:])
+        elif sub_img.size > self.max_roi_voxels:
+            f = self._roi_factor(sub_img.size, *sub_img.shape)
+        img = down(sub_img, f)
+        scale = np.r_[np.ones(nd - 2), f, f]
+        spf = sp * scale
+        small_mask = (down(sub_mask.astype(np.float32), f) >= 0.5) if f > 1 else sub_mask
+        fg_all, bg_all = self._seed_sets(edits, shape)
+        sfg, sbg = fg_all[roi], bg_all[roi]
+        if f > 1:
+            sfg = down(sfg.astype(np.float32), f) > 0
+            sbg = down(sbg.astype(np.float32), f) > 0
+        c_loc = (center - lo) / scale
+        # anisotropic normalized distance: 1 at the error radius (in plane / in z)
+        unit = np.ones(nd)
+        unit[-2:] = max(r_p, 1.0) / f
+        if nd == 3:
+            unit[0] = max(r_z, 0.5)
+        dn = dist_mm(img.shape, c_loc, 1.0 / unit)
+        iv = np.clip(img, 0, 255).astype(np.int64)
+        core = dn <= self.core_fraction
+        if not core.any():
+            core = np.zeros(img.shape, dtype=bool)
+            core[tuple(np.clip(np.round(c_loc).astype(int), 0, np.asarray(img.shape) - 1))] = True
+        ring = dn <= 1.5
+        if pos:
+            fg_a, fg_b = img[core], img[small_mask]
+            bg_s = (~small_mask & ~ring) | sbg
+            bg_a = bg_b = img[bg_s]
+        else:
+            bg_a = img[core]
+            bg_b = img[~small_mask] if (~small_mask).any() else img[core]
+            fg_s = (small_mask & ~ring) | sfg
+            fg_a = fg_b = img[fg_s]
+        if fg_a.size == 0 and fg_b.size == 0:
+            fg_a = img[core]
+        if bg_a.size == 0 and bg_b.size == 0:
+            bg_a = img[~ring] if (~ring).any() else img.ravel()
+        lut_f = mix_costs(fg_a, fg_b, self.click_mix)
+        lut_b = mix_costs(bg_a, bg_b, self.click_mix)
+        # prior: keep the current mask away from the click; near it, lean to the click's class
+        keep = self.prior_strength + 0.15
+        base = np.where(small_mask, 0.5 + keep, 0.5 - keep)
+        infl = np.exp(-0.5 * (dn / self.click_influence) ** 2)
+        target = 0.5 + (self.click_lean if pos else -self.click_lean)
+        p = base * (1 - infl) + target * infl
+        p = np.where(core, 0.5 + (0.45 if pos else -0.45), p)
+        pf, pb = prior_costs(p)
+        hard_fg = sfg.copy()
+        hard_bg = sbg.copy()
+        border = np.zeros(img.shape, dtype=bool)
+        for ax in range(nd):
+            for side, at_edge in ((0, lo[ax] == 0), (-1, hi[ax] == shape[ax])):
+                if at_edge:
+                    continue
+                sl = [slice(None)] * nd
+                sl[ax] = slice(img.shape[ax] - 1, None) if side == -1 else slice(0, 1)
+                border[tuple(sl)] = True
+        # only the neighbourhood of the click may change
+        border |= dn > self.change_limit
+        hard_fg |= border & small_mask & ~sbg
+        hard_bg |= border & ~small_mask & ~sfg
+        new = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, spf, self.lam_click,
+                        hard_fg=hard_fg, hard_bg=hard_bg)
+        if pos:
+            new = keep_touching(new, small_mask | sfg | core)
+            if new.any():  # fill holes, except those a negative seed marks as wanted
+                filled = fill_holes_2d(new)
+                holes = filled & ~new
+                if holes.any() and sbg.any():
+                    filled &= ~keep_touching(holes, sbg)
+                new = filled
+        out = mask.copy()
+        out[roi] = smooth_up(new, f, sub_img.shape) if f > 1 else new
+        out[fg_all] = True
+        out[bg_all] = False
+        if not pos:
+            out = self._drop_cut_off(out, mask, edits)
+        return out
+
+    def _first_click(self, c: tuple[int, ...]) -> np.ndarray:
+        """A blob around a lone positive click: a cut in a ball sized by the homogeneous region."""
+        assert self._vol is not None and self._grey is not None
+        shape = self._grey.shape
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        r_p, r_z = self._homogeneous_radius(c)
+        s_in = float(min(sp[-2:]))
+        rho = float(np.clip(r_p * s_in, self.first_click_min_mm, self.click_radius_max_mm))
+        half = np.ceil(3.0 * rho / sp).astype(int)
+        lo = np.maximum(np.asarray(c) - half, 0)
+        hi = np.minimum(np.asarray(c) + half + 1, np.asarray(shape))
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        img = self._grey[roi].astype(np.float32)
+        loc = np.asarray(c) - lo
+        d = dist_mm(img.shape, loc, sp)
+        ball = d <= rho
+        shell = (d > 1.5 * rho) & (d <= 3.0 * rho)
+        if not shell.any():
+            shell = ~ball
+        lut_f, lut_b = hist_costs(img[ball], img[shell] if shell.any() else img.ravel())
+        p = 0.5 + 0.4 * np.tanh(2.0 * (1.0 - d / rho))
+        pf, pb = prior_costs(p)
+        iv = np.clip(img, 0, 255).astype(np.int64)
+        hard_fg = np.zeros(img.shape, dtype=bool)
+        hard_fg[tuple(loc)] = True
+        hard_bg = d > 2.0 * rho
+        m = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam_click, hard_fg=hard_fg, hard_bg=hard_bg)
+        m = keep_touching(m, hard_fg)
+        if m.any():
+            m = fill_holes_2d(m)
+        out = np.zeros(shape, dtype=bool)
+        out[roi] = m
+        return out
+
+    def _window(self, c: tuple[int, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        assert self._vol is not None
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        half = np.ceil(self.click_radius_max_mm / sp).astype(int) + 1
+        if len(shape) == 3:
+            half[0] = min(half[0], 12)
+        lo = np.maximum(np.asarray(c) - half, 0)
+        hi = np.minimum(np.asarray(c) + half + 1, np.asarray(shape))
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        return roi, tuple(int(v) for v in np.asarray(c) - lo)
+
+    def _error_radius(self, mask: np.ndarray, c: tuple[int, ...], positive: bool) -> tuple[float, float] | None:
+        """Distance from ``c`` to the nearest voxel of the other label: (in-plane pixels, z voxels).
+
+        ``None`` when the window around ``c`` holds no such voxel and ``c`` is positive.
+        """
+        roi, loc = self._window(c, mask.shape)
+        sub = mask[roi]
+        other = sub if positive else ~sub
+        if not other.any():
+            if positive:
+                return None
+            return float(max(sub.shape[-2:])), float(sub.shape[0] if sub.ndim == 3 else 1)
+        if sub.ndim == 3:
+            assert self._vol is not None
+            plane = other[loc[0]]
+            r_z = float(ndimage.distance_transform_edt(~other)[loc])
+            if plane.any():
+                r_p = float(ndimage.distance_transform_edt(~plane)[loc[1:]])
+            else:  # the other label is only on other slices: use the 3D distance, in pixels
+                sp = self._vol.spacing
+                r_p = float(ndimage.distance_transform_edt(~other, sampling=sp)[loc]) / min(sp[1:])
+        else:
+            r_p = float(ndimage.distance_transform_edt(~other)[loc])
+            r_z = 1.0
+        return max(r_p, 1.0), max(r_z, 0.5)
+
+    def _homogeneous_radius(self, c: tuple[int, ...]) -> tuple[float, float]:
+        """Radius (in-plane pixels, z voxels) of the intensity-homogeneous region around ``c``."""
+        assert self._grey is not None
+        roi, loc = self._window(c, self._grey.shape)
+        sub = ndimage.uniform_filter(self._grey[roi].astype(np.float32), 3)
+        nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
+        mu = float(sub[nb].mean())
+        sd = float(sub[nb].std())
+        tol = max(2.5 * sd, self.homog_tol)
+        region = np.abs(sub - mu) <= tol
+        lab, _ = ndimage.label(region)
+        if lab[loc] == 0:
+            return 2.0, 1.0
+        comp = lab == lab[loc]
+        if comp.ndim == 3:
+            r_p = float(ndimage.distance_transform_edt(comp[loc[0]])[loc[1:]])
+            r_z = float(ndimage.distance_transform_edt(comp)[loc])
+        else:
+            r_p = float(ndimage.distance_transform_edt(comp)[loc])
+            r_z = 1.0
+        return max(r_p, 1.0), max(r_z, 0.5)
+
+    def _drop_cut_off(self, out: np.ndarray, before: np.ndarray, edits: Sequence[Point | Scribble]) -> np.ndarray:
+        """After a negative click, keep only components anchored by positive evidence."""
+        bb = ndimage.find_objects(out.astype(np.uint8))
+        if not bb or bb[0] is None:
+            return out
+        roi = bb[0]
+        sub = out[roi]
+        lab, n = ndimage.label(sub)
+        if n <= 1:
+            return out
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        keep = {int(np.argmax(sizes))}
+        for e in edits:
+            if e.positive:
+                pts = np.array([e.zyx]) if isinstance(e, Point) else e.voxels
+                for pnt in pts:
+                    loc = tuple(int(v - s.start) for v, s in zip(pnt, roi))
+                    if all(0 <= a < b for a, b in zip(loc, sub.shape)) and lab[loc]:
+                        keep.add(int(lab[loc]))
+        # components much smaller than the main one and without a positive seed go
+        res = out.copy()
+        res[roi] = np.isin(lab, list(keep)) | (sizes[lab] > 0.5 * sizes.max())
+        return res
