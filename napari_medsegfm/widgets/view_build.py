@@ -92,7 +92,10 @@ class AnnotationLayout:
         # --- objects
         ol = QVBoxLayout()
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["", "Name", "Status", "Volume", "z"])
+        self.table.setHorizontalHeaderLabels(["", "Name", "", "Volume", "z"])
+        head = self.table.horizontalHeaderItem(2)
+        if head is not None:
+            head.setToolTip("status: ○ empty, ● prompted, ✎ edited, ✓ accepted, … running")
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

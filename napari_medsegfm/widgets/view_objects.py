@@ -16,6 +16,9 @@ from .shortcuts import keys_text
 
 __all__ = ["ObjectsTable"]
 
+#: what the Objects table's status column shows for each object status (the word is its tooltip)
+STATUS_SIGNS = {"empty": "○", "prompted": "●", "edited": "✎", "accepted": "✓", "running": "…"}
+
 
 class ObjectsTable:
     """The object table of the annotation dock (mixin; see module docstring)."""
@@ -49,7 +52,10 @@ class ObjectsTable:
             name.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable)
             # a narrow dock elides long names ("left …"): the tooltip has the whole name
             name.setToolTip(f"{row.name}\n(double-click to rename)")
-            st = QTableWidgetItem(row.status)
+            # the status as one sign (its word in the tooltip), so a narrow dock leaves the Name room
+            st = QTableWidgetItem(STATUS_SIGNS.get(row.status, row.status))
+            st.setTextAlignment(int(Qt.AlignmentFlag.AlignCenter))
+            st.setToolTip(row.status)
             st.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
             vol = QTableWidgetItem(row.volume_text)
             vol.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))

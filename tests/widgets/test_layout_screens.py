@@ -192,6 +192,8 @@ def test_both_docks_fit_the_screen(make_napari_viewer, qtbot, amos_case, fake_ba
             it = w.table.item(r, 1)
             lid = it.data(Qt.ItemDataRole.UserRole)
             assert it.toolTip().split("\n")[0] == c.objects[lid].name
+            st = w.table.item(r, 2)  # the status is one sign, its word in the tooltip (room for the name)
+            assert len(st.text()) == 1 and st.toolTip() in ("empty", "prompted", "edited", "accepted", "running")
             elided += fm.horizontalAdvance(it.text()) + 8 > w.table.columnWidth(1)
         report[f"names_elided_{n_obj}"] = elided
         _check_dock("annotation", w, win, report)
