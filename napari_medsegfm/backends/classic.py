@@ -116,6 +116,10 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
     click_radius_min_mm, click_radius_max_mm : float
         Bounds (mm) of the error radius a click marks (the distance from the click to the
         nearest voxel of the other label).
+    click_radius_min_px : float
+        Cap (in-plane pixels) on that lower bound, so that images with fine voxels (microscopy,
+        ultrasound: 4 mm is 26 pixels at 0.15 mm) get click edits sized by their pixels, not by
+        millimetres meant for CT and MR (0: no cap).
     click_roi_factor : float
         The edit window's half-size in error radii.
     core_fraction : float
@@ -166,6 +170,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         join_3d: bool = True,
         click_radius_min_mm: float = 4.0,
         click_radius_max_mm: float = 40.0,
+        click_radius_min_px: float = 12.0,
         click_roi_factor: float = 2.5,
         core_fraction: float = 0.5,
         click_mix: float = 0.5,
@@ -192,6 +197,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self.join_3d = bool(join_3d)
         self.click_radius_min_mm = float(click_radius_min_mm)
         self.click_radius_max_mm = float(click_radius_max_mm)
+        self.click_radius_min_px = float(click_radius_min_px)
         self.click_roi_factor = float(click_roi_factor)
         self.core_fraction = float(core_fraction)
         self.click_mix = float(click_mix)
