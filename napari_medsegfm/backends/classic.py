@@ -152,6 +152,12 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
     nested : bool
         Use :meth:`predict_nested` on box steps of objects whose boxes hold other boxes (on by
         default: measured on the development set).
+    box_modes : int
+        The box step's candidate intensity models: the whole box, its main intensity mode and
+        its next ``box_modes - 1`` big modes (a bright right ventricle beside the darker septum
+        that fills the box's centre); the candidate whose mask best spans the box wins.
+    box_mode_share : float
+        Smallest share (0..1) of the box's intensity distribution a further mode must hold.
     """
 
     name = "classic"
@@ -185,6 +191,8 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         mode_width: float = 1.5,
         fit_fill: float = 1.0,
         nested: bool = True,
+        box_modes: int = 2,
+        box_mode_share: float = 0.15,
         **_unused: float,
     ) -> None:
         self.device = "cpu"
@@ -212,6 +220,8 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self.mode_width = float(mode_width)
         self.fit_fill = float(fit_fill)
         self.nested = bool(nested)
+        self.box_modes = int(box_modes)
+        self.box_mode_share = float(box_mode_share)
         if _unused:
             log.debug("classic: ignoring unknown options %s", sorted(_unused))
         self._vol: Volume | None = None
