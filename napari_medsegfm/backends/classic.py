@@ -20,9 +20,11 @@ Prompts:
     from the box weighted towards its centre, background from a ring around it and the
     box corners, a shape prior from the ellipse inscribed in the box (shrunk by the
     expected slack of a simulated box), the outside of the box forced to background.
-    Two intensity models are tried, the plain one and one focused on the box's main
-    intensity mode (a tight box is mostly filled by its object); the result whose
-    bounding box best spans the box wins. That slice is then propagated slice by slice
+    Several intensity models are tried: the plain one, one focused on the box's main
+    intensity mode (a tight box is mostly filled by its object) and, with ``box_modes=2``
+    (the default), one focused on the box's next big mode (a right ventricle's box is
+    centred on the darker septum; its object is the bright crescent beside it); the result
+    whose bounding box best spans the box wins. That slice is then propagated slice by slice
     to ``z_min`` and ``z_max``, each slice using its neighbour's mask as a soft shape
     prior (so tubes that drift and organs that shrink are followed), and a 3D cut over
     the ROI with that prior joins the slices.
@@ -32,7 +34,8 @@ Prompts:
     Refine the current mask (``prev_mask``) locally around the newest click. The
     distance from the click to the nearest voxel of the other label (measured in plane
     and through slices separately: thick slices make errors thin in z) sizes the error
-    the click marks; a cut in a window of a few such radii re-decides the voxels within
+    the click marks (at least 4 mm, or 12 pixels where 4 mm is more: microscopy and
+    ultrasound voxels are a fraction of a millimetre); a cut in a window of a few such radii re-decides the voxels within
     two radii, with the click's own neighbourhood as the intensity model of its class,
     the current mask as the prior elsewhere, every click and scribble as a hard seed
     and the window border fixed. A negative click also drops the part of the mask it
@@ -50,7 +53,9 @@ container and be written on top of it (the spinal grey matter into the white mat
 together with the click step's rule that an object takes voxels from another only where its
 own click points (:func:`napari_medsegfm.tasks.predict.merge_masks`) it raises both (final
 0.663 -> 0.666, DSC_AUC 2.519 -> 2.553), and a choice on either half of the cases holds on
-the other. ``nested=False`` gives the plain box step.
+the other. ``nested=False`` gives the plain box step. The second box mode and the pixel cap
+on the click radius then took it to final 0.678, DSC_AUC 2.602 (``accuracy_boxmodes.md``,
+``accuracy_pxfloor.md``: chosen on either half and in every leave-one-out fold).
 
 Large ROIs are processed at a reduced in-plane resolution (block means) so a cut
 stays under ``max_roi_voxels`` nodes; the result is resampled back.
