@@ -20,9 +20,11 @@ Prompts:
     from the box weighted towards its centre, background from a ring around it and the
     box corners, a shape prior from the ellipse inscribed in the box (shrunk by the
     expected slack of a simulated box), the outside of the box forced to background.
-    Two intensity models are tried, the plain one and one focused on the box's main
-    intensity mode (a tight box is mostly filled by its object); the result whose
-    bounding box best spans the box wins. That slice is then propagated slice by slice
+    Several intensity models are tried: the plain one, one focused on the box's main
+    intensity mode (a tight box is mostly filled by its object) and, with ``box_modes=2``
+    (the default), one focused on the box's next big mode (a right ventricle's box is
+    centred on the darker septum; its object is the bright crescent beside it); the result
+    whose bounding box best spans the box wins. That slice is then propagated slice by slice
     to ``z_min`` and ``z_max``, each slice using its neighbour's mask as a soft shape
     prior (so tubes that drift and organs that shrink are followed), and a 3D cut over
     the ROI with that prior joins the slices.
@@ -32,7 +34,8 @@ Prompts:
     Refine the current mask (``prev_mask``) locally around the newest click. The
     distance from the click to the nearest voxel of the other label (measured in plane
     and through slices separately: thick slices make errors thin in z) sizes the error
-    the click marks; a cut in a window of a few such radii re-decides the voxels within
+    the click marks (at least 4 mm, or 12 pixels where 4 mm is more: microscopy and
+    ultrasound voxels are a fraction of a millimetre); a cut in a window of a few such radii re-decides the voxels within
     two radii, with the click's own neighbourhood as the intensity model of its class,
     the current mask as the prior elsewhere, every click and scribble as a hard seed
     and the window border fixed. A negative click also drops the part of the mask it
@@ -50,7 +53,9 @@ container and be written on top of it (the spinal grey matter into the white mat
 together with the click step's rule that an object takes voxels from another only where its
 own click points (:func:`napari_medsegfm.tasks.predict.merge_masks`) it raises both (final
 0.663 -> 0.666, DSC_AUC 2.519 -> 2.553), and a choice on either half of the cases holds on
-the other. ``nested=False`` gives the plain box step.
+the other. ``nested=False`` gives the plain box step. The second box mode and the pixel cap
+on the click radius then took it to final 0.678, DSC_AUC 2.602 (``accuracy_boxmodes.md``,
+``accuracy_pxfloor.md``: chosen on either half and in every leave-one-out fold).
 
 Large ROIs are processed at a reduced in-plane resolution (block means) so a cut
 stays under ``max_roi_voxels`` nodes; the result is resampled back.
@@ -116,6 +121,10 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
     click_radius_min_mm, click_radius_max_mm : float
         Bounds (mm) of the error radius a click marks (the distance from the click to the
         nearest voxel of the other label).
+    click_radius_min_px : float
+        Cap (in-plane pixels) on that lower bound, so that images with fine voxels (microscopy,
+        ultrasound: 4 mm is 26 pixels at 0.15 mm) get click edits sized by their pixels, not by
+        millimetres meant for CT and MR (0: no cap).
     click_roi_factor : float
         The edit window's half-size in error radii.
     core_fraction : float
@@ -148,6 +157,12 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
     nested : bool
         Use :meth:`predict_nested` on box steps of objects whose boxes hold other boxes (on by
         default: measured on the development set).
+    box_modes : int
+        The box step's candidate intensity models: the whole box, its main intensity mode and
+        its next ``box_modes - 1`` big modes (a bright right ventricle beside the darker septum
+        that fills the box's centre); the candidate whose mask best spans the box wins.
+    box_mode_share : float
+        Smallest share (0..1) of the box's intensity distribution a further mode must hold.
     """
 
     name = "classic"
@@ -166,6 +181,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         join_3d: bool = True,
         click_radius_min_mm: float = 4.0,
         click_radius_max_mm: float = 40.0,
+        click_radius_min_px: float = 12.0,
         click_roi_factor: float = 2.5,
         core_fraction: float = 0.5,
         click_mix: float = 0.5,
@@ -180,6 +196,8 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         mode_width: float = 1.5,
         fit_fill: float = 1.0,
         nested: bool = True,
+        box_modes: int = 2,
+        box_mode_share: float = 0.15,
         **_unused: float,
     ) -> None:
         self.device = "cpu"
@@ -192,6 +210,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self.join_3d = bool(join_3d)
         self.click_radius_min_mm = float(click_radius_min_mm)
         self.click_radius_max_mm = float(click_radius_max_mm)
+        self.click_radius_min_px = float(click_radius_min_px)
         self.click_roi_factor = float(click_roi_factor)
         self.core_fraction = float(core_fraction)
         self.click_mix = float(click_mix)
@@ -206,6 +225,8 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self.mode_width = float(mode_width)
         self.fit_fill = float(fit_fill)
         self.nested = bool(nested)
+        self.box_modes = int(box_modes)
+        self.box_mode_share = float(box_mode_share)
         if _unused:
             log.debug("classic: ignoring unknown options %s", sorted(_unused))
         self._vol: Volume | None = None

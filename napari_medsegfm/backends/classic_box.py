@@ -20,6 +20,7 @@ from .classic_ops import (
     fill_holes_2d,
     graph_cut,
     hist_costs,
+    histogram_modes,
     keep_touching,
     largest_cc,
     mode_focus,
@@ -84,6 +85,9 @@ class BoxStepMixin:
             if self.mode_width > 0:
                 # the object fills most of a tight box: also try favouring the main intensity mode
                 models.insert(0, (mode_focus(lut_f, self.mode_width), lut_b))
+                if self.box_modes > 1:  # and the box's other big modes (a bright crescent beside a dark wall)
+                    for m in histogram_modes(lut_f, self.box_modes, self.box_mode_share)[1:]:
+                        models.append((mode_focus(lut_f, self.mode_width, m), lut_b))
         # the box is tight: its object spans it up to the expected slack
         target = (y0 + shrink[0], x0 + shrink[1], y1 - shrink[0], x1 - shrink[1])
         best = None

@@ -74,11 +74,14 @@ class ClickEditMixin:
             radii = self._homogeneous_radius(c_int)
         r_p, r_z = radii
         s_in = float(min(sp[-2:]))
-        r_p = float(np.clip(r_p, self.click_radius_min_mm / s_in, self.click_radius_max_mm / s_in))
+        lo_p = self.click_radius_min_mm / s_in  # the floor in pixels: at most click_radius_min_px
+        if self.click_radius_min_px > 0:
+            lo_p = min(lo_p, self.click_radius_min_px)
+        r_p = float(np.clip(r_p, lo_p, max(self.click_radius_max_mm / s_in, lo_p)))
         if nd == 3:
             r_z = float(np.clip(r_z, min(self.click_radius_min_mm / sp[0], 1.0), self.click_radius_max_mm / sp[0]))
         half = np.empty(nd, dtype=int)
-        hp = np.clip(self.click_roi_factor * r_p, 2 * self.click_radius_min_mm / s_in,
+        hp = np.clip(self.click_roi_factor * r_p, 2 * lo_p,
                      2.5 * self.click_radius_max_mm / s_in)
         half[-2:] = int(math.ceil(hp))
         if nd == 3:

@@ -177,8 +177,50 @@ def mix_costs(a: np.ndarray, b: np.ndarray, w: float, bins: int = 64) -> np.ndar
     return (-np.log(p)).astype(np.float32)
 
 
-def mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
-    """Re-weight a cost LUT towards the main mode of its distribution.
+def histogram_modes(lut: np.ndarray, n: int, min_share: float = 0.15) -> list[int]:
+    """Grey levels of up to ``n`` separate modes of a cost LUT's distribution, the highest first.
+
+    The distribution ``exp(-lut)`` is smoothed as in :func:`mode_focus`; its highest peak is
+    the first mode (always returned). Each further peak is searched outside the runs (above a
+    quarter of their height, widened by 6 grey levels) of the modes already found, and kept
+    when its own run holds at least ``min_share`` of the distribution.
+
+    Parameters
+    ----------
+    lut : np.ndarray of float
+        Shape ``(256,)``: costs (-log probabilities) per grey level.
+    n : int
+        Most modes to return.
+    min_share : float
+        Smallest probability mass (0..1) of a further mode's run.
+
+    Returns
+    -------
+    list of int
+        Grey levels of the modes; the first is the one :func:`mode_focus` centres on by default.
+    """
+    p = np.exp(-lut.astype(np.float64))
+    p = p / p.sum()
+    ps = ndimage.gaussian_filter1d(p, 4.0)
+    free = np.ones(p.size, dtype=bool)
+    out: list[int] = []
+    while len(out) < n and free.any():
+        mode = int(np.argmax(np.where(free, ps, -1.0)))
+        left = right = mode
+        while left - 1 >= 0 and free[left - 1] and ps[left - 1] >= 0.25 * ps[mode]:
+            left -= 1
+        while right + 1 < p.size and free[right + 1] and ps[right + 1] >= 0.25 * ps[mode]:
+            right += 1
+        free[max(left - 6, 0): right + 7] = False
+        if ps[left: right + 1].sum() / max(ps.sum(), 1e-12) >= min_share:
+            out.append(mode)
+        elif not out:
+            out.append(mode)
+    return out
+
+
+def mode_focus(lut: np.ndarray, width: float, mode: int | None = None) -> np.ndarray:
+    """Re-weight a cost LUT towards one mode of its distribution (by default the main one).
 
     The distribution ``exp(-lut)`` is multiplied by ``0.05 + 0.95 * window``, a Gaussian window
     centred on its (smoothed) mode with standard deviation ``width`` times the mode's spread
@@ -191,6 +233,9 @@ def mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
         Shape ``(256,)``: costs (-log probabilities) per grey level.
     width : float
         Window width in units of the mode's spread.
+    mode : int, optional
+        Grey level to centre the window on instead of the highest mode (e.g. another mode from
+        :func:`histogram_modes`).
 
     Returns
     -------
@@ -200,7 +245,8 @@ def mode_focus(lut: np.ndarray, width: float) -> np.ndarray:
     p = np.exp(-lut.astype(np.float64))
     p = p / p.sum()
     ps = ndimage.gaussian_filter1d(p, 4.0)
-    mode = int(np.argmax(ps))
+    if mode is None:
+        mode = int(np.argmax(ps))
     levels = np.arange(p.size)
     # spread: half width at a quarter of the mode's height
     above = np.flatnonzero(ps >= 0.25 * ps[mode])

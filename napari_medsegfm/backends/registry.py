@@ -176,8 +176,8 @@ def list_backends() -> dict[str, BackendStatus]:
 #: LiteMedSAM stays available by name.
 DEFAULT_PREFERENCE: tuple[tuple[str, str], ...] = (
     ("classic", "best measured on unseen 3D cases (final DSC ~0.66 vs ~0.57 for litemedsam, issue 17) and on "
-                "the development set (0.666 vs 0.648, benchmarks/results/accuracy_dev.md); weight-free, "
-                "~1.3 s per step with process start on 2 CPU cores, no torch at start-up"),
+                "the development set (0.678 vs 0.648, benchmarks/results/accuracy_dev.md); weight-free, "
+                "~0.7 s per step (4.1 s at most) with process start on 2 CPU cores, no torch at start-up"),
     ("litemedsam", "classic is not usable here (PyMaxflow missing)"),
 )
 
