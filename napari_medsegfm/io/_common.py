@@ -24,6 +24,7 @@ __all__ = [
     "CaseRef",
     "GroundTruthProtected",
     "read_json_file",
+    "pick_case",
 ]
 
 #: modality prefixes of CVPR file names (``CT_AMOS_amos_0018``)
@@ -380,3 +381,47 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any
         raise ValueError(f"{p}: {what} is not valid JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{p}: {what} is nested too deeply to parse; not a valid sidecar") from None
+
+
+def pick_case(found: dict[str, Any], wanted: str | None, where: str | os.PathLike[str], noun: str,
+              empty_hint: str, logger: Any, list_limit: int | None = None) -> str:
+    """The id of the case to open from a folder holding several: ``wanted``, or the first.
+
+    Parameters
+    ----------
+    found : dict
+        The folder's cases by id, in listing order.
+    wanted : str or None
+        The requested id; ``None`` opens the first (with a warning when there are more).
+    where : path-like
+        The folder, for messages.
+    noun : str
+        What a case is called there (``"scan"``, ``"case"``).
+    empty_hint : str
+        What the folder should hold, for the message when it holds nothing.
+    logger : logging.Logger
+        Where the warning about several cases goes.
+    list_limit : int, optional
+        List at most this many ids in the unknown-id message (then ``...``).
+
+    Returns
+    -------
+    str
+        The chosen id.
+
+    Raises
+    ------
+    ValueError
+        No cases, or no case ``wanted``; the message names the folder and the ids it holds.
+    """
+    if not found:
+        raise ValueError(f"{where}: {empty_hint}")
+    if wanted is None:
+        wanted = next(iter(found))
+        if len(found) > 1:
+            logger.warning("%s holds %d %ss; opening %s (list them with list_cases)", where, len(found), noun, wanted)
+    if wanted not in found:
+        ids = list(found)
+        shown = ", ".join(ids) if list_limit is None else ", ".join(ids[:list_limit]) + "..."
+        raise ValueError(f"{where}: no {noun} {wanted!r} ({noun}s: {shown})")
+    return wanted

@@ -20,6 +20,7 @@ from ._common import (
     GroundTruthProtected,
     as_label_array,
     integer_labels,
+    pick_case,
     same_file,
 )
 from .atomic import atomic_path, atomic_writer, backup_file
@@ -96,14 +97,7 @@ def load_medsegpy_scan(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder of medsegpy slices")
     scans = list_scans(folder)
-    if not scans:
-        raise ValueError(f"{folder}: no medsegpy slice files (%07d_V%02d-Aug%02d_%03d.im)")
-    if scan_id is None:
-        scan_id = next(iter(scans))
-        if len(scans) > 1:
-            logger.warning("%s holds %d scans; opening %s (list them with list_cases)", folder, len(scans), scan_id)
-    if scan_id not in scans:
-        raise ValueError(f"{folder}: no scan {scan_id!r} (scans: {', '.join(scans)})")
+    scan_id = pick_case(scans, scan_id, folder, "scan", "no medsegpy slice files (%07d_V%02d-Aug%02d_%03d.im)", logger)
     slices = scans[scan_id]
     nums = sorted(k for k, v in slices.items() if "im" in v)
     if not nums:

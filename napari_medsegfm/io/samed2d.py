@@ -36,6 +36,7 @@ from ..types import Case, Volume
 from ._common import (
     CaseRef,
     modality_from_name,
+    pick_case,
     read_json_file,
 )
 from .limits import ArrayTooLargeError, check_shape
@@ -424,14 +425,8 @@ def load_samed2d_case(root: str | os.PathLike[str], case_id: str | None = None, 
     """
     r = Path(root)
     cases = _cases(r)
-    if not cases:
-        raise ValueError(f"{r}: no SA-Med2D images (images/modality--dataset--case--axis_slice.png)")
-    if case_id is None:
-        case_id = next(iter(cases))
-        if len(cases) > 1:
-            logger.warning("%s holds %d cases; opening %s (list them with list_cases)", r, len(cases), case_id)
-    if case_id not in cases:
-        raise ValueError(f"{r}: no case {case_id!r} (cases: {', '.join(list(cases)[:10])}...)")
+    case_id = pick_case(cases, case_id, r, "case", "no SA-Med2D images (images/modality--dataset--case--axis_slice.png)",
+                        logger, list_limit=10)
     slices = cases[case_id]
     if len(slices) == 1:  # a 2D source (2d_none) or a single slice: a 2D case
         return load_samed2d_image(slices[0][2])
