@@ -164,7 +164,8 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         A negative click on an object without a box also removes the wrong branch it points at:
         the part of the mask cut off from the positive clicks by a tightening intensity
         tolerance and opening, nearer the negative click than any positive one (a region grown
-        from a click leaks; a local edit only nibbles at the leak).
+        from a click leaks; a local edit only nibbles at the leak). Only where the click sits at
+        least half ``first_click_min_mm`` deep in the wrong region (not on a thin shell).
     neg_keep_near : float
         On an object without a box, a negative click keeps what lies nearer a positive click
         than ``neg_keep_near`` times its distance to the negative click (0: off).

@@ -75,6 +75,7 @@ class ClickEditMixin:
             radii = self._homogeneous_radius(c_int)
         r_p, r_z = radii
         s_in = float(min(sp[-2:]))
+        depth_mm = r_p * s_in  # how deep inside the wrong region the click sits (in plane)
         lo_p = self.click_radius_min_mm / s_in  # the floor in pixels: at most click_radius_min_px
         if self.click_radius_min_px > 0:
             lo_p = min(lo_p, self.click_radius_min_px)
@@ -181,7 +182,9 @@ class ClickEditMixin:
             if not boxes:  # an object grown from clicks alone
                 if self.neg_keep_near > 0:
                     out = self._keep_near_positives(out, mask, roi, center, edits)
-                if self.leak_cut and isinstance(edit, Point):
+                # a leak is a region the click sits deep in, not a shell along the surface
+                deep = depth_mm >= 0.5 * self.first_click_min_mm
+                if self.leak_cut and isinstance(edit, Point) and deep:
                     out = self._cut_leak(out, mask, edit, edits)
             out = self._drop_cut_off(out, mask, edits)
         return out
