@@ -38,9 +38,15 @@ Prompts:
     ultrasound voxels are a fraction of a millimetre); a cut in a window of a few such radii re-decides the voxels within
     two radii, with the click's own neighbourhood as the intensity model of its class,
     the current mask as the prior elsewhere, every click and scribble as a hard seed
-    and the window border fixed. A negative click also drops the part of the mask it
-    cut off. With no current mask, a lone positive click grows a blob in the
-    intensity-homogeneous region around it.
+    and the window border fixed. A negative click only removes, and also drops the part of
+    the mask it cut off. With no current mask (no box: the challenge's box-less brain-tumour
+    cases, a click on an empty layer), a lone positive click takes the intensity-homogeneous
+    region connected to it, opened so thin bridges into neighbours break (less where that
+    would erase a thin object), as the sample and prior of one cut within 40 mm. On such an
+    object a negative click also removes the leak branch it points at (the mask's part that
+    a tightening tolerance and opening separate from the positive clicks, nearer the
+    negative click than any positive one; only where the click sits deep in the wrong
+    region) and never what lies nearer a positive click than itself.
 
 Nested objects (option ``nested``, on by default): on a box step of several objects
 (``medsegfm predict``, the joint backend), an object whose box holds other objects' boxes
@@ -55,7 +61,11 @@ own click points (:func:`napari_medsegfm.tasks.predict.merge_masks`) it raises b
 0.663 -> 0.666, DSC_AUC 2.519 -> 2.553), and a choice on either half of the cases holds on
 the other. ``nested=False`` gives the plain box step. The second box mode and the pixel cap
 on the click radius then took it to final 0.678, DSC_AUC 2.602 (``accuracy_boxmodes.md``,
-``accuracy_pxfloor.md``: chosen on either half and in every leave-one-out fold).
+``accuracy_pxfloor.md``: chosen on either half and in every leave-one-out fold). Objects
+grown from clicks alone (the region first click, the leak cut, keeping what is near a
+positive click) took the three box-less brain-tumour runs from final 0.456 / DSC_AUC 1.52 to
+0.546 / 2.04 and the development set to final 0.691, DSC_AUC 2.678 (box runs unchanged);
+every file run box-less: ``accuracy_boxless.md``.
 
 Large ROIs are processed at a reduced in-plane resolution (block means) so a cut
 stays under ``max_roi_voxels`` nodes; the result is resampled back.
