@@ -5,6 +5,7 @@ Run::
     nice -n 5 .venv/bin/python benchmarks/accuracy_bench.py                      # all backends, in process
     nice -n 5 .venv/bin/python benchmarks/accuracy_bench.py --backends boxfill,hybrid --fresh hybrid
     .venv/bin/python benchmarks/accuracy_bench.py --render                       # tables/plot from the JSON
+    nice -n 5 .venv/bin/python benchmarks/accuracy_bench.py --boxless --backends classic --name accuracy_boxless
 
 What it does, per backend and case: the box step (skipped and scored 0 for a box-less
 case), then 5 simulated clicks (largest 26-connected error component, its
@@ -107,6 +108,25 @@ CASES: tuple[BenchCase, ...] = (
               "microscopy", "B"),
 )
 HIDDEN_KINDS_EXCLUDE = ("microscopy",)
+
+
+def boxless_cases(cases: tuple[BenchCase, ...] | list[BenchCase]) -> list[BenchCase]:
+    """Every file of ``cases`` once, run without boxes (``--boxless``).
+
+    The challenge runs only brain-tumour cases box-less; running every kind that way checks
+    what objects grown from clicks alone do on kinds their rules were not tuned on (the dock
+    user who clicks on an empty layer meets the same code).
+    """
+    out: list[BenchCase] = []
+    seen: set[str] = set()
+    for c in cases:
+        if c.image in seen:
+            continue
+        seen.add(c.image)
+        base = c.name.replace(" [box-less]", "")
+        kind = c.kind if c.kind.endswith("(box-less)") else f"{c.kind} (box-less)"
+        out.append(BenchCase(f"{base} [box-less]", c.image, c.gt, "none", kind, c.split))
+    return out
 
 
 def _eval_case(c: BenchCase, data: Path) -> Any:
@@ -261,7 +281,8 @@ def summarize(run: dict[str, Any], names: list[str] | None = None) -> dict[str, 
 
 
 def hidden_names(run: dict[str, Any]) -> list[str]:
-    return [n for n, r in run["cases"].items() if r.get("kind") not in HIDDEN_KINDS_EXCLUDE]
+    return [n for n, r in run["cases"].items()
+            if str(r.get("kind", "")).replace(" (box-less)", "") not in HIDDEN_KINDS_EXCLUDE]
 
 
 # ----------------------------------------------------------------------- rendering
@@ -465,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="constructor option for the in-process backends (the run's label shows it)")
     ap.add_argument("--sweep", default="", metavar="BACKEND:KEY=V1|V2|...",
                     help="run BACKEND once per value of KEY and report the split / leave-one-out check")
+    ap.add_argument("--boxless", action="store_true",
+                    help="run every file once without boxes (clicks only), not the challenge's case list")
     ap.add_argument("--name", default="accuracy_bench", help="output file stem in benchmarks/results")
     ap.add_argument("--title", default="Accuracy benchmark: every backend on the development set")
     ap.add_argument("--replace", action="store_true", help="start a new results file instead of merging runs into it")
@@ -479,8 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("runs", {})
         results.setdefault("sweeps", [])
     keys = [k for k in a.cases.split(",") if k]
-    cases = [c for c in CASES if not keys or any(k in c.name for k in keys)]
-    results["cases"] = [c.__dict__ for c in CASES]
+    all_cases = boxless_cases(CASES) if a.boxless else list(CASES)
+    cases = [c for c in all_cases if not keys or any(k in c.name for k in keys)]
+    results["cases"] = [c.__dict__ for c in all_cases]
     results["data"] = os.path.relpath(data, REPO)  # where the data was, from the checkout (no machine path)
     opts = _parse_options(a.set)
 

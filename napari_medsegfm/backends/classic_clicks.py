@@ -22,6 +22,7 @@ from .classic_ops import (
     keep_touching,
     mix_costs,
     prior_costs,
+    signed_distance,
     smooth_up,
 )
 
@@ -74,6 +75,7 @@ class ClickEditMixin:
             radii = self._homogeneous_radius(c_int)
         r_p, r_z = radii
         s_in = float(min(sp[-2:]))
+        depth_mm = r_p * s_in  # how deep inside the wrong region the click sits (in plane)
         lo_p = self.click_radius_min_mm / s_in  # the floor in pixels: at most click_radius_min_px
         if self.click_radius_min_px > 0:
             lo_p = min(lo_p, self.click_radius_min_px)
@@ -176,10 +178,177 @@ class ClickEditMixin:
         out[fg_all] = True
         out[bg_all] = False
         if not pos:
+            out &= mask  # a negative click only removes
+            if not boxes:  # an object grown from clicks alone
+                if self.neg_keep_near > 0:
+                    out = self._keep_near_positives(out, mask, roi, center, edits)
+                # a leak is a region the click sits deep in, not a shell along the surface
+                deep = depth_mm >= 0.5 * self.first_click_min_mm
+                if self.leak_cut and isinstance(edit, Point) and deep:
+                    out = self._cut_leak(out, mask, edit, edits)
             out = self._drop_cut_off(out, mask, edits)
         return out
 
+    def _keep_near_positives(self, out: np.ndarray, mask: np.ndarray, roi: tuple[slice, ...],
+                             center: np.ndarray, edits: Sequence[Point | Scribble]) -> np.ndarray:
+        """Undo a negative edit's removals nearer a positive click than the negative one.
+
+        Distances in mm; a positive click's distance is scaled by ``neg_keep_near``. Voxels a
+        negative seed marks stay removed.
+        """
+        assert self._vol is not None
+        pos_pts = [np.asarray(e.zyx, dtype=float) for e in edits if isinstance(e, Point) and e.positive]
+        if not pos_pts:
+            return out
+        removed = mask[roi] & ~out[roi]
+        if not removed.any():
+            return out
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        lo = np.array([r.start for r in roi], dtype=float)
+        d_neg = dist_mm(removed.shape, center - lo, sp)
+        near_pos = np.zeros(removed.shape, dtype=bool)
+        for q in pos_pts:
+            near_pos |= self.neg_keep_near * dist_mm(removed.shape, q - lo, sp) < d_neg
+        _, bg_all = self._seed_sets(edits, mask.shape)
+        res = out.copy()
+        res[roi] |= removed & near_pos & ~bg_all[roi]
+        return res
+
+    def _cut_leak(self, out: np.ndarray, mask: np.ndarray, edit: Point,
+                  edits: Sequence[Point | Scribble]) -> np.ndarray:
+        """Remove from ``out`` the wrong branch of ``mask`` that a negative click points at.
+
+        ``mask`` is the object before the click, ``out`` after its local edit; the object has
+        no box (it was grown from clicks alone). A region grown from a click (no box bounds it) leaks through a bridge of similar
+        intensity into a neighbour, and a local edit at the click only nibbles at that
+        neighbour. The mask's part that stays connected to the positive clicks is found with a
+        tightening intensity tolerance (around each positive click's mean) and opening, until
+        the negative click falls outside it; the part of the mask beyond that (more than the
+        opening's reach from it), nearer the negative click than any positive one and holding
+        the negative click, is removed. Unchanged when no step of the ladder separates the
+        click from every positive click, or when the kept part would be less than a ball of
+        half ``first_click_min_mm`` radius (the opening erased a thin object, not a leak).
+        """
+        assert self._vol is not None and self._grey is not None
+        pos_pts = [e.zyx for e in edits if isinstance(e, Point) and e.positive and mask[e.zyx]]
+        if not pos_pts or not mask[edit.zyx]:
+            return out
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        bb = ndimage.find_objects(mask.astype(np.uint8))[0]
+        lo = np.array([max(b.start - 2, 0) for b in bb])
+        hi = np.array([min(b.stop + 2, n) for b, n in zip(bb, mask.shape)])
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        sub = mask[roi]
+        smooth = ndimage.uniform_filter(self._grey[roi].astype(np.float32), 3)
+        neg = tuple(int(v - a) for v, a in zip(edit.zyx, lo))
+        seeds = []
+        for pnt in pos_pts:
+            loc = tuple(int(v - a) for v, a in zip(pnt, lo))
+            nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
+            mu, sd = float(smooth[nb].mean()), float(smooth[nb].std())
+            seeds.append((loc, mu, max(2.5 * sd, self.first_click_tol), dist_mm(sub.shape, loc, sp) <= 3.0))
+        k0 = max(self.first_click_open, 1)
+        # the kept part must hold a ball of half first_click_min_mm radius (voxels)
+        v_keep = 4.0 / 3.0 * np.pi * (0.5 * self.first_click_min_mm) ** 3 / float(np.prod(sp))
+        for scale, k in ((1.0, k0), (1.0, k0 + 1), (0.7, k0 + 1), (0.5, k0 + 1), (0.5, k0 + 2)):
+            near = np.zeros(sub.shape, dtype=bool)
+            core = np.zeros(sub.shape, dtype=bool)
+            for _loc, mu, tol, ball in seeds:
+                nr = np.abs(smooth - mu) <= scale * tol
+                near |= nr
+                core |= nr & ball
+            near &= sub
+            region = ndimage.binary_opening(near, iterations=k) | (core & sub)
+            lab, _ = ndimage.label(region)
+            ids = {int(lab[loc]) for loc, *_ in seeds} - {0}
+            if not ids:
+                return out
+            keep = np.isin(lab, list(ids))
+            if keep.sum() < v_keep:  # the opening erased the object itself (a thin structure)
+                return out
+            if keep[neg]:
+                continue
+            rest = sub & ~ndimage.binary_dilation(keep, iterations=k + 1)
+            if not rest[neg]:
+                return out
+            # only what lies nearer the negative click than any positive one
+            d_neg = dist_mm(sub.shape, neg, sp)
+            nearer = np.ones(sub.shape, dtype=bool)
+            for loc, *_ in seeds:
+                nearer &= d_neg < dist_mm(sub.shape, loc, sp)
+            rest &= nearer
+            if not rest[neg]:
+                return out
+            rl, _ = ndimage.label(rest)
+            branch = rl == rl[neg]
+            res = out.copy()
+            res[roi] &= ~branch
+            return res
+        return out
+
     def _first_click(self, c: tuple[int, ...]) -> np.ndarray:
+        """The mask a lone positive click grows (no current mask, no box).
+
+        With ``first_click_region`` (the default) the object is taken to be the
+        intensity-homogeneous region connected to the click: voxels of the smoothed image within
+        ``max(2.5 sd, first_click_tol)`` grey levels of the click's 3x3x3 mean, opened
+        (``first_click_open`` iterations, fewer where that leaves less than a ball of
+        ``first_click_min_mm``) so thin bridges into neighbours break, within
+        ``click_radius_max_mm`` of the click. That region is the foreground sample and, as a signed distance, the prior of one cut in the
+        window; the click is a hard seed. Otherwise (or when no region forms) a ball sized by
+        the homogeneous region's inscribed radius is cut (:meth:`_first_click_ball`).
+        """
+        if not self.first_click_region:
+            return self._first_click_ball(c)
+        assert self._vol is not None and self._grey is not None
+        shape = self._grey.shape
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        reach = self.click_radius_max_mm
+        half = np.ceil(reach / sp).astype(int) + 1
+        lo = np.maximum(np.asarray(c) - half, 0)
+        hi = np.minimum(np.asarray(c) + half + 1, np.asarray(shape))
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        loc = tuple(int(v) for v in np.asarray(c) - lo)
+        img = self._grey[roi].astype(np.float32)
+        smooth = ndimage.uniform_filter(img, 3)
+        nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
+        mu, sd = float(smooth[nb].mean()), float(smooth[nb].std())
+        near = np.abs(smooth - mu) <= max(2.5 * sd, self.first_click_tol)
+        d = dist_mm(img.shape, loc, sp)
+        inside = d <= reach
+        # an opening breaks the thin bridges by which a region leaks into its neighbours; the
+        # click's own surroundings (3 mm) stay whatever it does. Fewer iterations where the
+        # opening would erase the object itself (a thin structure: myocardium, a small
+        # lesion): the region must keep at least a ball of first_click_min_mm radius
+        k_open = self.first_click_open
+        v_min = 4.0 / 3.0 * np.pi * self.first_click_min_mm**3 / float(np.prod(sp))
+        comp = None
+        for k in range(max(k_open, 0), -1, -1):
+            region = near if k == 0 else ndimage.binary_opening(near, iterations=k) | (near & (d <= 3.0))
+            lab, _ = ndimage.label(region)
+            if lab[loc] == 0:
+                continue
+            comp = (lab == lab[loc]) & inside
+            if k == 0 or comp.sum() >= v_min:
+                break
+        if comp is None:
+            return self._first_click_ball(c)
+        bg_sample = ~ndimage.binary_dilation(comp, iterations=2)
+        lut_f, lut_b = hist_costs(img[comp], img[bg_sample] if bg_sample.any() else img.ravel())
+        p = 0.5 + 0.35 * np.tanh(signed_distance(comp, sp) / 2.0)
+        pf, pb = prior_costs(p)
+        iv = np.clip(img, 0, 255).astype(np.int64)
+        hard_fg = np.zeros(img.shape, dtype=bool)
+        hard_fg[loc] = True
+        m = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam_click, hard_fg=hard_fg, hard_bg=~inside)
+        m = keep_touching(m, hard_fg)
+        if m.any():
+            m = fill_holes_2d(m)
+        out = np.zeros(shape, dtype=bool)
+        out[roi] = m
+        return out
+
+    def _first_click_ball(self, c: tuple[int, ...]) -> np.ndarray:
         """A blob around a lone positive click: a cut in a ball sized by the homogeneous region."""
         assert self._vol is not None and self._grey is not None
         shape = self._grey.shape
