@@ -334,19 +334,8 @@ class ClickEditMixin:
         if comp is None:
             return self._first_click_ball(c)
         bg_sample = ~ndimage.binary_dilation(comp, iterations=2)
-        lut_f, lut_b = hist_costs(img[comp], img[bg_sample] if bg_sample.any() else img.ravel())
         p = 0.5 + 0.35 * np.tanh(signed_distance(comp, sp) / 2.0)
-        pf, pb = prior_costs(p)
-        iv = np.clip(img, 0, 255).astype(np.int64)
-        hard_fg = np.zeros(img.shape, dtype=bool)
-        hard_fg[loc] = True
-        m = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam_click, hard_fg=hard_fg, hard_bg=~inside)
-        m = keep_touching(m, hard_fg)
-        if m.any():
-            m = fill_holes_2d(m)
-        out = np.zeros(shape, dtype=bool)
-        out[roi] = m
-        return out
+        return self._seeded_cut(img, comp, bg_sample, p, loc, ~inside, roi)
 
     def _first_click_ball(self, c: tuple[int, ...]) -> np.ndarray:
         """A blob around a lone positive click: a cut in a ball sized by the homogeneous region."""
@@ -367,18 +356,29 @@ class ClickEditMixin:
         shell = (d > 1.5 * rho) & (d <= 3.0 * rho)
         if not shell.any():
             shell = ~ball
-        lut_f, lut_b = hist_costs(img[ball], img[shell] if shell.any() else img.ravel())
         p = 0.5 + 0.4 * np.tanh(2.0 * (1.0 - d / rho))
+        return self._seeded_cut(img, ball, shell, p, tuple(int(v) for v in loc), d > 2.0 * rho, roi)
+
+    def _seeded_cut(self, img: np.ndarray, fg_sample: np.ndarray, bg_sample: np.ndarray, p: np.ndarray,
+                    loc: tuple[int, ...], hard_bg: np.ndarray, roi: tuple[slice, ...]) -> np.ndarray:
+        """One cut in ``img`` (the window ``roi`` of the image) seeded at the click ``loc``.
+
+        Intensity models from the two samples (the whole window where the background sample
+        is empty), the prior probability ``p``, ``hard_bg`` forced out; the part touching the
+        click, holes filled per slice, placed in a full-size mask.
+        """
+        assert self._vol is not None and self._grey is not None
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        lut_f, lut_b = hist_costs(img[fg_sample], img[bg_sample] if bg_sample.any() else img.ravel())
         pf, pb = prior_costs(p)
         iv = np.clip(img, 0, 255).astype(np.int64)
         hard_fg = np.zeros(img.shape, dtype=bool)
-        hard_fg[tuple(loc)] = True
-        hard_bg = d > 2.0 * rho
+        hard_fg[loc] = True
         m = graph_cut(img, lut_f[iv] + pf, lut_b[iv] + pb, sp, self.lam_click, hard_fg=hard_fg, hard_bg=hard_bg)
         m = keep_touching(m, hard_fg)
         if m.any():
             m = fill_holes_2d(m)
-        out = np.zeros(shape, dtype=bool)
+        out = np.zeros(self._grey.shape, dtype=bool)
         out[roi] = m
         return out
 
