@@ -29,6 +29,19 @@ from .classic_ops import (
 __all__ = ["ClickEditMixin"]
 
 
+def _click_stats(smooth: np.ndarray, loc: tuple[int, ...], floor: float) -> tuple[float, float]:
+    """Mean of the click's 3x3x3 neighbourhood in a smoothed window, and the intensity
+    tolerance around it: ``max(2.5 sd, floor)``."""
+    nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
+    mu, sd = float(smooth[nb].mean()), float(smooth[nb].std())
+    return mu, max(2.5 * sd, floor)
+
+
+def _ball_voxels(radius_mm: float, spacing: np.ndarray) -> float:
+    """Volume in voxels of a ball of ``radius_mm``."""
+    return 4.0 / 3.0 * np.pi * radius_mm**3 / float(np.prod(spacing))
+
+
 class ClickEditMixin:
     """Click and scribble editing of ``ClassicBackend``: local graph-cut edits of a mask.
 
@@ -181,7 +194,7 @@ class ClickEditMixin:
             out &= mask  # a negative click only removes
             if not boxes:  # an object grown from clicks alone
                 if self.neg_keep_near > 0:
-                    out = self._keep_near_positives(out, mask, roi, center, edits)
+                    out = self._keep_near_positives(out, mask, roi, center, edits, bg_all)
                 # a leak is a region the click sits deep in, not a shell along the surface
                 deep = depth_mm >= 0.5 * self.first_click_min_mm
                 if self.leak_cut and isinstance(edit, Point) and deep:
@@ -190,11 +203,12 @@ class ClickEditMixin:
         return out
 
     def _keep_near_positives(self, out: np.ndarray, mask: np.ndarray, roi: tuple[slice, ...],
-                             center: np.ndarray, edits: Sequence[Point | Scribble]) -> np.ndarray:
+                             center: np.ndarray, edits: Sequence[Point | Scribble],
+                             bg_all: np.ndarray) -> np.ndarray:
         """Undo a negative edit's removals nearer a positive click than the negative one.
 
         Distances in mm; a positive click's distance is scaled by ``neg_keep_near``. Voxels a
-        negative seed marks stay removed.
+        negative seed marks (``bg_all``, full size) stay removed.
         """
         assert self._vol is not None
         pos_pts = [np.asarray(e.zyx, dtype=float) for e in edits if isinstance(e, Point) and e.positive]
@@ -209,7 +223,6 @@ class ClickEditMixin:
         near_pos = np.zeros(removed.shape, dtype=bool)
         for q in pos_pts:
             near_pos |= self.neg_keep_near * dist_mm(removed.shape, q - lo, sp) < d_neg
-        _, bg_all = self._seed_sets(edits, mask.shape)
         res = out.copy()
         res[roi] |= removed & near_pos & ~bg_all[roi]
         return res
@@ -219,9 +232,9 @@ class ClickEditMixin:
         """Remove from ``out`` the wrong branch of ``mask`` that a negative click points at.
 
         ``mask`` is the object before the click, ``out`` after its local edit; the object has
-        no box (it was grown from clicks alone). A region grown from a click (no box bounds it) leaks through a bridge of similar
-        intensity into a neighbour, and a local edit at the click only nibbles at that
-        neighbour. The mask's part that stays connected to the positive clicks is found with a
+        no box (it was grown from clicks alone). A region grown from a click leaks through a
+        bridge of similar intensity into a neighbour, and a local edit at the click only nibbles
+        at that neighbour. The mask's part that stays connected to the positive clicks is found with a
         tightening intensity tolerance (around each positive click's mean) and opening, until
         the negative click falls outside it; the part of the mask beyond that (more than the
         opening's reach from it), nearer the negative click than any positive one and holding
@@ -241,22 +254,21 @@ class ClickEditMixin:
         sub = mask[roi]
         smooth = ndimage.uniform_filter(self._grey[roi].astype(np.float32), 3)
         neg = tuple(int(v - a) for v, a in zip(edit.zyx, lo))
-        seeds = []
+        seeds = []  # (position, mean, tolerance, distance in mm) of each positive click
         for pnt in pos_pts:
             loc = tuple(int(v - a) for v, a in zip(pnt, lo))
-            nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
-            mu, sd = float(smooth[nb].mean()), float(smooth[nb].std())
-            seeds.append((loc, mu, max(2.5 * sd, self.first_click_tol), dist_mm(sub.shape, loc, sp) <= 3.0))
+            mu, tol = _click_stats(smooth, loc, self.first_click_tol)
+            seeds.append((loc, mu, tol, dist_mm(sub.shape, loc, sp)))
         k0 = max(self.first_click_open, 1)
-        # the kept part must hold a ball of half first_click_min_mm radius (voxels)
-        v_keep = 4.0 / 3.0 * np.pi * (0.5 * self.first_click_min_mm) ** 3 / float(np.prod(sp))
+        # the kept part must hold a ball of half first_click_min_mm radius
+        v_keep = _ball_voxels(0.5 * self.first_click_min_mm, sp)
         for scale, k in ((1.0, k0), (1.0, k0 + 1), (0.7, k0 + 1), (0.5, k0 + 1), (0.5, k0 + 2)):
             near = np.zeros(sub.shape, dtype=bool)
             core = np.zeros(sub.shape, dtype=bool)
-            for _loc, mu, tol, ball in seeds:
+            for _loc, mu, tol, d_pos in seeds:
                 nr = np.abs(smooth - mu) <= scale * tol
                 near |= nr
-                core |= nr & ball
+                core |= nr & (d_pos <= 3.0)
             near &= sub
             region = ndimage.binary_opening(near, iterations=k) | (core & sub)
             lab, _ = ndimage.label(region)
@@ -274,8 +286,8 @@ class ClickEditMixin:
             # only what lies nearer the negative click than any positive one
             d_neg = dist_mm(sub.shape, neg, sp)
             nearer = np.ones(sub.shape, dtype=bool)
-            for loc, *_ in seeds:
-                nearer &= d_neg < dist_mm(sub.shape, loc, sp)
+            for *_, d_pos in seeds:
+                nearer &= d_neg < d_pos
             rest &= nearer
             if not rest[neg]:
                 return out
@@ -311,9 +323,8 @@ class ClickEditMixin:
         loc = tuple(int(v) for v in np.asarray(c) - lo)
         img = self._grey[roi].astype(np.float32)
         smooth = ndimage.uniform_filter(img, 3)
-        nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
-        mu, sd = float(smooth[nb].mean()), float(smooth[nb].std())
-        near = np.abs(smooth - mu) <= max(2.5 * sd, self.first_click_tol)
+        mu, tol = _click_stats(smooth, loc, self.first_click_tol)
+        near = np.abs(smooth - mu) <= tol
         d = dist_mm(img.shape, loc, sp)
         inside = d <= reach
         # an opening breaks the thin bridges by which a region leaks into its neighbours; the
@@ -321,7 +332,7 @@ class ClickEditMixin:
         # opening would erase the object itself (a thin structure: myocardium, a small
         # lesion): the region must keep at least a ball of first_click_min_mm radius
         k_open = self.first_click_open
-        v_min = 4.0 / 3.0 * np.pi * self.first_click_min_mm**3 / float(np.prod(sp))
+        v_min = _ball_voxels(self.first_click_min_mm, sp)
         comp = None
         for k in range(max(k_open, 0), -1, -1):
             region = near if k == 0 else ndimage.binary_opening(near, iterations=k) | (near & (d <= 3.0))
@@ -424,10 +435,7 @@ class ClickEditMixin:
         assert self._grey is not None
         roi, loc = self._window(c, self._grey.shape)
         sub = ndimage.uniform_filter(self._grey[roi].astype(np.float32), 3)
-        nb = tuple(slice(max(v - 1, 0), v + 2) for v in loc)
-        mu = float(sub[nb].mean())
-        sd = float(sub[nb].std())
-        tol = max(2.5 * sd, self.homog_tol)
+        mu, tol = _click_stats(sub, loc, self.homog_tol)
         region = np.abs(sub - mu) <= tol
         lab, _ = ndimage.label(region)
         if lab[loc] == 0:
