@@ -69,6 +69,9 @@ grown from clicks alone (the region first click, the leak cut, keeping what is n
 positive click) took the three box-less brain-tumour runs from final 0.456 / DSC_AUC 1.52 to
 0.546 / 2.04 and the development set to final 0.691, DSC_AUC 2.678 (box runs unchanged);
 every file run box-less: ``accuracy_boxless.md``.
+The contrast-gated band of a positive click took it to final 0.695, DSC_AUC 2.692
+(``accuracy_band.md``, ``accuracy_band_width.md``, ``accuracy_band_boxless.md``: chosen on
+either half, and on all box-less folds).
 
 Large ROIs are processed at a reduced in-plane resolution (block means) so a cut
 stays under ``max_roi_voxels`` nodes; the result is resampled back.
