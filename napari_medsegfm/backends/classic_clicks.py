@@ -190,6 +190,10 @@ class ClickEditMixin:
         out[roi] = smooth_up(new, f, sub_img.shape) if f > 1 else new
         out[fg_all] = True
         out[bg_all] = False
+        if pos and isinstance(edit, Point) and self.band_contrast > 0:
+            band = self._band_region(mask, c_int)
+            if band is not None:
+                out |= band & ~bg_all
         if not pos:
             out &= mask  # a negative click only removes
             if not boxes:  # an object grown from clicks alone
@@ -201,6 +205,52 @@ class ClickEditMixin:
                     out = self._cut_leak(out, mask, edit, edits)
             out = self._drop_cut_off(out, mask, edits)
         return out
+
+    def _band_region(self, mask: np.ndarray, c: tuple[int, ...]) -> np.ndarray | None:
+        """The missed band along the mask's surface that a positive click outside it points at.
+
+        A positive click at distance ``d`` (mm) outside the mask often marks a band the mask
+        falls short of all along one side (an enhancing rim, the edge of a blood pool). The
+        voxels within ``2 d`` (plus one pixel) outside the mask, within the click's reach
+        (``click_radius_max_mm``) and within the click's intensity tolerance
+        (:func:`_click_stats`) form candidates; the connected part holding the click is the
+        band. It is taken only where it stands out from its surroundings (its mean differs
+        from the 2-voxel ring around it by at least ``band_contrast`` tolerances: a real edge,
+        not a patch of the same tissue) and is at most ``band_max_ratio`` times the mask's
+        size. ``None`` where nothing qualifies.
+        """
+        assert self._vol is not None and self._grey is not None
+        sp = np.asarray(self._vol.spacing, dtype=float)
+        reach = self.click_radius_max_mm
+        half = np.ceil(reach / sp).astype(int)
+        cc = np.asarray(c)
+        lo = np.maximum(cc - half, 0)
+        hi = np.minimum(cc + half + 1, np.asarray(mask.shape))
+        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        sub = mask[roi]
+        loc = tuple(int(v) for v in cc - lo)
+        if not sub.any() or sub[loc]:
+            return None
+        dm = ndimage.distance_transform_edt(~sub, sampling=sp)
+        band = ~sub & (dm <= self.band_width * dm[loc] + float(sp[-2:].min()))
+        smooth = ndimage.uniform_filter(self._grey[roi].astype(np.float32), 3)
+        mu, tol = _click_stats(smooth, loc, self.first_click_tol)
+        band &= np.abs(smooth - mu) <= tol
+        band &= dist_mm(sub.shape, loc, sp) <= reach
+        lab, _ = ndimage.label(band)
+        if lab[loc] == 0:
+            return None
+        reg = lab == lab[loc]
+        if reg.sum() > self.band_max_ratio * np.count_nonzero(mask):
+            return None
+        ring = ndimage.binary_dilation(reg, iterations=2) & ~reg & ~sub
+        if not ring.any():
+            return None
+        if abs(float(smooth[reg].mean()) - float(smooth[ring].mean())) < self.band_contrast * tol:
+            return None
+        full = np.zeros(mask.shape, dtype=bool)
+        full[roi] = reg
+        return full
 
     def _keep_near_positives(self, out: np.ndarray, mask: np.ndarray, roi: tuple[slice, ...],
                              center: np.ndarray, edits: Sequence[Point | Scribble],

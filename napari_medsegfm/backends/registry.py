@@ -171,13 +171,13 @@ def list_backends() -> dict[str, BackendStatus]:
 #: Chosen by measurement on cases nobody tuned on (issue 17, CVPR 2025 protocol, box + 5
 #: clicks): the LiteMedSAM pipeline reached final DSC ~0.57 / DSC_AUC ~2.2 on the held-out
 #: 3D cases against ~0.66 / ~2.6 for the weight-free graph cut, which also leads on the
-#: development set (benchmarks/results/accuracy_dev.md: 0.691 / 2.68 against 0.648 / 2.49,
-#: at 0.25 s against 11.6 s per step in process on 2 CPU cores); `joint` did not beat it there.
+#: development set (benchmarks/results/accuracy_dev.md: 0.695 / 2.69 against 0.648 / 2.49,
+#: at 0.21 s against 11.6 s per step in process on 2 CPU cores); `joint` did not beat it there.
 #: LiteMedSAM stays available by name.
 DEFAULT_PREFERENCE: tuple[tuple[str, str], ...] = (
     ("classic", "best measured on unseen 3D cases (final DSC ~0.66 vs ~0.57 for litemedsam, issue 17) and on "
-                "the development set (0.691 vs 0.648, benchmarks/results/accuracy_dev.md); weight-free, "
-                "~1 s per step (5 s at most, a 15-organ CT box step) with process start on 2 CPU cores, "
+                "the development set (0.695 vs 0.648, benchmarks/results/accuracy_dev.md); weight-free, "
+                "~1 s per step (4-5 s at most, a 15-organ CT box step) with process start on 2 CPU cores, "
                 "no torch at start-up"),
     ("litemedsam", "classic is not usable here (PyMaxflow missing)"),
 )
