@@ -222,13 +222,8 @@ class ClickEditMixin:
         assert self._vol is not None and self._grey is not None
         sp = np.asarray(self._vol.spacing, dtype=float)
         reach = self.click_radius_max_mm
-        half = np.ceil(reach / sp).astype(int)
-        cc = np.asarray(c)
-        lo = np.maximum(cc - half, 0)
-        hi = np.minimum(cc + half + 1, np.asarray(mask.shape))
-        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        roi, loc = self._window(c, mask.shape, z_cap=None, pad=0)
         sub = mask[roi]
-        loc = tuple(int(v) for v in cc - lo)
         if not sub.any() or sub[loc]:
             return None
         dm = ndimage.distance_transform_edt(~sub, sampling=sp)
@@ -366,11 +361,7 @@ class ClickEditMixin:
         shape = self._grey.shape
         sp = np.asarray(self._vol.spacing, dtype=float)
         reach = self.click_radius_max_mm
-        half = np.ceil(reach / sp).astype(int) + 1
-        lo = np.maximum(np.asarray(c) - half, 0)
-        hi = np.minimum(np.asarray(c) + half + 1, np.asarray(shape))
-        roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        loc = tuple(int(v) for v in np.asarray(c) - lo)
+        roi, loc = self._window(c, shape, z_cap=None)
         img = self._grey[roi].astype(np.float32)
         smooth = ndimage.uniform_filter(img, 3)
         mu, tol = _click_stats(smooth, loc, self.first_click_tol)
@@ -443,12 +434,15 @@ class ClickEditMixin:
         out[roi] = m
         return out
 
-    def _window(self, c: tuple[int, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    def _window(self, c: tuple[int, ...], shape: tuple[int, ...],
+                z_cap: int | None = 12, pad: int = 1) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        """The box of the click's reach (``click_radius_max_mm`` + ``pad`` voxels) around ``c``,
+        at most ``z_cap`` slices either side (``None``: no cap), and ``c`` inside it."""
         assert self._vol is not None
         sp = np.asarray(self._vol.spacing, dtype=float)
-        half = np.ceil(self.click_radius_max_mm / sp).astype(int) + 1
-        if len(shape) == 3:
-            half[0] = min(half[0], 12)
+        half = np.ceil(self.click_radius_max_mm / sp).astype(int) + pad
+        if len(shape) == 3 and z_cap is not None:
+            half[0] = min(half[0], z_cap)
         lo = np.maximum(np.asarray(c) - half, 0)
         hi = np.minimum(np.asarray(c) + half + 1, np.asarray(shape))
         roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
