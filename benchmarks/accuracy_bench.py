@@ -510,8 +510,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         png = RESULTS / f"{a.name}.png"
-        if render_plot(results, png, a.title) is not None:
+        # a sweep-only invocation (--backends "") has no backend run to plot: no empty figure
+        if results.get("runs") and render_plot(results, png, a.title) is not None:
             results["plot"] = png.name
+        else:
+            results.pop("plot", None)
         _write(jpath, json.dumps(results, indent=1, default=float))
         _write(RESULTS / f"{a.name}.md", render_markdown(results, a.title))
 
