@@ -32,14 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_bench import CASES, RESULTS, _find_data, _write  # noqa: E402
 
 
-def _dsc(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return float("nan") if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def measure(data: Path, options: dict[str, float]) -> list[dict]:
     from napari_medsegfm.backends.classic import ClassicBackend
     from napari_medsegfm.io import load_case
+    from napari_medsegfm.tasks.metrics import dsc
     from napari_medsegfm.tasks.predict import predict_case
     from napari_medsegfm.types import Box2D
 
@@ -71,10 +67,10 @@ def measure(data: Path, options: dict[str, float]) -> list[dict]:
                              z=int(z), object_id=lab)
                 oracle |= be.predict([rect], None)
             rows.append({"case": c.name, "kind": c.kind, "label": lab, "voxels": int(g.sum()),
-                         "slices": int(g.any(axis=(1, 2)).sum()), "dsc": _dsc(m, g),
-                         "dsc_mid": _dsc(m[zm], g[zm]), "dsc_other": _dsc(m[others], g[others]),
+                         "slices": int(g.any(axis=(1, 2)).sum()), "dsc": dsc(g, m),
+                         "dsc_mid": dsc(g[zm], m[zm]), "dsc_other": dsc(g[others], m[others]),
                          "volume_ratio": float(m.sum()) / max(int(g.sum()), 1),
-                         "dsc_per_slice_gt_boxes": _dsc(oracle, g), "case_box_step_s": sec})
+                         "dsc_per_slice_gt_boxes": dsc(g, oracle), "case_box_step_s": sec})
             print(f"  {c.name[:34]:34s} L{lab:<2d} dsc {rows[-1]['dsc']:.3f} mid {rows[-1]['dsc_mid']:.3f} "
                   f"other {rows[-1]['dsc_other']:.3f} | per-slice GT boxes {rows[-1]['dsc_per_slice_gt_boxes']:.3f}",
                   flush=True)

@@ -41,8 +41,8 @@ Prompts:
     and the window border fixed. A positive click beside the mask also takes the missed band
     along the mask's surface that it points at (the enhancing rim of a tumour, the edge of a
     blood pool: voxels near the surface, of the click's intensity, connected to it within its
-    reach), only where that band has an edge (its mean stands out from the ring around it). A negative click only removes, and also drops the part of
-    the mask it cut off. With no current mask (no box: the challenge's box-less brain-tumour
+    reach), only where that band has an edge (its mean stands out from the ring around it).
+    A negative click only removes, and also drops the part of the mask it cut off. With no current mask (no box: the challenge's box-less brain-tumour
     cases, a click on an empty layer), a lone positive click takes the intensity-homogeneous
     region connected to it, opened so thin bridges into neighbours break (less where that
     would erase a thin object), as the sample and prior of one cut within 40 mm. On such an
