@@ -102,8 +102,9 @@ def label_dtype_for(max_label: int) -> np.dtype:
 def keep_freed_memory() -> bool:
     """Let glibc's allocator keep and reuse freed memory for the rest of this process.
 
-    By default glibc maps every block over 128 KiB afresh from the kernel and hands it back on
-    ``free``, so each volume-sized temporary of a step page-faults in again; on a 63x512x512 CT
+    By default glibc maps large blocks (over 128 KiB, a threshold it raises to at most 32 MiB as
+    blocks are freed) afresh from the kernel, and hands them and the freed top of its heap back
+    on ``free``, so each volume-sized temporary of a step page-faults in again; on a 63x512x512 CT
     with 15 boxes that was about half of a ``medsegfm predict`` step (system time 1.7-3.1 s
     of 4.1-6.0 s; ``benchmarks/predict_speed_bench.py``). Raising the mmap and trim thresholds
     to 1 GiB keeps that memory in the heap for reuse: the process's peak memory grows a few
