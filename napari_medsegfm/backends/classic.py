@@ -209,6 +209,10 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         Largest such band, as a multiple of the mask's size.
     band_width : float
         The band's depth, in multiples of the click's distance to the mask.
+    offplane_z_mm : bool
+        A click on a slice where the mask has no voxel: its error radius through the slices is
+        its distance to the mask in mm over the slice thickness (on by default); off, the 3D
+        distance in unit voxels, where an in-plane offset counts as slices (the old rule).
     """
 
     name = "classic"
@@ -252,6 +256,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         band_contrast: float = 1.0,
         band_max_ratio: float = 1.5,
         band_width: float = 2.0,
+        offplane_z_mm: bool = True,
         **_unused: float,
     ) -> None:
         self.device = "cpu"
@@ -284,6 +289,7 @@ class ClassicBackend(BoxStepMixin, ClickEditMixin):
         self.band_contrast = float(band_contrast)
         self.band_max_ratio = float(band_max_ratio)
         self.band_width = float(band_width)
+        self.offplane_z_mm = bool(offplane_z_mm)
         self.mode_width = float(mode_width)
         self.fit_fill = float(fit_fill)
         self.nested = bool(nested)

@@ -466,9 +466,14 @@ class ClickEditMixin:
             r_z = float(ndimage.distance_transform_edt(~other)[loc])
             if plane.any():
                 r_p = float(ndimage.distance_transform_edt(~plane)[loc[1:]])
-            else:  # the other label is only on other slices: use the 3D distance, in pixels
+            else:  # the other label is only on other slices: use the 3D distance in mm,
+                # as pixels in plane and as slices through them (in unit voxels an in-plane
+                # offset would count as slices: 18 pixels = 18 slices of 6.5 mm)
                 sp = self._vol.spacing
-                r_p = float(ndimage.distance_transform_edt(~other, sampling=sp)[loc]) / min(sp[1:])
+                d_mm = float(ndimage.distance_transform_edt(~other, sampling=sp)[loc])
+                r_p = d_mm / min(sp[1:])
+                if self.offplane_z_mm:
+                    r_z = d_mm / sp[0]
         else:
             r_p = float(ndimage.distance_transform_edt(~other)[loc])
             r_z = 1.0

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import keep_freed_memory
 from . import CLIError
 from ._backend_args import EXIT_INPUT, EXIT_PARTIAL, EXIT_PROMPT, add_backend_args, make_backend
 
@@ -176,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         if dst.exists() and not dst.is_dir():
             raise CLIError(f"output {dst} exists and is not a folder", code=EXIT_INPUT)
         dst.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "own_process", False):  # the program's own short-lived process, not a caller's
+        keep_freed_memory()  # reuse freed volume-sized blocks instead of faulting them in again
     t_start = time.perf_counter()
     backend = make_backend(args.backend, args.device)
     name = getattr(backend, "name", type(backend).__name__)
