@@ -13,7 +13,8 @@ step and the first click step of three development files (the 15-organ CT_AMOS v
 writes it (the click step from the default backend's box step and one simulated click per
 class), then ``medsegfm predict --backend classic`` runs on it ``--repeats`` times with the
 tuning on and off, alternating. Reported: median wall and system time, peak memory of the
-process, the ratio off / on, and whether both wrote the same ``segs``.
+process (measured from a small wrapper interpreter, not inherited from this one), the ratio
+off / on, and whether both wrote the same ``segs``.
 
 Writes ``benchmarks/results/predict_speed.json`` and ``predict_speed.md``.
 """
@@ -26,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +61,34 @@ def step_inputs(data: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+# Runs the command from a small interpreter and prints its resource use as JSON. On Linux a
+# child's peak memory starts at its parent's size when the parent forks it, so the command
+# must not be forked from this (large) benchmark process.
+_WRAP = """
+import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, ru = os.wait4(pid, 0)
+print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "wall_s": time.perf_counter() - t0,
+                  "sys_s": ru.ru_stime, "user_s": ru.ru_utime, "maxrss_mb": ru.ru_maxrss / 1024.0}))
+"""
+
+
 def _one(src: Path, dst: Path, tuning: bool) -> dict[str, float]:
     exe = str(Path(PY).with_name("medsegfm"))
     env = {**os.environ, "MEDSEGFM_MALLOC_TUNING": "1" if tuning else "0"}
     cmd = [exe, "predict", "-i", str(src), "-o", str(dst), "--backend", "classic", "--device", "cpu", "--no-progress"]
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err[-2000:]}")
-    return {"wall_s": wall, "sys_s": ru.ru_stime, "user_s": ru.ru_utime, "maxrss_mb": ru.ru_maxrss / 1024.0}
+    p = subprocess.run([PY, "-c", _WRAP, *cmd], env=env, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0 or not p.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)}: the wrapper failed ({p.returncode}): {p.stderr[-2000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    if res.pop("rc") != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-2000:]}")
+    return res
 
 
 def measure(repeats: int) -> list[dict[str, Any]]:
