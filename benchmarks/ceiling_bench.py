@@ -46,31 +46,19 @@ from accuracy_bench import (  # noqa: E402
     _write,
     click_deltas,
 )
+from box_step_bench import per_slice_gt_cut  # noqa: E402
 
 
 def oracle_step0(inputs: dict[str, Any], gts: np.ndarray, backend: Any) -> np.ndarray:
     """Step 0 from per-slice ground-truth rectangles (see the module docstring)."""
     from napari_medsegfm.io.cvpr import read_cvpr_members
     from napari_medsegfm.tasks.predict import merge_masks
-    from napari_medsegfm.types import Box2D
 
     case = read_cvpr_members(inputs, "<oracle step 0>")
     backend.set_image(case.image)
-    shape = gts.shape
-    h, w = shape[1:]
-    masks: dict[int, np.ndarray] = {}
-    for b in case.boxes:
-        lab = int(b.object_id)
-        g = gts == lab
-        m = np.zeros(shape, dtype=bool)
-        for z in np.flatnonzero(g.any(axis=(1, 2))):
-            yy, xx = np.nonzero(g[z])
-            rect = Box2D(y_min=max(int(yy.min()) - 2, 0), x_min=max(int(xx.min()) - 2, 0),
-                         y_max=min(int(yy.max()) + 2, h - 1), x_max=min(int(xx.max()) + 2, w - 1),
-                         z=int(z), object_id=lab)
-            m |= np.asarray(backend.predict([rect], None), dtype=bool)
-        masks[lab] = m
-    return merge_masks(masks, shape)
+    masks = {int(b.object_id): per_slice_gt_cut(gts == int(b.object_id), int(b.object_id), backend)
+             for b in case.boxes}
+    return merge_masks(masks, gts.shape)
 
 
 def run(data: Path, oracle: bool, cutter: str = "classic") -> dict[str, Any]:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,10 +39,6 @@ def test_label_dtype_rule(mx, dt):
 
 
 def _tuning_in_subprocess(env_value: str) -> str:
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "MEDSEGFM_MALLOC_TUNING": env_value}
     code = "from napari_medsegfm.utils import keep_freed_memory; print(keep_freed_memory())"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -48,10 +50,8 @@ def test_keep_freed_memory_is_off_on_request():
     assert _tuning_in_subprocess("0") == "False"
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_keep_freed_memory_sets_glibc_thresholds():
-    import platform
-
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
     assert _tuning_in_subprocess("1") == "True"
@@ -59,12 +59,6 @@ def test_keep_freed_memory_sets_glibc_thresholds():
 
 def test_predict_program_writes_the_same_segs_with_and_without_tuning(shared_data, tmp_path):
     """`medsegfm predict` as a program (the challenge's process per step), tuning on and off."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
     src = shared_data / "dev3d" / "CT_MSD_spleen_2_crop.npz"
     if not src.is_file():
         pytest.skip(f"{src.name} is not in the shared data")

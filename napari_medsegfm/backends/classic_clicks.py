@@ -463,7 +463,8 @@ class ClickEditMixin:
         if sub.ndim == 3:
             assert self._vol is not None
             plane = other[loc[0]]
-            r_z = float(ndimage.distance_transform_edt(~other)[loc])
+            if plane.any() or not self.offplane_z_mm:
+                r_z = float(ndimage.distance_transform_edt(~other)[loc])
             if plane.any():
                 r_p = float(ndimage.distance_transform_edt(~plane)[loc[1:]])
             else:  # the other label is only on other slices: use the 3D distance in mm,
